@@ -1,0 +1,22 @@
+"""rar_jax: Retrospective Adversarial Replay (Kumari et al., NeurIPS 2022) in JAX.
+
+Importing the library never imports TensorFlow; only `rar_jax.data`'s TFDS
+path does, on demand.
+"""
+
+from rar_jax import buffer
+from rar_jax.attack import mifgsm
+from rar_jax.method import METHODS, Hyper, ReplayConfig
+from rar_jax.mixup import mixup
+from rar_jax.models import MLP, ReducedResNet18, create_model
+from rar_jax.neighbors import nearest_neighbors, neighbor_distances
+from rar_jax.retrieval import mir_retrieve, random_retrieve
+from rar_jax.step import TrainState, init_train_state, make_optimizer, make_predict, make_train_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "buffer", "mifgsm", "METHODS", "Hyper", "ReplayConfig", "mixup", "MLP", "ReducedResNet18",
+    "create_model", "nearest_neighbors", "neighbor_distances", "mir_retrieve", "random_retrieve",
+    "TrainState", "init_train_state", "make_optimizer", "make_predict", "make_train_step",
+]
