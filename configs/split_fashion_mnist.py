@@ -1,0 +1,26 @@
+"""Online Split Fashion-MNIST: 5 tasks x 2 classes, 1000 samples per task,
+MLP 784-400-400-10, SGD lr 0.1, minibatch 10, replay batch 10, memory 200.
+
+Offline on Debian/Ubuntu with `apt-get install dataset-fashion-mnist`; TFDS
+otherwise. RAR hyper-parameters: the paper's Split-MNIST command line.
+"""
+
+from rar_jax.config_base import base_config
+
+
+def get_config():
+  c = base_config()
+  c.dataset = "fashion_mnist"
+  c.data_source = "auto"
+  c.num_tasks = 5
+  c.samples_per_task = 1000
+  c.model = "mlp"
+  c.method = "er_rar"
+  c.num_seeds = 10
+  c.mem_size = 200
+  c.batch_size_mem = 10
+  c.beta_coef = 0.3
+  c.epsilon_fgsm = 0.3
+  c.alpha_fgsm = 0.075
+  c.iter_fgsm = 5
+  return c

@@ -1,0 +1,21 @@
+"""Split-MNIST as in the paper: 5 tasks x 2 classes, 1000 samples per task,
+MLP 2x400, memory 200, MIR-RAR with beta 0.3, eps 0.3, alpha 0.075, 5 steps.
+Data through TFDS (or IDX files with --config.data_source=idx --config.data_dir=DIR)."""
+
+from rar_jax.config_base import base_config
+
+
+def get_config():
+  c = base_config()
+  c.dataset = "mnist"
+  c.num_tasks = 5
+  c.samples_per_task = 1000
+  c.model = "mlp"
+  c.method = "mir_rar"
+  c.num_seeds = 20
+  c.mem_size = 200
+  c.beta_coef = 0.3
+  c.epsilon_fgsm = 0.3
+  c.alpha_fgsm = 0.075
+  c.iter_fgsm = 5
+  return c

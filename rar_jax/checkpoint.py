@@ -1,0 +1,46 @@
+"""Orbax checkpoints of a whole run: states, accuracy matrix, stream position."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional, Tuple
+
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Keeps the last ``keep`` checkpoints under ``directory``.
+
+  Orbax writes each checkpoint into a temporary folder and renames it when
+  complete, so a run killed mid-save leaves no half checkpoint that looks
+  finished. A finished one that fails to restore (damaged files) is reported
+  and skipped for the previous one.
+  """
+
+  def __init__(self, directory: str, keep: int):
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=False))
+
+  def save(self, step: int, payload: Any) -> None:
+    self._manager.save(step, args=ocp.args.StandardSave(payload), force=True)
+    self._manager.wait_until_finished()
+
+  def steps(self):
+    return sorted(self._manager.all_steps())
+
+  def restore_latest(self, target: Any) -> Optional[Tuple[int, Any]]:
+    """``(step, payload)`` of the newest readable checkpoint, or None."""
+    for step in reversed(self.steps()):
+      try:
+        return step, self._manager.restore(step, args=ocp.args.StandardRestore(target))
+      except Exception as e:  # damaged files surface as many error types
+        logging.warning("checkpoint %d in %s is unreadable (%s: %s); trying the previous one",
+                        step, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
+    return None
+
+  def close(self):
+    self._manager.close()

@@ -1,0 +1,248 @@
+"""Datasets as NumPy arrays, and class-incremental streams over them.
+
+Images are float32 ``[N, H, W, C]`` in [0, 1]; labels int32. TensorFlow is
+imported only by the TFDS source, and never sees an accelerator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import struct as _struct
+from typing import Optional
+
+import numpy as np
+
+DATASETS = {  # name -> (num_classes, image shape)
+    "digits": (10, (8, 8, 1)),
+    "mnist": (10, (28, 28, 1)),
+    "fashion_mnist": (10, (28, 28, 1)),
+    "cifar10": (10, (32, 32, 3)),
+    "cifar100": (100, (32, 32, 3)),
+}
+SOURCES = ("auto", "embedded", "idx", "tfds")
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+IDX_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
+class DataError(RuntimeError):
+  """Data could not be had or is not usable; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  name: str
+  train_x: np.ndarray
+  train_y: np.ndarray
+  test_x: np.ndarray
+  test_y: np.ndarray
+  num_classes: int
+  source: str
+
+
+def validate_arrays(name: str, x: np.ndarray, y: np.ndarray, num_classes: int) -> None:
+  """Rejects data the step cannot learn from sensibly, with the reason."""
+  if x.ndim != 4:
+    raise DataError(f"{name}: images must be [N, H, W, C], got shape {x.shape}")
+  if len(x) != len(y) or len(x) == 0:
+    raise DataError(f"{name}: {len(x)} images and {len(y)} labels (need equal, non-zero)")
+  if not np.all(np.isfinite(x)):
+    raise DataError(f"{name}: images contain NaN or Inf")
+  lo, hi = float(x.min()), float(x.max())
+  if lo < 0.0 or hi > 1.0:
+    raise DataError(f"{name}: pixel values must lie in [0, 1] (the attack clips there), "
+                    f"got [{lo}, {hi}]")
+  if y.min() < 0 or y.max() >= num_classes:
+    raise DataError(f"{name}: labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}]")
+
+
+def _finish(name, source, train_x, train_y, test_x, test_y) -> Dataset:
+  num_classes = DATASETS[name][0]
+  train_x, test_x = (np.asarray(a, np.float32) for a in (train_x, test_x))
+  train_y, test_y = (np.asarray(a, np.int32) for a in (train_y, test_y))
+  validate_arrays(f"{name} train", train_x, train_y, num_classes)
+  validate_arrays(f"{name} test", test_x, test_y, num_classes)
+  return Dataset(name, train_x, train_y, test_x, test_y, num_classes, source)
+
+
+def _load_digits() -> Dataset:
+  from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
+  d = load_digits()
+  x = (d.images / 16.0).astype(np.float32)[..., None]
+  y = d.target.astype(np.int32)
+  # A fixed 80/20 split that keeps the class proportions.
+  test = np.zeros(len(y), bool)
+  for c in range(10):
+    idx = np.flatnonzero(y == c)
+    test[idx[::5]] = True
+  return _finish("digits", "embedded", x[~test], y[~test], x[test], y[test])
+
+
+def _read_idx(path: str) -> np.ndarray:
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    raw = f.read()
+  if len(raw) < 4:
+    raise DataError(f"{path}: not an IDX file (too short)")
+  zero, dtype_code, ndim = _struct.unpack(">HBB", raw[:4])
+  if zero != 0 or dtype_code != 0x08:
+    raise DataError(f"{path}: not an unsigned-byte IDX file")
+  dims = _struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+  data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+  if data.size != int(np.prod(dims)):
+    raise DataError(f"{path}: truncated ({data.size} values for shape {dims})")
+  return data.reshape(dims)
+
+
+def _find_idx(data_dir: str, stem: str) -> Optional[str]:
+  for candidate in (stem, stem + ".gz"):
+    path = os.path.join(data_dir, candidate)
+    if os.path.exists(path):
+      return path
+  return None
+
+
+def _load_idx(name: str, data_dir: str) -> Dataset:
+  paths = {k: _find_idx(data_dir, stem) for k, stem in IDX_FILES.items()}
+  missing = [IDX_FILES[k] for k, p in paths.items() if p is None]
+  if missing:
+    hint = (" (on Debian: apt-get install dataset-fashion-mnist)"
+            if name == "fashion_mnist" else "")
+    raise DataError(f"{name}: IDX files {missing} (optionally .gz) not found in "
+                    f"{data_dir!r}; put the four MNIST-format files there{hint}, or use "
+                    "--config.data_source=tfds")
+  arrays = {k: _read_idx(p) for k, p in paths.items()}
+  scale = lambda a: (a.astype(np.float32) / 255.0)[..., None]
+  return _finish(name, "idx", scale(arrays["train_x"]), arrays["train_y"],
+                 scale(arrays["test_x"]), arrays["test_y"])
+
+
+def _load_tfds(name: str, data_dir: Optional[str]) -> Dataset:
+  try:
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+  except ImportError as e:
+    raise DataError(f"{name}: the TFDS source needs tensorflow and tensorflow-datasets "
+                    f"({e}); pip install 'rar_jax[tfds]'") from None
+  # As in the Flax examples: keep TensorFlow off every accelerator.
+  tf.config.set_visible_devices([], "GPU")
+  try:
+    tf.config.set_visible_devices([], "TPU")
+  except (RuntimeError, ValueError):
+    pass
+  try:
+    train, test = tfds.load(name, split=["train", "test"], batch_size=-1, as_supervised=True,
+                            data_dir=data_dir)
+  except Exception as e:  # TFDS raises many types for "could not download/prepare"
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise DataError(f"{name}: TFDS could not provide the data (data_dir={data_dir!r}): "
+                    f"{first}. Without internet, prepare it elsewhere with "
+                    f"`tfds build {name}` and point --config.data_dir at it") from None
+  (tx, ty), (vx, vy) = tfds.as_numpy(train), tfds.as_numpy(test)
+  return _finish(name, "tfds", np.asarray(tx) / 255.0, ty, np.asarray(vx) / 255.0, vy)
+
+
+def load(name: str, source: str = "auto", data_dir: Optional[str] = None) -> Dataset:
+  """Loads ``name`` from ``source``.
+
+  ``auto``: digits -> embedded; fashion_mnist -> IDX files in ``data_dir`` (or
+  Debian's ``/usr/share/datasets/fashion-mnist``) when present, TFDS otherwise;
+  mnist -> IDX files when ``data_dir`` holds them, TFDS otherwise; CIFAR -> TFDS.
+  """
+  if name not in DATASETS:
+    raise DataError(f"dataset={name!r} is unknown; known: {tuple(DATASETS)}")
+  if source not in SOURCES:
+    raise DataError(f"data_source={source!r} is unknown; known: {SOURCES}")
+  if name == "digits":
+    if source not in ("auto", "embedded"):
+      raise DataError("digits ships with scikit-learn; use data_source='embedded'")
+    return _load_digits()
+  if source == "embedded":
+    raise DataError(f"only 'digits' is embedded; {name} needs data_source 'idx' or 'tfds'")
+  idx_dir = data_dir or (DEBIAN_FASHION_MNIST if name == "fashion_mnist" else None)
+  if source == "idx":
+    if name.startswith("cifar"):
+      raise DataError(f"{name} is not distributed as IDX files; use data_source='tfds'")
+    if idx_dir is None:
+      raise DataError(f"{name}: data_source='idx' needs --config.data_dir=DIR with the IDX files")
+    return _load_idx(name, idx_dir)
+  if source == "auto" and idx_dir and not name.startswith("cifar") and _find_idx(
+      idx_dir, IDX_FILES["train_x"]):
+    return _load_idx(name, idx_dir)
+  return _load_tfds(name, data_dir)
+
+
+# ---------------------------------------------------------------- streams
+
+
+def class_order(num_classes: int, shuffle: bool, rng: np.random.Generator) -> np.ndarray:
+  order = np.arange(num_classes)
+  return rng.permutation(order) if shuffle else order
+
+
+def holdout_split(y: np.ndarray, fraction: float, seed: int):
+  """Stratified ``(train_idx, val_idx)``: ``fraction`` of each class held out."""
+  if not 0.0 <= fraction < 1.0:
+    raise DataError(f"validation_fraction={fraction!r} must be in [0, 1)")
+  rng = np.random.default_rng(seed)
+  train, val = [], []
+  for c in np.unique(y):
+    idx = rng.permutation(np.flatnonzero(y == c))
+    k = int(round(fraction * len(idx)))
+    val.append(idx[:k])
+    train.append(idx[k:])
+  return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+@dataclasses.dataclass(frozen=True)
+class Streams:
+  """Minibatch index streams for several seeds over one training array."""
+
+  index: np.ndarray  # [seeds, tasks, steps, batch] into the training array
+  task_of_class: np.ndarray  # [seeds, num_classes]
+  dropped_samples: int  # per seed, to make every task the same number of full batches
+
+
+def make_streams(y: np.ndarray, num_classes: int, num_tasks: int, samples_per_task: int,
+                 batch_size: int, seeds, shuffle_classes: bool) -> Streams:
+  """Class-incremental streams: task t holds classes ``order[t*k:(t+1)*k]``.
+
+  Each seed draws its own class order (when shuffled), its own subsample of
+  ``samples_per_task`` (0 = all) and its own order within a task. Every task
+  gets the same number of full minibatches (that of the smallest task), so one
+  compiled scan serves all tasks and seeds.
+  """
+  if num_tasks < 1 or num_tasks > num_classes or num_classes % num_tasks:
+    raise DataError(f"num_tasks={num_tasks} must divide num_classes={num_classes} "
+                    "(each task holds the same number of classes)")
+  per_task = num_classes // num_tasks
+  per_seed = []
+  for seed in seeds:
+    rng = np.random.default_rng(seed)
+    order = class_order(num_classes, shuffle_classes, rng)
+    tasks = []
+    for t in range(num_tasks):
+      idx = np.flatnonzero(np.isin(y, order[t * per_task:(t + 1) * per_task]))
+      if len(idx) == 0:
+        raise DataError(f"task {t} (classes {order[t * per_task:(t + 1) * per_task]}) is empty")
+      idx = rng.permutation(idx)
+      if samples_per_task:
+        idx = idx[:samples_per_task]
+      tasks.append(idx)
+    per_seed.append((order, tasks))
+  steps = min(len(ix) for _, tasks in per_seed for ix in tasks) // batch_size
+  if steps == 0:
+    raise DataError(f"a task holds fewer samples than one minibatch ({batch_size})")
+  index = np.stack([np.stack([ix[:steps * batch_size].reshape(steps, batch_size) for ix in tasks])
+                    for _, tasks in per_seed]).astype(np.int32)
+  task_of_class = np.zeros((len(per_seed), num_classes), np.int32)
+  for s, (order, _) in enumerate(per_seed):
+    task_of_class[s, order] = np.arange(num_classes) // per_task
+  dropped = max(sum(len(ix) for ix in tasks) for _, tasks in per_seed) - num_tasks * steps * batch_size
+  return Streams(index, task_of_class, int(dropped))

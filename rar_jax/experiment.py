@@ -1,0 +1,316 @@
+"""A whole class-incremental benchmark: config in, result files out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from typing import Dict, List, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rar_jax import checkpoint as checkpoint_lib
+from rar_jax import data as data_lib
+from rar_jax import loop
+from rar_jax import metrics as metrics_lib
+from rar_jax import models
+from rar_jax import report
+from rar_jax.config_base import RUNTIME_KEYS, base_config
+from rar_jax.method import METHODS, Hyper, ReplayConfig
+from rar_jax.step import make_optimizer, make_train_step
+
+
+class ConfigError(ValueError):
+  """A config key holds a value the run cannot use; the message names it."""
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss became NaN/Inf; the last good checkpoint is kept."""
+
+
+def method_names(config) -> List[str]:
+  names = [m.strip() for m in config.methods.split(",") if m.strip()] if config.methods else []
+  return names or [config.method]
+
+
+def replay_parts(config, method: str, num_classes: int):
+  """The static `ReplayConfig` and numeric `Hyper` of ``method`` under ``config``."""
+  cfg = ReplayConfig.from_method(
+      method, num_classes=num_classes, mem_size=config.mem_size,
+      batch_size_mem=config.batch_size_mem, mir_candidates=config.mir_candidates,
+      exclude_current_labels=config.exclude_current_labels, attack_target=config.attack_target,
+      feature_layer=config.feature_layer, storage_policy=config.storage_policy,
+      buffer_update=config.buffer_update)
+  hyper = Hyper.create(
+      opt_lr=config.learning_rate if config.opt_lr is None else config.opt_lr,
+      beta_coef=config.beta_coef, epsilon_fgsm=config.epsilon_fgsm, alpha_fgsm=config.alpha_fgsm,
+      iter_fgsm=config.iter_fgsm, decay_factor_fgsm=config.decay_factor_fgsm,
+      mixup_alpha=config.mixup_alpha)
+  return cfg, hyper
+
+
+def _one_of(config, key, allowed):
+  if config[key] not in allowed:
+    raise ConfigError(f"config.{key}={config[key]!r} is invalid: one of {tuple(allowed)}")
+
+
+def _at_least(config, key, low, kind=int):
+  v = config[key]
+  if not isinstance(v, kind) or isinstance(v, bool) or v < low:
+    raise ConfigError(f"config.{key}={v!r} is invalid: {kind.__name__} >= {low}")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Every check that needs no data, before any work; raises `ConfigError`."""
+  base = base_config()
+  unknown = sorted(set(config.keys()) - set(base.keys()))
+  if unknown:
+    raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(base.keys())}")
+  for key in base.keys():
+    if key not in config:
+      raise ConfigError(f"config is missing key {key!r}; start configs from base_config()")
+    want, got = base[key], config[key]
+    if want is not None and got is not None and not isinstance(got, type(want)) and not (
+        isinstance(want, float) and isinstance(got, int) and not isinstance(got, bool)):
+      raise ConfigError(f"config.{key}={got!r} has type {type(got).__name__}, "
+                        f"expected {type(want).__name__}")
+  _one_of(config, "dataset", data_lib.DATASETS)
+  _one_of(config, "data_source", data_lib.SOURCES)
+  _one_of(config, "model", models.MODELS)
+  _one_of(config, "eval_split", ("test", "validation"))
+  for m in method_names(config):
+    if m not in METHODS:
+      raise ConfigError(f"method {m!r} is invalid: one of {tuple(METHODS)}")
+  for key, low in (("num_seeds", 1), ("seed", 0), ("num_tasks", 1), ("samples_per_task", 0),
+                   ("batch_size", 1), ("log_every_steps", 1), ("checkpoint_every_steps", 0),
+                   ("keep_checkpoints", 1)):
+    _at_least(config, key, low)
+  num_classes, image_shape = data_lib.DATASETS[config.dataset]
+  if config.num_tasks > num_classes or num_classes % config.num_tasks:
+    raise ConfigError(f"config.num_tasks={config.num_tasks} is invalid for {config.dataset}: "
+                      f"it must divide its {num_classes} classes")
+  if not 0.0 <= config.validation_fraction < 1.0:
+    raise ConfigError(f"config.validation_fraction={config.validation_fraction} is invalid: "
+                      "a number in [0, 1)")
+  if config.eval_split == "validation" and config.validation_fraction == 0:
+    raise ConfigError("config.eval_split='validation' needs config.validation_fraction > 0")
+  if config.checkpoint_every_steps % config.log_every_steps:
+    raise ConfigError(f"config.checkpoint_every_steps={config.checkpoint_every_steps} must be a "
+                      f"multiple of config.log_every_steps={config.log_every_steps}")
+  if config.model == "mlp" and config.dataset.startswith("cifar"):
+    logging.warning("an MLP on %s: the paper uses resnet18_reduced there", config.dataset)
+  module = models.create_model(config.model, num_classes)
+  for m in method_names(config):
+    try:
+      cfg, hyper = replay_parts(config, m, num_classes)
+      from rar_jax.step import init_train_state  # eval_shape: validates feature_layer, no FLOPs
+      jax.eval_shape(lambda: init_train_state(module, make_optimizer(config.learning_rate), cfg,
+                                              hyper, jax.random.PRNGKey(0),
+                                              jnp.zeros((1, *image_shape))))
+    except ValueError as e:
+      raise ConfigError(f"config (method {m}): {e}") from None
+
+
+# ---------------------------------------------------------------- one method
+
+
+def _config_json(config) -> dict:
+  return json.loads(config.to_json())
+
+
+def _check_resumable(workdir: str, config, overwrite: bool) -> None:
+  """Refuses to mix two configs' runs in one workdir."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  new = _config_json(config)
+  differ = sorted(k for k in set(old) | set(new)
+                  if k not in RUNTIME_KEYS and old.get(k) != new.get(k))
+  if not differ:
+    return
+  if not overwrite:
+    details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ)
+    raise ConfigError(f"{workdir} holds a run with another config ({details}); use another "
+                      "--workdir, or --config.overwrite=true to discard it")
+  logging.warning("overwriting the run in %s (config differs in %s)", workdir, differ)
+  shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+
+
+def _say(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+  from tqdm.auto import tqdm
+  return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled,
+              dynamic_ncols=True, mininterval=0.5)
+
+
+def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Streams,
+               eval_x: np.ndarray, eval_y: np.ndarray, workdir: str,
+               train_x: np.ndarray, train_y: np.ndarray) -> dict:
+  """Trains ``method`` over every seed's stream; writes and returns its metrics."""
+  os.makedirs(workdir, exist_ok=True)
+  overwrite = bool(config.overwrite)
+  _check_resumable(workdir, config, overwrite)
+  report.atomic_write_json(os.path.join(workdir, "config.json"), _config_json(config))
+
+  seeds = [config.seed + i for i in range(config.num_seeds)]
+  num_classes = ds.num_classes
+  cfg, hyper = replay_parts(config, method, num_classes)
+  module = models.create_model(config.model, num_classes)
+  tx = make_optimizer(config.learning_rate)
+  index = streams.index
+  num_seeds, num_tasks, steps, _ = index.shape
+  data_x, data_y = jnp.asarray(train_x), jnp.asarray(train_y)
+  ex, ey = jnp.asarray(eval_x), jnp.asarray(eval_y)
+  task_of_class = jnp.asarray(streams.task_of_class)
+
+  states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys(seeds), train_x[:1])
+  acc = np.full((num_seeds, num_tasks, num_tasks), np.nan, np.float32)
+  position, train_seconds = 0, 0.0
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  payload = lambda: {"states": states, "acc": acc, "position": np.int64(position),
+                     "train_seconds": np.float64(train_seconds)}
+  restored = ckpt.restore_latest(payload())
+  if restored is not None:
+    _, got = restored
+    states, acc = got["states"], np.asarray(got["acc"])
+    position, train_seconds = int(got["position"]), float(got["train_seconds"])
+    _say(f"[{method}] resumed from the checkpoint at step {position} of {num_tasks * steps}")
+
+  # Compile ahead of time so compilation is timed apart from training.
+  runner = loop.make_stream_runner(make_train_step(module, tx, cfg))
+  filler = loop.make_buffer_filler() if cfg.buffer_update == "per_experience" else None
+  evaluator = loop.make_evaluator(module, num_tasks)
+  chunk = min(config.log_every_steps, steps)
+  t0 = time.perf_counter()
+  compiled: Dict[int, object] = {}
+
+  def compiled_runner(n):
+    if n not in compiled:
+      compiled[n] = runner.lower(states, data_x, data_y, index[:, 0, :n]).compile()
+    return compiled[n]
+
+  compiled_runner(chunk)
+  if steps % chunk:
+    compiled_runner(steps % chunk)
+  compiled_eval = evaluator.lower(states, ex, ey, task_of_class).compile()
+  compile_seconds = time.perf_counter() - t0
+
+  bar = _progress(num_tasks * steps, position, method, config.progress)
+  try:
+    for t in range(position // steps, num_tasks):
+      pos = position - t * steps
+      while pos < steps:
+        n = min(chunk - pos % chunk, steps - pos)  # keep chunks aligned after a resume
+        t1 = time.perf_counter()
+        states, m = compiled_runner(n)(states, data_x, data_y, index[:, t, pos:pos + n])
+        loss = np.asarray(m["loss_current"])
+        train_seconds += time.perf_counter() - t1
+        if not np.all(np.isfinite(loss)) or not np.all(np.isfinite(np.asarray(m["loss_replay"]))):
+          raise TrainingDiverged(
+              f"{method}: loss became NaN/Inf in task {t} between steps {pos} and {pos + n} "
+              f"(learning_rate={config.learning_rate}); the last good checkpoint in "
+              f"{ckpt.directory} is kept")
+        pos += n
+        position += n
+        bar.update(n)
+        bar.set_postfix(task=f"{t + 1}/{num_tasks}", loss=f"{loss[:, -1].mean():.3f}",
+                        replay=f"{np.asarray(m['loss_replay'])[:, -1].mean():.3f}")
+        if (config.checkpoint_every_steps and pos < steps
+            and position % config.checkpoint_every_steps == 0):
+          ckpt.save(position, payload())
+      if filler is not None:
+        states = filler(states, data_x, data_y, index[:, t])
+      acc[:, t, :] = np.asarray(compiled_eval(states, ex, ey, task_of_class))
+      row = " ".join(f"{a:.3f}" if j <= t else "  -  " for j, a in enumerate(acc[:, t].mean(0)))
+      bar.write(f"[{method}] after task {t + 1}/{num_tasks}: accuracy per task [{row}], "
+                f"average {acc[:, t, :t + 1].mean():.3f}")
+      ckpt.save(position, payload())
+  finally:
+    bar.close()
+    ckpt.close()
+
+  total_steps = num_tasks * steps
+  result = {
+      "method": method,
+      "dataset": ds.name,
+      "data_source": ds.source,
+      "eval_split": config.eval_split,
+      "num_seeds": num_seeds,
+      "seeds": seeds,
+      "num_tasks": num_tasks,
+      "steps": total_steps,
+      "steps_per_task": steps,
+      "dropped_samples_per_seed": streams.dropped_samples,
+      "acc_matrix": acc.tolist(),
+      "final_avg_accuracy": metrics_lib.summarize(metrics_lib.final_average_accuracy(acc)),
+      "final_forgetting": metrics_lib.summarize(metrics_lib.final_forgetting(acc)),
+      "avg_accuracy_curve": metrics_lib.average_accuracy_curve(acc).mean(0).tolist(),
+      "train_seconds": train_seconds,
+      "compile_seconds": compile_seconds,
+      "steps_per_second": total_steps / train_seconds if train_seconds > 0 else 0.0,
+      "device": jax.devices()[0].platform,
+  }
+  report.atomic_write_json(os.path.join(workdir, "metrics.json"), result)
+  report.write_acc_csv(os.path.join(workdir, "acc_matrix.csv"), acc)
+  if config.plot:
+    report.plot_accuracy(os.path.join(workdir, "accuracy.png"), acc,
+                         f"{method} on {ds.name} ({num_seeds} seeds)")
+  return result
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def prepare_data(config):
+  """Loads the dataset and builds every seed's stream; returns the pieces."""
+  ds = data_lib.load(config.dataset, config.data_source, config.data_dir)
+  train_idx, val_idx = data_lib.holdout_split(ds.train_y, config.validation_fraction, config.seed)
+  train_x, train_y = ds.train_x[train_idx], ds.train_y[train_idx]
+  if config.eval_split == "validation":
+    eval_x, eval_y = ds.train_x[val_idx], ds.train_y[val_idx]
+  else:
+    eval_x, eval_y = ds.test_x, ds.test_y
+  seeds = [config.seed + i for i in range(config.num_seeds)]
+  streams = data_lib.make_streams(train_y, ds.num_classes, config.num_tasks,
+                                  config.samples_per_task, config.batch_size, seeds,
+                                  config.shuffle_classes)
+  if streams.dropped_samples:
+    _say(f"{streams.dropped_samples} training samples per seed dropped so every task has "
+         f"{streams.index.shape[2]} full minibatches")
+  return ds, streams, train_x, train_y, eval_x, eval_y
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]:
+  """Runs every method of ``config``; returns ``{method: metrics}``.
+
+  One method: its files go to ``workdir``. Several (``config.methods``): to
+  ``workdir/<method>/``, plus ``comparison.md`` / ``comparison.json``.
+  """
+  validate_config(config)
+  ds, streams, train_x, train_y, eval_x, eval_y = prepare_data(config)
+  names = method_names(config)
+  results = {}
+  for name in names:
+    method_dir = workdir if len(names) == 1 else os.path.join(workdir, name)
+    results[name] = run_method(config, name, ds, streams, eval_x, eval_y, method_dir,
+                               train_x, train_y)
+  table = report.comparison_table(list(results.values()))
+  print(f"\n{ds.name}, {config.num_tasks} tasks, memory {config.mem_size}, "
+        f"{config.num_seeds} seeds, {config.eval_split} split:\n{table}", flush=True)
+  if len(names) > 1:
+    report.atomic_write_text(os.path.join(workdir, "comparison.md"), table + "\n")
+    report.atomic_write_json(os.path.join(workdir, "comparison.json"), {
+        n: {k: r[k] for k in ("final_avg_accuracy", "final_forgetting", "steps_per_second")}
+        for n, r in results.items()})
+  return results

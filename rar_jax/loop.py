@@ -1,0 +1,85 @@
+"""Runs the step over a stream: `lax.scan` over minibatches, `vmap` over seeds.
+
+Data stay on the device once; each seed's stream is an int index array into
+them, so memory does not grow with the number of seeds.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from rar_jax import buffer as buffer_lib
+from rar_jax.method import Hyper, ReplayConfig
+from rar_jax.step import TrainState, init_train_state, make_predict
+
+
+def seed_keys(seeds: Sequence[int]) -> jax.Array:
+  """One raw uint32 key per seed; seed k gives the same key alone or in a batch."""
+  return jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+
+
+def init_states(module: nn.Module, tx: optax.GradientTransformation, cfg: ReplayConfig,
+                hyper: Hyper, keys: jax.Array, sample_x) -> TrainState:
+  """A stack of independent initial states, one per key (leading axis)."""
+  init_train_state(module, tx, cfg, hyper, keys[0], sample_x)  # validates eagerly
+  return jax.jit(jax.vmap(lambda k: init_train_state(module, tx, cfg, hyper, k, sample_x)))(keys)
+
+
+def make_stream_runner(train_step: Callable) -> Callable:
+  """``run(states, data_x, data_y, index[seeds, steps, batch]) -> (states, metrics)``.
+
+  One compiled program runs every step of the chunk for every seed.
+  """
+
+  def run_one(state, data_x, data_y, index):
+    def body(s, idx):
+      return train_step(s, data_x[idx], data_y[idx])
+    return jax.lax.scan(body, state, index)
+
+  return jax.jit(jax.vmap(run_one, in_axes=(0, None, None, 0)))
+
+
+def make_buffer_filler() -> Callable:
+  """For ``buffer_update='per_experience'``: offers a whole task to each buffer."""
+
+  def fill_one(state: TrainState, data_x, data_y, index):
+    flat = index.reshape(-1)
+    key, k_add = jax.random.split(state.key)
+    buf = buffer_lib.add(state.buffer, data_x[flat], data_y[flat], k_add)
+    return state.replace(buffer=buf, key=key)
+
+  return jax.jit(jax.vmap(fill_one, in_axes=(0, None, None, 0)))
+
+
+def make_evaluator(module: nn.Module, num_tasks: int, chunk: int = 1000) -> Callable:
+  """``evaluate(states, x, y, task_of_class[seeds, C]) -> accuracy[seeds, num_tasks]``.
+
+  The evaluation set is walked in chunks (`lax.map`) to bound memory for
+  large models and many seeds. Tasks with no evaluation sample get NaN.
+  """
+  predict = make_predict(module)
+
+  def evaluate_one(state: TrainState, x, y, task_of_class):
+    n = x.shape[0]
+    pad = (-n) % chunk
+    xp = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+    yp = jnp.pad(y, (0, pad))
+    valid = jnp.arange(n + pad) < n
+
+    def correct(batch):
+      xb, yb = batch
+      return jnp.argmax(predict(state.params, state.batch_stats, xb), -1) == yb
+
+    hits = jax.lax.map(correct, (xp.reshape(-1, chunk, *x.shape[1:]), yp.reshape(-1, chunk)))
+    hits = hits.reshape(-1) & valid
+    task = task_of_class[yp]
+    right = jax.ops.segment_sum(hits.astype(jnp.float32), task, num_tasks)
+    total = jax.ops.segment_sum(valid.astype(jnp.float32), task, num_tasks)
+    return jnp.where(total > 0, right / jnp.maximum(total, 1.0), jnp.nan)
+
+  return jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None, 0)))

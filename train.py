@@ -1,0 +1,41 @@
+"""Runs a class-incremental benchmark.
+
+  python train.py --config configs/default.py --workdir runs/default
+  python train.py --config configs/split_fashion_mnist.py --config.methods=er,er_rar
+
+Every config key can be overridden with --config.KEY=VALUE; see README.md.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py",
+                                          "Config file (a Python file with get_config()).")
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                               "Where results and checkpoints go (default: runs/<config name>).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
+  from rar_jax import data, experiment  # after flag parsing, so --help is fast
+
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or os.path.join(
+      "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
+  try:
+    experiment.train_and_evaluate(config, workdir)
+  except (experiment.ConfigError, data.DataError, experiment.TrainingDiverged) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"results in {os.path.abspath(workdir)}")
+
+
+if __name__ == "__main__":
+  app.run(main)
