@@ -119,7 +119,8 @@ def _add_one(state: BufferState, item):
       y=state.y.at[slot].set(new_y),
       size=jnp.minimum(state.size + 1, cap),
       seen=state.seen + 1,
-      class_seen=state.class_seen.at[y_item].add(1),
+      class_seen=(state.class_seen.at[y_item].add(1)
+                  if state.policy == "class_balanced" else state.class_seen),
   ), None
 
 

@@ -1,0 +1,253 @@
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import rar_jax
+from rar_jax import buffer, loop
+from rar_jax.models import ReducedResNet18
+
+NUM_CLASSES = 4
+HYPER = dict(opt_lr=0.1, beta_coef=0.3, epsilon_fgsm=0.3, alpha_fgsm=0.075, iter_fgsm=5)
+
+
+def blobs(n, classes, seed=0, dim=16):
+  """Linearly separable Gaussian blobs in [0, 1]^dim, each batch of 10 holding
+  every class of ``classes``."""
+  rng = np.random.default_rng(seed)
+  centers = np.random.default_rng(99).uniform(0.2, 0.8, size=(NUM_CLASSES, dim))
+  y = np.resize(np.asarray(classes), n)
+  y = np.concatenate([rng.permutation(y[i:i + 10]) for i in range(0, n, 10)])
+  x = np.clip(centers[y] + 0.05 * rng.normal(size=(n, dim)), 0, 1)
+  return jnp.asarray(x.reshape(n, 4, 4, 1), jnp.float32), jnp.asarray(y, jnp.int32)
+
+
+def setup(method, module=None, mem_size=20, seed=0, **overrides):
+  module = module or rar_jax.MLP(NUM_CLASSES, hidden=(32, 32))
+  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=NUM_CLASSES, mem_size=mem_size,
+                                         batch_size_mem=5, mir_candidates=10, **overrides)
+  hyper = rar_jax.Hyper.create(**HYPER)
+  tx = rar_jax.make_optimizer(0.1)
+  x, _ = blobs(10, [0, 1])
+  state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(seed), x)
+  return state, jax.jit(rar_jax.make_train_step(module, tx, cfg))
+
+
+def run(step, state, x, y):
+  losses = []
+  for i in range(0, len(y), 10):
+    state, m = step(state, x[i:i + 10], y[i:i + 10])
+    losses.append(float(m["loss_current"]))
+  return state, np.array(losses)
+
+
+def assert_trees_equal(a, b, atol=0.0):
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    if atol:
+      np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=atol, rtol=0)
+    else:
+      np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+@pytest.mark.parametrize("method", sorted(rar_jax.METHODS))
+def test_first_task_equals_finetune(method):
+  # Every batch holds both labels of the task, so every buffered sample is
+  # excluded and the step must reduce to plain fine-tuning, bit for bit.
+  x, y = blobs(80, [0, 1])
+  ref, step_ft = setup("finetune")
+  ref, _ = run(step_ft, ref, x, y)
+  state, step = setup(method)
+  state, _ = run(step, state, x, y)
+  assert_trees_equal(state.params, ref.params)
+  assert int(state.buffer.size) == 20
+
+
+@pytest.mark.parametrize("method", ["er_rar", "mir_mix_rar", "er_mix"])
+def test_first_step_with_exclusion_off_equals_finetune(method):
+  x, y = blobs(10, [0, 1])
+  ref, step_ft = setup("finetune")
+  ref, _ = run(step_ft, ref, x, y)
+  state, step = setup(method, exclude_current_labels=False)
+  state, m = step(state, x, y)
+  assert int(m["replay_count"]) == 0
+  assert_trees_equal(state.params, ref.params)
+
+
+def test_resnet_batch_norm_is_masked_and_never_nan():
+  module = ReducedResNet18(NUM_CLASSES, nf=4, blocks=(1, 1, 1, 1))
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(size=(30, 32, 32, 3)), jnp.float32)
+  y = jnp.asarray(np.tile([0, 1], 15), jnp.int32)
+  cfg = rar_jax.ReplayConfig.from_method("mir_mix_rar", num_classes=NUM_CLASSES, mem_size=20,
+                                         batch_size_mem=5, mir_candidates=10)
+  tx = rar_jax.make_optimizer(0.1)
+  hyper = rar_jax.Hyper.create(**HYPER)
+  state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(0), x[:10])
+  ft_cfg = rar_jax.ReplayConfig.from_method("finetune", num_classes=NUM_CLASSES, mem_size=20,
+                                            batch_size_mem=5)
+  step = jax.jit(rar_jax.make_train_step(module, tx, cfg))
+  ft_step = jax.jit(rar_jax.make_train_step(module, tx, ft_cfg))
+  ref = state
+  for i in range(0, 30, 10):  # every buffered label is excluded: finetune, stats included
+    state, m = step(state, x[i:i + 10], y[i:i + 10])
+    ref, _ = ft_step(ref, x[i:i + 10], y[i:i + 10])
+  assert_trees_equal(state.params, ref.params, atol=1e-6)
+  assert_trees_equal(state.batch_stats, ref.batch_stats, atol=1e-6)
+  # A new task: replay happens and everything stays finite.
+  y2 = jnp.asarray(np.tile([2, 3], 5), jnp.int32)
+  state, m = step(state, x[:10], y2)
+  assert int(m["replay_count"]) == 5
+  assert all(np.all(np.isfinite(np.asarray(l))) for l in jax.tree.leaves(state))
+
+
+def test_rar_step_matches_hand_composed_reference():
+  """The step's RAR update equals one composed by hand from the public pieces."""
+  module = rar_jax.MLP(NUM_CLASSES, hidden=(32, 32))
+  state, step = setup("er_rar")
+  x0, y0 = blobs(60, [0, 1], seed=1)
+  state, _ = run(step, state, x0, y0)
+  x, y = blobs(10, [2, 3], seed=2)
+  new_state, m = step(state, x, y)
+
+  # Reference, from the same random keys.
+  key, k_ret, _, _ = jax.random.split(state.key, 4)
+  onehot = lambda v: jax.nn.one_hot(v, NUM_CLASSES)
+  apply = lambda p, z: module.apply({"params": p}, z)
+  feats = lambda p, z: module.apply({"params": p}, z, mutable=["features"])[1]["features"][
+      "penultimate"][0]
+  ce = lambda p, z, t: optax.softmax_cross_entropy(apply(p, z), t)
+  g = jax.grad(lambda p: ce(p, x, onehot(y)).mean())(state.params)
+  look = jax.tree.map(lambda p, gg: p - 0.1 * gg, state.params, g)
+  xm, ym, mm = buffer.sample(state.buffer, k_ret, 5, y)
+  assert bool(mm.all())
+  nn_idx = rar_jax.nearest_neighbors(feats(look, xm), feats(look, x))
+  target = feats(look, x)[nn_idx]
+  xa = rar_jax.mifgsm(lambda z: jnp.mean((feats(look, z) - target) ** 2, -1), xm,
+                      epsilon=0.3, alpha=0.075, steps=5)
+  g_rep = jax.grad(lambda p: 0.7 * ce(p, xm, onehot(ym)).mean()
+                   + 0.3 * ce(p, xa, onehot(ym)).mean())(state.params)
+  expected = jax.tree.map(lambda p, a, b: p - 0.1 * (a + b), state.params, g, g_rep)
+  assert_trees_equal(new_state.params, expected, atol=1e-6)
+  assert 0 < float(m["perturbation_linf"]) <= 0.3 + 1e-6
+
+
+def test_mir_picks_the_most_interfered_candidates():
+  state = buffer.init(12, (1,))
+  vals = jnp.asarray(np.random.default_rng(0).permutation(12), jnp.float32)[:, None]
+  state = buffer.add(state, vals, jnp.arange(12) % 3, jax.random.PRNGKey(0))
+  x, y, mask = rar_jax.mir_retrieve(
+      state, jax.random.PRNGKey(1), 3, 12,
+      loss_now=lambda x, y, m: jnp.zeros(x.shape[0]),
+      loss_lookahead=lambda x, y, m: x[:, 0], exclude_labels=jnp.array([0]))
+  held = np.asarray(state.x[:, 0])
+  eligible = held[np.asarray(state.y) != 0]
+  assert sorted(np.asarray(x[:, 0]).tolist()) == sorted(np.sort(eligible)[-3:].tolist())
+  assert bool(mask.all())
+
+
+def stream_runner(method):
+  state, _ = setup(method)
+  module = rar_jax.MLP(NUM_CLASSES, hidden=(32, 32))
+  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=NUM_CLASSES, mem_size=20,
+                                         batch_size_mem=5, mir_candidates=10)
+  return module, cfg, state
+
+
+def two_task_stream():
+  xa, ya = blobs(100, [0, 1], seed=3)
+  xb, yb = blobs(100, [2, 3], seed=4)
+  return jnp.concatenate([xa, xb]), jnp.concatenate([ya, yb])
+
+
+def test_scan_equals_steps_one_by_one():
+  x, y = two_task_stream()
+  state, step = setup("mir_mix_rar")
+  one_by_one, _ = run(step, state, x, y)
+  module = rar_jax.MLP(NUM_CLASSES, hidden=(32, 32))
+  cfg = rar_jax.ReplayConfig.from_method("mir_mix_rar", num_classes=NUM_CLASSES, mem_size=20,
+                                         batch_size_mem=5, mir_candidates=10)
+  runner = loop.make_stream_runner(rar_jax.make_train_step(module, rar_jax.make_optimizer(0.1),
+                                                           cfg))
+  stacked = jax.tree.map(lambda a: a[None], state)
+  index = jnp.arange(200).reshape(1, 20, 10)
+  scanned, metrics = runner(stacked, x, y, index)
+  assert metrics["loss_current"].shape == (1, 20)
+  assert_trees_equal(jax.tree.map(lambda a: a[0], scanned.params), one_by_one.params, atol=1e-5)
+  np.testing.assert_array_equal(scanned.buffer.y[0], one_by_one.buffer.y)
+
+
+def test_vmap_over_seeds_equals_separate_runs_and_is_reproducible():
+  x, y = two_task_stream()
+  module = rar_jax.MLP(NUM_CLASSES, hidden=(32, 32))
+  cfg = rar_jax.ReplayConfig.from_method("er_rar", num_classes=NUM_CLASSES, mem_size=20,
+                                         batch_size_mem=5)
+  tx = rar_jax.make_optimizer(0.1)
+  hyper = rar_jax.Hyper.create(**HYPER)
+  runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg))
+  rng = np.random.default_rng(0)
+  index = jnp.asarray(np.stack([np.concatenate([rng.permutation(100), 100 + rng.permutation(100)])
+                                for _ in range(3)]).reshape(3, 20, 10))
+  states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys([5, 6, 7]), x[:10])
+  together, _ = runner(states, x, y, index)
+  for s, seed in enumerate([5, 6, 7]):
+    alone = loop.init_states(module, tx, cfg, hyper, loop.seed_keys([seed]), x[:10])
+    alone, _ = runner(alone, x, y, index[s:s + 1])
+    assert_trees_equal(jax.tree.map(lambda a: a[s], together.params),
+                       jax.tree.map(lambda a: a[0], alone.params), atol=1e-5)
+    np.testing.assert_array_equal(together.buffer.y[s], alone.buffer.y[0])
+  again, _ = runner(states, x, y, index)
+  assert_trees_equal(again.params, together.params)  # same seed: bit-identical
+
+
+@pytest.mark.parametrize("method", sorted(rar_jax.METHODS))
+def test_each_method_learns(method):
+  x, y = two_task_stream()
+  state, step = setup(method)
+  _, losses = run(step, state, x, y)
+  assert np.all(np.isfinite(losses))
+  assert losses[7:10].mean() < 0.75 * losses[:3].mean()  # within task 1
+  assert losses[17:20].mean() < 0.75 * losses[10:13].mean()  # within task 2
+
+
+def test_replay_reduces_forgetting_on_blobs():
+  x, y = two_task_stream()
+  xt, yt = blobs(200, [0, 1], seed=8)
+  accs = {}
+  for method in ("finetune", "er"):
+    state, step = setup(method, mem_size=40)
+    state, _ = run(step, state, x, y)
+    pred = rar_jax.MLP(NUM_CLASSES, hidden=(32, 32)).apply({"params": state.params}, xt)
+    accs[method] = float((pred.argmax(-1) == yt).mean())
+  assert accs["er"] > accs["finetune"] + 0.2, accs
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(method="er", mem_size=0), "mem_size"),
+    (dict(method="er", mem_size=5, batch_size_mem=10), "batch_size_mem"),
+    (dict(method="sgd"), "method"),
+    (dict(method="mir", mem_size=20, mir_candidates=30), "mir_candidates"),
+    (dict(method="er_rar", attack_target="logits"), "attack_target"),
+])
+def test_replay_config_errors_name_the_argument(kwargs, match):
+  method = kwargs.pop("method")
+  with pytest.raises(ValueError, match=match):
+    rar_jax.ReplayConfig.from_method(method, num_classes=NUM_CLASSES, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(epsilon_fgsm=-0.1), "epsilon_fgsm"),
+    (dict(beta_coef=1.5), "beta_coef"),
+    (dict(iter_fgsm=0), "iter_fgsm"),
+    (dict(epsilon_fgsm=float("nan")), "epsilon_fgsm"),
+])
+def test_hyper_errors_name_the_argument(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    rar_jax.Hyper.create(opt_lr=0.1, **kwargs)
+
+
+def test_unknown_feature_layer_is_rejected_with_the_known_ones():
+  with pytest.raises(ValueError, match="hidden0"):
+    setup("er_rar", feature_layer="conv5")
