@@ -37,5 +37,23 @@ def main(argv):
   print(f"results in {os.path.abspath(workdir)}")
 
 
+def check_override_keys(argv) -> None:
+  """ml_collections answers an unknown --config.KEY with a traceback; answer
+  it with one line naming the key and the nearest known ones."""
+  import difflib
+  from rar_jax.config_base import base_config
+
+  known = set(base_config().keys())
+  for arg in argv[1:]:
+    if arg.startswith("--config."):
+      key = arg[len("--config."):].split("=", 1)[0].split(".", 1)[0]
+      if key not in known:
+        close = difflib.get_close_matches(key, sorted(known), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        print(f"error: unknown config key {key!r}{hint} (keys: see README.md)", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
+  check_override_keys(sys.argv)
   app.run(main)

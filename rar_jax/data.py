@@ -137,15 +137,17 @@ def _load_tfds(name: str, data_dir: Optional[str]) -> Dataset:
   except (RuntimeError, ValueError):
     pass
   try:
-    train, test = tfds.load(name, split=["train", "test"], batch_size=-1, as_supervised=True,
-                            data_dir=data_dir)
+    splits = tfds.load(name, split=["train", "test"], as_supervised=True, data_dir=data_dir)
+    # Batches of 4096, not batch_size=-1: TF 2.21 aborts on the latter when
+    # the split's size is unknown (as under tfds.testing.mock_data).
+    arrays = [[np.concatenate(a) for a in zip(*tfds.as_numpy(s.batch(4096)))] for s in splits]
   except Exception as e:  # TFDS raises many types for "could not download/prepare"
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise DataError(f"{name}: TFDS could not provide the data (data_dir={data_dir!r}): "
                     f"{first}. Without internet, prepare it elsewhere with "
                     f"`tfds build {name}` and point --config.data_dir at it") from None
-  (tx, ty), (vx, vy) = tfds.as_numpy(train), tfds.as_numpy(test)
-  return _finish(name, "tfds", np.asarray(tx) / 255.0, ty, np.asarray(vx) / 255.0, vy)
+  (tx, ty), (vx, vy) = arrays
+  return _finish(name, "tfds", tx / 255.0, ty, vx / 255.0, vy)
 
 
 def load(name: str, source: str = "auto", data_dir: Optional[str] = None) -> Dataset:
