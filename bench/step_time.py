@@ -1,0 +1,79 @@
+"""Milliseconds per online training step (after compilation), as JSON lines.
+
+  python bench/step_time.py                     # MLP + reduced ResNet-18, 1/4/16 seeds
+  python bench/step_time.py --models=mlp --seeds=1 --methods=er,er_rar
+
+The stream is synthetic data of the benchmark's shape (the step's cost does not
+depend on pixel values). Each line: model, method, seeds, ms per step (all seeds
+advancing together), ms per seed-step, compile seconds.
+"""
+
+import argparse
+import json
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import rar_jax
+from rar_jax import loop
+
+SHAPES = {"mlp": (28, 28, 1), "resnet18_reduced": (32, 32, 3)}
+
+
+def measure(model_name, method, num_seeds, steps, repeats, iter_fgsm, mem_size=200):
+  module = rar_jax.create_model(model_name, 10)
+  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=10, mem_size=mem_size,
+                                         batch_size_mem=10)
+  hyper = rar_jax.Hyper.create(opt_lr=0.1, beta_coef=0.3, epsilon_fgsm=0.3, alpha_fgsm=0.075,
+                               iter_fgsm=iter_fgsm)
+  tx = rar_jax.make_optimizer(0.1)
+  n = steps * 10
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(size=(n, *SHAPES[model_name])), jnp.float32)
+  y = jnp.asarray(np.tile(np.arange(10), n // 10), jnp.int32)
+  index = jnp.asarray(np.stack([rng.permutation(n).reshape(steps, 10) for _ in range(num_seeds)]))
+  states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys(range(num_seeds)), x[:10])
+  runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg))
+  t0 = time.perf_counter()
+  compiled = runner.lower(states, x, y, index).compile()
+  compile_s = time.perf_counter() - t0
+  # Fill the buffer first so the timed pass replays and attacks full batches.
+  states, _ = compiled(states, x, y, index)
+  jax.block_until_ready(states)
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    out, _ = compiled(states, x, y, index)
+    jax.block_until_ready(out)
+    times.append(time.perf_counter() - t0)
+  ms = 1000 * float(np.median(times)) / steps
+  return {"bench": "step_time", "model": model_name, "method": method, "seeds": num_seeds,
+          "iter_fgsm": iter_fgsm, "ms_per_step": round(ms, 4),
+          "ms_per_seed_step": round(ms / num_seeds, 4), "compile_seconds": round(compile_s, 2),
+          "steps_timed": steps, "device": jax.devices()[0].device_kind,
+          "platform": jax.devices()[0].platform, "host": platform.node()}
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--models", default="mlp,resnet18_reduced")
+  p.add_argument("--methods", default="er,er_rar")
+  p.add_argument("--seeds", default="1,4,16")
+  p.add_argument("--steps", type=int, default=500, help="steps per timed pass (MLP)")
+  p.add_argument("--resnet_steps", type=int, default=50)
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--iter_fgsm", type=int, default=5)
+  a = p.parse_args()
+  for model_name in a.models.split(","):
+    for method in a.methods.split(","):
+      for s in a.seeds.split(","):
+        steps = a.steps if model_name == "mlp" else a.resnet_steps
+        print(json.dumps(measure(model_name, method, int(s), steps, a.repeats, a.iter_fgsm)),
+              flush=True)
+
+
+if __name__ == "__main__":
+  main()
