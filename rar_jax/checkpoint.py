@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from typing import Any, Optional, Tuple
 
 import orbax.checkpoint as ocp
@@ -38,9 +39,22 @@ class Checkpointer:
       try:
         return step, self._manager.restore(step, args=ocp.args.StandardRestore(target))
       except Exception as e:  # damaged files surface as many error types
-        logging.warning("checkpoint %d in %s is unreadable (%s: %s); trying the previous one",
-                        step, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
+        aside = self._set_aside(step)
+        logging.warning("checkpoint %d in %s is unreadable (%s: %s); moved to %s, trying the "
+                        "previous one", step, self.directory, type(e).__name__,
+                        (str(e).splitlines() or [""])[0][:200], aside)
     return None
+
+  def _set_aside(self, step: int) -> str:
+    """Moves a damaged checkpoint out of the way (kept for inspection), so the
+    run can write that step again."""
+    aside = os.path.join(os.path.dirname(self.directory), "checkpoints_damaged", str(step))
+    if os.path.exists(aside):
+      shutil.rmtree(aside)
+    os.makedirs(os.path.dirname(aside), exist_ok=True)
+    shutil.move(os.path.join(self.directory, str(step)), aside)
+    self._manager.reload()
+    return aside
 
   def close(self):
     self._manager.close()

@@ -178,8 +178,8 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
   acc = np.full((num_seeds, num_tasks, num_tasks), np.nan, np.float32)
   position, train_seconds = 0, 0.0
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-  payload = lambda: {"states": states, "acc": acc, "position": np.int64(position),
-                     "train_seconds": np.float64(train_seconds)}
+  payload = lambda: {"states": states, "acc": acc, "position": np.asarray(position, np.int64),
+                     "train_seconds": np.asarray(train_seconds, np.float64)}
   restored = ckpt.restore_latest(payload())
   if restored is not None:
     _, got = restored

@@ -1,0 +1,110 @@
+"""Checkpoint and resume: a SIGKILLed run resumes to the same numbers."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# digits: 5 tasks x 28 steps; a checkpoint every 2 steps makes the run slow
+# enough to kill in the middle of a task.
+ARGS = ["--config", "configs/default.py", "--config.methods=", "--config.method=er_rar",
+        "--config.num_seeds=2", "--config.log_every_steps=2", "--config.checkpoint_every_steps=2",
+        "--config.plot=false", "--config.progress=false"]
+
+
+def start(workdir, *extra):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *ARGS, *extra,
+                           "--workdir", str(workdir)], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc):
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  return out, err
+
+
+def metrics(workdir):
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    return json.load(f)
+
+
+def checkpoint_steps(workdir):
+  d = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(d):
+    return []
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  finish(start(workdir))
+  return workdir, metrics(workdir)
+
+
+def same_numbers(a, b):
+  assert a["acc_matrix"] == b["acc_matrix"]  # bit-identical
+  assert a["final_avg_accuracy"] == b["final_avg_accuracy"]
+  assert a["final_forgetting"] == b["final_forgetting"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_task_then_resume_gives_identical_metrics(reference, tmp_path):
+  proc = start(tmp_path)
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    steps = checkpoint_steps(tmp_path)
+    if steps and steps[-1] > 30 and steps[-1] % 28:  # inside task 2
+      break
+    time.sleep(0.01)
+  assert proc.poll() is None, "the run finished before it could be killed"
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  killed_at = checkpoint_steps(tmp_path)[-1]
+  assert killed_at < 140 and not os.path.exists(tmp_path / "metrics.json")
+  _, err = finish(start(tmp_path))
+  assert "resumed from the checkpoint at step" in err
+  same_numbers(metrics(tmp_path), reference[1])
+
+
+@pytest.mark.slow
+def test_damaged_checkpoint_is_skipped_for_the_previous_one(reference, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(reference[0], workdir)
+  os.remove(workdir / "metrics.json")
+  latest = checkpoint_steps(workdir)[-1]
+  for root, _, files in os.walk(workdir / "checkpoints" / str(latest)):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"garbage")
+  _, err = finish(start(workdir))
+  assert f"checkpoint {latest}" in err and "unreadable" in err
+  same_numbers(metrics(workdir), reference[1])
+
+
+def test_workdir_with_another_config_is_refused(reference, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(reference[0], workdir)
+  proc = start(workdir, "--config.mem_size=50")
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 2 and "Traceback" not in err
+  assert "mem_size: 100 -> 50" in err and "overwrite" in err
+  finish(start(workdir, "--config.mem_size=50", "--config.overwrite=true",
+               "--config.num_seeds=1"))
+  assert metrics(workdir)["num_seeds"] == 1
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_a_good_checkpoint(tmp_path):
+  proc = start(tmp_path, "--config.learning_rate=1e30")
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 2 and "NaN/Inf" in err and "Traceback" not in err
+  assert not os.path.exists(tmp_path / "metrics.json")
