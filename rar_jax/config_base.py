@@ -44,6 +44,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.attack_target = "features"  # features (paper) | label (Avalanche)
   c.feature_layer = "penultimate"  # Avalanche's name_ext_layer
   c.mixup_alpha = 1.0
+  # Sweep: "KEY=V1,V2;KEY2=..." over numeric keys, all cells x seeds in one program.
+  c.sweep = ""
   # Running.
   c.log_every_steps = 100  # steps per compiled chunk between progress updates
   c.checkpoint_every_steps = 0  # 0 = only at task boundaries; else a multiple of log_every_steps

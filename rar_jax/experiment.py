@@ -21,6 +21,7 @@ from rar_jax import loop
 from rar_jax import metrics as metrics_lib
 from rar_jax import models
 from rar_jax import report
+from rar_jax import sweep as sweep_lib
 from rar_jax.config_base import RUNTIME_KEYS, base_config
 from rar_jax.method import METHODS, Hyper, ReplayConfig
 from rar_jax.step import make_optimizer, make_train_step
@@ -105,6 +106,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                       f"multiple of config.log_every_steps={config.log_every_steps}")
   if config.model == "mlp" and config.dataset.startswith("cifar"):
     logging.warning("an MLP on %s: the paper uses resnet18_reduced there", config.dataset)
+  try:
+    cells = sweep_lib.parse_sweep(config.sweep)
+  except sweep_lib.SweepError as e:
+    raise ConfigError(f"config.sweep={config.sweep!r}: {e}") from None
+  for overrides in cells[1:] if len(cells) > 1 else []:
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.update(overrides)
+    try:
+      replay_parts(c, method_names(config)[0], num_classes)
+    except ValueError as e:
+      raise ConfigError(f"config.sweep cell {sweep_lib.cell_name(overrides)}: {e}") from None
   module = models.create_model(config.model, num_classes)
   for m in method_names(config):
     try:
@@ -154,28 +166,86 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
               dynamic_ncols=True, mininterval=0.5)
 
 
+def _gather(x) -> np.ndarray:
+  """A (possibly sharded, multi-process) array as a host NumPy array everywhere."""
+  if jax.process_count() == 1:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+@jax.jit
+def _loss_summary(m):
+  """Finite flag and last-step means, reduced on device (one small transfer)."""
+  finite = jnp.all(jnp.isfinite(m["loss_current"])) & jnp.all(jnp.isfinite(m["loss_replay"]))
+  return finite, m["loss_current"][:, -1].mean(), m["loss_replay"][:, -1].mean()
+
+
+def _cell_result(config, method, ds, streams, seeds, acc, overrides) -> dict:
+  num_tasks, steps = streams.index.shape[1], streams.index.shape[2]
+  return {
+      "method": method,
+      "dataset": ds.name,
+      "data_source": ds.source,
+      "eval_split": config.eval_split,
+      "overrides": overrides,
+      "num_seeds": len(seeds),
+      "seeds": seeds,
+      "num_tasks": num_tasks,
+      "steps": num_tasks * steps,
+      "steps_per_task": steps,
+      "dropped_samples_per_seed": streams.dropped_samples,
+      "acc_matrix": acc.tolist(),
+      "final_avg_accuracy": metrics_lib.summarize(metrics_lib.final_average_accuracy(acc)),
+      "final_forgetting": metrics_lib.summarize(metrics_lib.final_forgetting(acc)),
+      "avg_accuracy_curve": metrics_lib.average_accuracy_curve(acc).mean(0).tolist(),
+  }
+
+
 def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Streams,
                eval_x: np.ndarray, eval_y: np.ndarray, workdir: str,
                train_x: np.ndarray, train_y: np.ndarray) -> dict:
-  """Trains ``method`` over every seed's stream; writes and returns its metrics."""
+  """Trains ``method`` on every (sweep cell, seed) run in one program; writes
+  and returns its metrics (with ``cells`` when ``config.sweep`` has several)."""
+  lead = jax.process_index() == 0  # only process 0 writes files
   os.makedirs(workdir, exist_ok=True)
-  overwrite = bool(config.overwrite)
-  _check_resumable(workdir, config, overwrite)
-  report.atomic_write_json(os.path.join(workdir, "config.json"), _config_json(config))
+  _check_resumable(workdir, config, bool(config.overwrite))
+  if lead:
+    report.atomic_write_json(os.path.join(workdir, "config.json"), _config_json(config))
 
   seeds = [config.seed + i for i in range(config.num_seeds)]
   num_classes = ds.num_classes
-  cfg, hyper = replay_parts(config, method, num_classes)
+  cells = sweep_lib.parse_sweep(config.sweep)
+  cell_parts = []
+  for overrides in cells:
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.update(overrides)
+    cell_parts.append((replay_parts(c, method, num_classes)[1], c.learning_rate))
+  cfg, _ = replay_parts(config, method, num_classes)
   module = models.create_model(config.model, num_classes)
   tx = make_optimizer(config.learning_rate)
-  index = streams.index
-  num_seeds, num_tasks, steps, _ = index.shape
-  data_x, data_y = jnp.asarray(train_x), jnp.asarray(train_y)
-  ex, ey = jnp.asarray(eval_x), jnp.asarray(eval_y)
-  task_of_class = jnp.asarray(streams.task_of_class)
+  num_seeds, num_tasks, steps, _ = streams.index.shape
 
-  states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys(seeds), train_x[:1])
-  acc = np.full((num_seeds, num_tasks, num_tasks), np.nan, np.float32)
+  # Runs: cell-major, seed-minor; padded to the device count (padding dropped).
+  num_runs = len(cells) * num_seeds
+  mesh = loop.runs_mesh()
+  padded = loop.padded_runs(num_runs, mesh.size)
+  run_cell = np.minimum(np.arange(padded), num_runs - 1) // num_seeds
+  run_seed = np.minimum(np.arange(padded), num_runs - 1) % num_seeds
+  hypers = jax.tree.map(lambda *a: np.stack(a)[run_cell], *[h for h, _ in cell_parts])
+  lrs = np.asarray([lr for _, lr in cell_parts], np.float32)[run_cell]
+  by_run, rep = loop.runs_sharding(mesh), loop.replicated(mesh)
+  keys = np.asarray(loop.seed_keys([seeds[i] for i in run_seed]))
+  index = np.asarray(streams.index)[run_seed]  # [runs, tasks, steps, batch]
+  data_x, data_y = loop.put_global(train_x, rep), loop.put_global(train_y, rep)
+  ex, ey = loop.put_global(eval_x, rep), loop.put_global(eval_y, rep)
+  task_of_class = loop.put_global(np.asarray(streams.task_of_class)[run_seed], by_run)
+
+  states = loop.init_states(module, tx, cfg,
+                            jax.tree.map(lambda a: loop.put_global(a, by_run), hypers),
+                            loop.put_global(keys, by_run), train_x[:1],
+                            learning_rates=loop.put_global(lrs, by_run), sharding=by_run)
+  acc = np.full((padded, num_tasks, num_tasks), np.nan, np.float32)
   position, train_seconds = 0, 0.0
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
   payload = lambda: {"states": states, "acc": acc, "position": np.asarray(position, np.int64),
@@ -192,12 +262,13 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
   filler = loop.make_buffer_filler() if cfg.buffer_update == "per_experience" else None
   evaluator = loop.make_evaluator(module, num_tasks)
   chunk = min(config.log_every_steps, steps)
+  index_at = lambda t, a, b: loop.put_global(index[:, t, a:b], by_run)
   t0 = time.perf_counter()
   compiled: Dict[int, object] = {}
 
   def compiled_runner(n):
     if n not in compiled:
-      compiled[n] = runner.lower(states, data_x, data_y, index[:, 0, :n]).compile()
+      compiled[n] = runner.lower(states, data_x, data_y, index_at(0, 0, n)).compile()
     return compiled[n]
 
   compiled_runner(chunk)
@@ -206,17 +277,17 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
   compiled_eval = evaluator.lower(states, ex, ey, task_of_class).compile()
   compile_seconds = time.perf_counter() - t0
 
-  bar = _progress(num_tasks * steps, position, method, config.progress)
+  bar = _progress(num_tasks * steps, position, method, config.progress and lead)
   try:
     for t in range(position // steps, num_tasks):
       pos = position - t * steps
       while pos < steps:
         n = min(chunk - pos % chunk, steps - pos)  # keep chunks aligned after a resume
         t1 = time.perf_counter()
-        states, m = compiled_runner(n)(states, data_x, data_y, index[:, t, pos:pos + n])
-        loss = np.asarray(m["loss_current"])
+        states, m = compiled_runner(n)(states, data_x, data_y, index_at(t, pos, pos + n))
+        finite, loss, replay = (np.asarray(v) for v in _loss_summary(m))
         train_seconds += time.perf_counter() - t1
-        if not np.all(np.isfinite(loss)) or not np.all(np.isfinite(np.asarray(m["loss_replay"]))):
+        if not finite:
           raise TrainingDiverged(
               f"{method}: loss became NaN/Inf in task {t} between steps {pos} and {pos + n} "
               f"(learning_rate={config.learning_rate}); the last good checkpoint in "
@@ -224,48 +295,54 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
         pos += n
         position += n
         bar.update(n)
-        bar.set_postfix(task=f"{t + 1}/{num_tasks}", loss=f"{loss[:, -1].mean():.3f}",
-                        replay=f"{np.asarray(m['loss_replay'])[:, -1].mean():.3f}")
+        bar.set_postfix(task=f"{t + 1}/{num_tasks}", loss=f"{loss:.3f}", replay=f"{replay:.3f}")
         if (config.checkpoint_every_steps and pos < steps
             and position % config.checkpoint_every_steps == 0):
           ckpt.save(position, payload())
       if filler is not None:
-        states = filler(states, data_x, data_y, index[:, t])
-      acc[:, t, :] = np.asarray(compiled_eval(states, ex, ey, task_of_class))
-      row = " ".join(f"{a:.3f}" if j <= t else "  -  " for j, a in enumerate(acc[:, t].mean(0)))
-      bar.write(f"[{method}] after task {t + 1}/{num_tasks}: accuracy per task [{row}], "
-                f"average {acc[:, t, :t + 1].mean():.3f}")
+        states = filler(states, data_x, data_y, index_at(t, 0, steps))
+      acc[:, t, :] = _gather(compiled_eval(states, ex, ey, task_of_class))
+      mean_row = acc[:num_runs, t].mean(0)
+      row = " ".join(f"{a:.3f}" if j <= t else "  -  " for j, a in enumerate(mean_row))
+      if lead:
+        bar.write(f"[{method}] after task {t + 1}/{num_tasks}: accuracy per task [{row}], "
+                  f"average {acc[:num_runs, t, :t + 1].mean():.3f}")
       ckpt.save(position, payload())
   finally:
     bar.close()
     ckpt.close()
 
-  total_steps = num_tasks * steps
-  result = {
-      "method": method,
-      "dataset": ds.name,
-      "data_source": ds.source,
-      "eval_split": config.eval_split,
-      "num_seeds": num_seeds,
-      "seeds": seeds,
-      "num_tasks": num_tasks,
-      "steps": total_steps,
-      "steps_per_task": steps,
-      "dropped_samples_per_seed": streams.dropped_samples,
-      "acc_matrix": acc.tolist(),
-      "final_avg_accuracy": metrics_lib.summarize(metrics_lib.final_average_accuracy(acc)),
-      "final_forgetting": metrics_lib.summarize(metrics_lib.final_forgetting(acc)),
-      "avg_accuracy_curve": metrics_lib.average_accuracy_curve(acc).mean(0).tolist(),
+  timing = {
       "train_seconds": train_seconds,
       "compile_seconds": compile_seconds,
-      "steps_per_second": total_steps / train_seconds if train_seconds > 0 else 0.0,
+      "steps_per_second": num_tasks * steps / train_seconds if train_seconds > 0 else 0.0,
+      "num_runs": num_runs,
+      "devices": mesh.size,
+      "processes": jax.process_count(),
       "device": jax.devices()[0].platform,
   }
-  report.atomic_write_json(os.path.join(workdir, "metrics.json"), result)
-  report.write_acc_csv(os.path.join(workdir, "acc_matrix.csv"), acc)
-  if config.plot:
-    report.plot_accuracy(os.path.join(workdir, "accuracy.png"), acc,
-                         f"{method} on {ds.name} ({num_seeds} seeds)")
+  results = [dict(_cell_result(config, method, ds, streams, seeds,
+                               acc[i * num_seeds:(i + 1) * num_seeds], overrides), **timing)
+             for i, overrides in enumerate(cells)]
+  if len(cells) == 1:
+    result = results[0]
+  else:
+    best = max(range(len(cells)), key=lambda i: results[i]["final_avg_accuracy"]["mean"])
+    result = {"method": method, "sweep": config.sweep, "num_seeds": num_seeds,
+              "eval_split": config.eval_split, "best_cell": results[best]["overrides"],
+              "cells": results, **timing}
+  if lead:
+    report.atomic_write_json(os.path.join(workdir, "metrics.json"), result)
+    for i, r in enumerate(results):
+      cell_acc = acc[i * num_seeds:(i + 1) * num_seeds]
+      suffix = "" if len(cells) == 1 else "_" + sweep_lib.cell_name(r["overrides"])
+      report.write_acc_csv(os.path.join(workdir, f"acc_matrix{suffix}.csv"), cell_acc)
+      if config.plot and len(cells) == 1:
+        report.plot_accuracy(os.path.join(workdir, "accuracy.png"), cell_acc,
+                             f"{method} on {ds.name} ({num_seeds} seeds)")
+    if len(cells) > 1:
+      report.atomic_write_text(os.path.join(workdir, "sweep.md"),
+                               report.sweep_table(result) + "\n")
   return result
 
 
@@ -305,6 +382,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     method_dir = workdir if len(names) == 1 else os.path.join(workdir, name)
     results[name] = run_method(config, name, ds, streams, eval_x, eval_y, method_dir,
                                train_x, train_y)
+  if jax.process_index() != 0:
+    return results
+  if "cells" in next(iter(results.values())):
+    for r in results.values():
+      print("\n" + report.sweep_table(r), flush=True)
+    return results
   table = report.comparison_table(list(results.values()))
   print(f"\n{ds.name}, {config.num_tasks} tasks, memory {config.mem_size}, "
         f"{config.num_seeds} seeds, {config.eval_split} split:\n{table}", flush=True)

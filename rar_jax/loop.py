@@ -24,10 +24,28 @@ def seed_keys(seeds: Sequence[int]) -> jax.Array:
 
 
 def init_states(module: nn.Module, tx: optax.GradientTransformation, cfg: ReplayConfig,
-                hyper: Hyper, keys: jax.Array, sample_x) -> TrainState:
-  """A stack of independent initial states, one per key (leading axis)."""
-  init_train_state(module, tx, cfg, hyper, keys[0], sample_x)  # validates eagerly
-  return jax.jit(jax.vmap(lambda k: init_train_state(module, tx, cfg, hyper, k, sample_x)))(keys)
+                hyper: Hyper, keys: jax.Array, sample_x, *, learning_rates=None,
+                sharding=None) -> TrainState:
+  """A stack of independent initial states, one per key (leading axis).
+
+  ``hyper`` is one `Hyper` for all runs, or a stack with the same leading
+  axis as ``keys`` (a sweep). ``learning_rates`` optionally sets the injected
+  SGD rate per run. ``sharding`` places the stack (e.g. over a device mesh).
+  """
+  one = jax.tree.map(lambda a: a[0] if a.ndim else a, hyper)
+  init_train_state(module, tx, cfg, one, keys[0], sample_x)  # validates eagerly
+  hyper_axis = 0 if hyper.beta_coef.ndim else None
+
+  def init(key, h, lr):
+    state = init_train_state(module, tx, cfg, h, key, sample_x)
+    if lr is not None:
+      state = state.replace(opt_state=state.opt_state._replace(
+          hyperparams={**state.opt_state.hyperparams, "learning_rate": lr}))
+    return state
+
+  lr_axis = None if learning_rates is None else 0
+  fn = jax.vmap(init, in_axes=(0, hyper_axis, lr_axis))
+  return jax.jit(fn, out_shardings=sharding)(keys, hyper, learning_rates)
 
 
 def make_stream_runner(train_step: Callable) -> Callable:
@@ -83,3 +101,36 @@ def make_evaluator(module: nn.Module, num_tasks: int, chunk: int = 1000) -> Call
     return jnp.where(total > 0, right / jnp.maximum(total, 1.0), jnp.nan)
 
   return jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None, 0)))
+
+
+# ---------------------------------------------------------------- placement
+
+RUNS_AXIS = "runs"
+
+
+def runs_mesh() -> jax.sharding.Mesh:
+  """A 1-D mesh over every device of every process, along the runs axis."""
+  # Auto axes: XLA propagates the runs sharding through the vmapped step.
+  return jax.make_mesh((jax.device_count(),), (RUNS_AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def runs_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(RUNS_AXIS))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def put_global(array, sharding: jax.sharding.NamedSharding) -> jax.Array:
+  """A global array from a host array every process holds in full; each
+  process materialises only its own shards."""
+  import numpy as np
+  array = np.asarray(array)
+  return jax.make_array_from_callback(array.shape, sharding, lambda idx: array[idx])
+
+
+def padded_runs(num_runs: int, num_devices: int) -> int:
+  """Runs rounded up to a multiple of the device count (padding is dropped)."""
+  return -(-num_runs // num_devices) * num_devices

@@ -88,3 +88,14 @@ def comparison_table(results: Sequence[Mapping]) -> str:
     rows.append(f"| {r['method']} | {_pm(r['final_avg_accuracy'])} | "
                 f"{_pm(r['final_forgetting'])} | {r['num_seeds']} | {r['steps_per_second']:.0f} |")
   return "\n".join(rows)
+
+
+def sweep_table(result: Mapping) -> str:
+  """A Markdown table of a sweep's cells, best first."""
+  cells = sorted(result["cells"], key=lambda r: -r["final_avg_accuracy"]["mean"])
+  rows = [f"{result['method']}, {result['num_seeds']} seeds per cell, {result['eval_split']} split",
+          "", "| cell | final avg accuracy (± 2SE) | forgetting (± 2SE) |", "| --- | --- | --- |"]
+  for r in cells:
+    name = ",".join(f"{k}={v:g}" for k, v in r["overrides"].items())
+    rows.append(f"| {name} | {_pm(r['final_avg_accuracy'])} | {_pm(r['final_forgetting'])} |")
+  return "\n".join(rows)
