@@ -18,12 +18,25 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py",
                                           "Config file (a Python file with get_config()).")
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Where results and checkpoints go (default: runs/<config name>).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    "Multi-host: host:port of process 0 (jax.distributed). Omit on a TPU pod or SLURM, "
+    "where --distributed alone detects everything.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's id.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Call jax.distributed.initialize (implied by the flags above).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
+  import jax
+  if _DISTRIBUTED.value or _COORDINATOR.value or (_NUM_PROCESSES.value or 1) > 1:
+    # CPU processes exchange results through gloo; GPUs/TPUs use their own.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from rar_jax import data, experiment  # after flag parsing, so --help is fast
 
   config = _CONFIG.value
@@ -34,7 +47,8 @@ def main(argv):
   except (experiment.ConfigError, data.DataError, experiment.TrainingDiverged) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  print(f"results in {os.path.abspath(workdir)}")
+  if jax.process_index() == 0:
+    print(f"results in {os.path.abspath(workdir)}")
 
 
 def check_override_keys(argv) -> None:

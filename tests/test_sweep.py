@@ -51,3 +51,13 @@ def test_sharded_sweep_equals_cells_run_one_by_one():
     # On the CPU each run's arithmetic does not depend on how runs are batched
     # or placed, so the numbers agree exactly.
     np.testing.assert_array_equal(acc, alone["cells"][cell], err_msg=cell)
+
+
+@pytest.mark.slow
+def test_two_processes_through_jax_distributed_equal_one_process():
+  out = subprocess.run([sys.executable, os.path.join(os.path.dirname(HERE), "bench",
+                                                     "distributed_check.py")],
+                       capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result["processes"] == 2 and result["identical"]
