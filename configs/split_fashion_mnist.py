@@ -14,6 +14,7 @@ def get_config():
   c.data_source = "auto"
   c.num_tasks = 5
   c.samples_per_task = 1000
+  c.validation_fraction = 0.05  # held out for tuning, as the paper does
   c.model = "mlp"
   c.method = "er_rar"
   c.num_seeds = 10

@@ -58,3 +58,18 @@ class Checkpointer:
 
   def close(self):
     self._manager.close()
+
+
+class NoCheckpoints:
+  """Stands in for `Checkpointer` when ``keep_checkpoints=0`` (benchmarks)."""
+
+  directory = "(checkpointing off: keep_checkpoints=0)"
+
+  def save(self, step: int, payload: Any) -> None:
+    pass
+
+  def restore_latest(self, target: Any) -> None:
+    return None
+
+  def close(self):
+    pass

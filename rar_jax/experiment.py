@@ -90,7 +90,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"method {m!r} is invalid: one of {tuple(METHODS)}")
   for key, low in (("num_seeds", 1), ("seed", 0), ("num_tasks", 1), ("samples_per_task", 0),
                    ("batch_size", 1), ("log_every_steps", 1), ("checkpoint_every_steps", 0),
-                   ("keep_checkpoints", 1)):
+                   ("keep_checkpoints", 0)):
     _at_least(config, key, low)
   num_classes, image_shape = data_lib.DATASETS[config.dataset]
   if config.num_tasks > num_classes or num_classes % config.num_tasks:
@@ -247,7 +247,9 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
                             learning_rates=loop.put_global(lrs, by_run), sharding=by_run)
   acc = np.full((padded, num_tasks, num_tasks), np.nan, np.float32)
   position, train_seconds = 0, 0.0
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  ckpt = (checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                      config.keep_checkpoints)
+          if config.keep_checkpoints else checkpoint_lib.NoCheckpoints())
   payload = lambda: {"states": states, "acc": acc, "position": np.asarray(position, np.int64),
                      "train_seconds": np.asarray(train_seconds, np.float64)}
   restored = ckpt.restore_latest(payload())

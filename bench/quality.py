@@ -1,0 +1,117 @@
+"""Accuracy on online Split Fashion-MNIST (real data, offline), as JSON lines.
+
+  python bench/quality.py                 # everything below (~15 min on 2 CPU cores)
+  python bench/quality.py --only tune     # one stage: tune | test | ablation | full
+
+Stages:
+  tune      RAR hyper-parameters swept on the 5% validation split (memory 200),
+            every cell x 10 seeds in one program per method.
+  test      final test accuracy for finetune, er, er_mix, er_rar, er_mix_rar, mir,
+            mir_rar at memory 200 (20 seeds) and 500 (10 seeds), RAR with the
+            tuned values (read from the tune stage's results) and with the
+            paper's MNIST values.
+  ablation  ER replaying 20 samples per step (as many as RAR), RAR with
+            epsilon 0 (no perturbation), Avalanche's label-targeted attack, and
+            Avalanche's defaults (beta 0.5, eps 0.0314, 2 iterations).
+  full      all 12000 training samples per task, er and er_rar, 10 seeds.
+
+Every run's files land in bench/results/quality/<name>/; one JSON line per run
+goes to stdout and to bench/results/quality.jsonl.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from rar_jax import experiment  # noqa: E402
+
+OUT = os.path.join(ROOT, "bench", "results")
+PAPER = dict(beta_coef=0.3, epsilon_fgsm=0.3, alpha_fgsm=0.075, iter_fgsm=5)
+AVALANCHE = dict(beta_coef=0.5, epsilon_fgsm=0.0314, alpha_fgsm=0.0314 / 2, iter_fgsm=2)
+TUNE_GRID = "beta_coef=0.1,0.3,0.5,0.7;epsilon_fgsm=0.05,0.1,0.2,0.3"  # alpha = eps / 5
+
+
+def base(**overrides):
+  sys.path.insert(0, os.path.join(ROOT, "configs"))
+  import split_fashion_mnist
+  c = split_fashion_mnist.get_config()
+  c.update(progress=False, plot=True, overwrite=True, keep_checkpoints=0)
+  c.update(overrides)
+  return c
+
+
+def emit(name, result):
+  line = {"bench": "quality", "name": name}
+  keys = ("method", "num_seeds", "final_avg_accuracy", "final_forgetting", "overrides",
+          "steps", "train_seconds", "steps_per_second", "eval_split")
+  line.update({k: result[k] for k in keys if k in result})
+  for k in ("final_avg_accuracy", "final_forgetting"):
+    if k in line:
+      line[k] = {"mean": line[k]["mean"], "se2": line[k]["se2"]}
+  if "cells" in result:
+    line["best_cell"] = result["best_cell"]
+    line["cells"] = [{"overrides": c["overrides"],
+                      "final_avg_accuracy": c["final_avg_accuracy"]["mean"],
+                      "se2": c["final_avg_accuracy"]["se2"]} for c in result["cells"]]
+  print(json.dumps(line), flush=True)
+  with open(os.path.join(OUT, "quality.jsonl"), "a") as f:
+    f.write(json.dumps(line) + "\n")
+
+
+def run(name, **overrides):
+  config = base(**overrides)
+  result = experiment.train_and_evaluate(config, os.path.join(OUT, "quality", name))
+  for method, r in result.items():
+    emit(name, r)
+  return result
+
+
+def tuned(method):
+  path = os.path.join(OUT, "quality", f"tune_{method}", "metrics.json")
+  if not os.path.exists(path):
+    raise SystemExit(f"run the tune stage first (missing {path})")
+  with open(path) as f:
+    return json.load(f)["best_cell"]
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--only", choices=("tune", "test", "ablation", "full"), default=None)
+  a = p.parse_args()
+  os.makedirs(OUT, exist_ok=True)
+  stages = [a.only] if a.only else ["tune", "test", "ablation", "full"]
+  if "tune" in stages:
+    for method in ("er_rar", "er_mix_rar"):
+      run(f"tune_{method}", method=method, methods="", eval_split="validation", num_seeds=10,
+          iter_fgsm=5, alpha_fgsm=None, sweep=TUNE_GRID)
+  if "test" in stages:
+    for mem, seeds in ((200, 20), (500, 10)):
+      run(f"test_m{mem}_baselines", methods="finetune,er,er_mix,mir", mem_size=mem,
+          num_seeds=seeds)
+      for method in ("er_rar", "er_mix_rar", "mir_rar"):
+        best = tuned("er_mix_rar" if "mix" in method else "er_rar")
+        run(f"test_m{mem}_{method}_tuned", method=method, methods="", mem_size=mem,
+            num_seeds=seeds, iter_fgsm=5, alpha_fgsm=None, **best)
+      run(f"test_m{mem}_rar_paper_hp", methods="er_rar,er_mix_rar", mem_size=mem,
+          num_seeds=seeds, **PAPER)
+  if "ablation" in stages:
+    best = tuned("er_rar")
+    run("ablation_er_20_replayed", method="er", methods="", batch_size_mem=20, num_seeds=20)
+    run("ablation_er_rar_eps0", method="er_rar", methods="", num_seeds=20, iter_fgsm=5,
+        alpha_fgsm=None, **dict(best, epsilon_fgsm=0.0))
+    run("ablation_er_rar_label_target", method="er_rar", methods="", num_seeds=20,
+        attack_target="label", iter_fgsm=5, alpha_fgsm=None, **best)
+    run("ablation_er_rar_avalanche_hp", method="er_rar", methods="", num_seeds=20, **AVALANCHE)
+  if "full" in stages:
+    best = tuned("er_rar")
+    run("full_stream_er", method="er", methods="", samples_per_task=0, num_seeds=10)
+    run("full_stream_er_rar", method="er_rar", methods="", samples_per_task=0, num_seeds=10,
+        iter_fgsm=5, alpha_fgsm=None, **best)
+
+
+if __name__ == "__main__":
+  main()
