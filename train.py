@@ -24,6 +24,10 @@ _COORDINATOR = flags.DEFINE_string(
     "where --distributed alone detects everything.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's id.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", os.path.join(os.path.expanduser("~"), ".cache", "rar_jax", "xla"),
+    "JAX's persistent compilation cache: a rerun of a config skips XLA compilation "
+    "('' turns it off).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize (implied by the flags above).")
 
@@ -33,6 +37,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
   import jax
+  if _CACHE.value:
+    jax.config.update("jax_compilation_cache_dir", _CACHE.value)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
   if _DISTRIBUTED.value or _COORDINATOR.value or (_NUM_PROCESSES.value or 1) > 1:
     # CPU processes exchange results through gloo; GPUs/TPUs use their own.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

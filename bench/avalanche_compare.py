@@ -44,6 +44,8 @@ def main():
   p.add_argument("--seeds", type=int, default=3)
   p.add_argument("--mem_size", type=int, default=200)
   p.add_argument("--tuned", default="", help="JSON of tuned RAR overrides for an extra row")
+  p.add_argument("--systems", default="avalanche,rar_jax")
+  p.add_argument("--plugins", default="replay,rar")
   a = p.parse_args()
   config = split_fashion_mnist.get_config()
   config.update(num_seeds=a.seeds, mem_size=a.mem_size, progress=False, plot=False,
@@ -56,6 +58,8 @@ def main():
              test_y=test_y, task=streams.task_of_class)
     rows = []
     for plugin, name in (("replay", "er"), ("rar", "er_rar")):
+      if "avalanche" not in a.systems or plugin not in a.plugins:
+        continue
       out = subprocess.run([a.avalanche_python, os.path.join(ROOT, "bench", "avalanche_worker.py"),
                             npz, plugin, str(a.mem_size)], capture_output=True, text=True)
       if out.returncode != 0:
@@ -68,8 +72,8 @@ def main():
         break
       rows.append(summary(name, "avalanche-0.6", r["acc_matrix"], r["train_seconds"], r["steps"]))
       print(json.dumps(rows[-1]), flush=True)
-    runs = [("er", {}), ("er_rar", AVALANCHE_HP)]
-    if a.tuned:
+    runs = [("er", {}), ("er_rar", AVALANCHE_HP)] if "rar_jax" in a.systems else []
+    if a.tuned and "rar_jax" in a.systems:
       runs.append(("er_rar", json.loads(a.tuned)))
     for method, hp in runs:
       c = config.copy_and_resolve_references()

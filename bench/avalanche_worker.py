@@ -17,6 +17,7 @@ def main(npz_path, plugin_name, mem_size):
         create_generic_benchmark_from_tensor_lists)
     from avalanche.benchmarks.scenarios.online import split_online_stream
     from avalanche.training.plugins import EvaluationPlugin, RARPlugin, ReplayPlugin
+    from avalanche.training.storage_policy import ReservoirSamplingBuffer
     from avalanche.training.supervised import Naive
   except ImportError as e:
     print(json.dumps({"skipped": f"avalanche-lib/torch not importable: {e}"}))
@@ -37,7 +38,11 @@ def main(npz_path, plugin_name, mem_size):
       plugin = RARPlugin(batch_size_mem=10, mem_size=mem_size, opt_lr=0.1, beta_coef=0.5,
                          epsilon_fgsm=0.0314, iter_fgsm=2)
     else:
-      plugin = ReplayPlugin(mem_size=mem_size, batch_size_mem=10)
+      # Reservoir, as RARPlugin's default and rar_jax's: ReplayPlugin's default
+      # ExperienceBalancedBuffer splits memory over experiences, and in an
+      # online stream every minibatch is an experience.
+      plugin = ReplayPlugin(mem_size=mem_size, batch_size_mem=10,
+                            storage_policy=ReservoirSamplingBuffer(max_size=mem_size))
     strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                      criterion=torch.nn.CrossEntropyLoss(), train_mb_size=10, train_epochs=1,
                      eval_mb_size=1000, plugins=[plugin], evaluator=EvaluationPlugin(loggers=[]))

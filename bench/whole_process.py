@@ -3,6 +3,9 @@ loading, compilation, training, evaluation, result files), as JSON lines.
 
   python bench/whole_process.py            # er and er_rar, 1 seed, 1000 samples per task
 
+Each method twice: with an empty persistent compilation cache (cold, a first
+run) and again with the cache that run filled (warm, a rerun of the config).
+
 Wall time of the `python train.py ...` subprocess and its peak resident memory
 (ru_maxrss of the child).
 """
@@ -19,12 +22,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def measure(method, samples_per_task, seeds):
+def measure(method, samples_per_task, seeds, cache_dir, cache_state):
   with tempfile.TemporaryDirectory() as d:
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config",
            "configs/split_fashion_mnist.py", f"--config.method={method}",
            f"--config.samples_per_task={samples_per_task}", f"--config.num_seeds={seeds}",
-           "--config.progress=false", "--workdir", d]
+           "--config.progress=false", "--workdir", d, f"--compilation_cache={cache_dir}"]
     t0 = time.perf_counter()
     # A fresh interpreter per measurement so ru_maxrss is this child's alone.
     wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]);"
@@ -37,7 +40,8 @@ def measure(method, samples_per_task, seeds):
     peak_kib = int(out.stdout.strip().splitlines()[-1])
     with open(os.path.join(d, "metrics.json")) as f:
       m = json.load(f)
-  return {"bench": "whole_process", "method": method, "samples_per_task": samples_per_task,
+  return {"bench": "whole_process", "method": method, "compilation_cache": cache_state,
+          "samples_per_task": samples_per_task,
           "seeds": seeds, "wall_seconds": round(wall, 2), "peak_rss_mib": round(peak_kib / 1024),
           "compile_seconds": round(m["compile_seconds"], 2),
           "train_seconds": round(m["train_seconds"], 2),
@@ -51,7 +55,9 @@ def main():
   p.add_argument("--seeds", type=int, default=1)
   a = p.parse_args()
   for method in a.methods.split(","):
-    print(json.dumps(measure(method, a.samples_per_task, a.seeds)), flush=True)
+    with tempfile.TemporaryDirectory() as cache:  # cold: empty cache; warm: the same config again
+      for state in ("cold", "warm"):
+        print(json.dumps(measure(method, a.samples_per_task, a.seeds, cache, state)), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Datasets as NumPy arrays, and class-incremental streams over them.
 
-Images are float32 ``[N, H, W, C]`` in [0, 1]; labels int32. TensorFlow is
-imported only by the TFDS source, and never sees an accelerator.
+Images are ``[N, H, W, C]``: uint8 as the files store them (a quarter of the
+memory), or float32 in [0, 1]; `to_unit_float` gives the float32 [0, 1] the
+models and the attack use. Labels are int32. TensorFlow is imported only by
+the TFDS source, and never sees an accelerator.
 """
 
 from __future__ import annotations
@@ -46,25 +48,35 @@ class Dataset:
   source: str
 
 
+def to_unit_float(x: np.ndarray) -> np.ndarray:
+  """float32 images in [0, 1] (uint8 pixels are divided by 255)."""
+  if x.dtype == np.uint8:
+    return x.astype(np.float32) / 255.0
+  return np.asarray(x, np.float32)
+
+
 def validate_arrays(name: str, x: np.ndarray, y: np.ndarray, num_classes: int) -> None:
   """Rejects data the step cannot learn from sensibly, with the reason."""
   if x.ndim != 4:
     raise DataError(f"{name}: images must be [N, H, W, C], got shape {x.shape}")
   if len(x) != len(y) or len(x) == 0:
     raise DataError(f"{name}: {len(x)} images and {len(y)} labels (need equal, non-zero)")
+  if len(y) and (y.min() < 0 or y.max() >= num_classes):
+    raise DataError(f"{name}: labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}]")
+  if x.dtype == np.uint8:
+    return  # 0..255 pixels: finite and in range by construction
   if not np.all(np.isfinite(x)):
     raise DataError(f"{name}: images contain NaN or Inf")
   lo, hi = float(x.min()), float(x.max())
   if lo < 0.0 or hi > 1.0:
     raise DataError(f"{name}: pixel values must lie in [0, 1] (the attack clips there), "
                     f"got [{lo}, {hi}]")
-  if y.min() < 0 or y.max() >= num_classes:
-    raise DataError(f"{name}: labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}]")
 
 
 def _finish(name, source, train_x, train_y, test_x, test_y) -> Dataset:
   num_classes = DATASETS[name][0]
-  train_x, test_x = (np.asarray(a, np.float32) for a in (train_x, test_x))
+  keep = lambda a: a if a.dtype == np.uint8 else np.asarray(a, np.float32)
+  train_x, test_x = keep(np.asarray(train_x)), keep(np.asarray(test_x))
   train_y, test_y = (np.asarray(a, np.int32) for a in (train_y, test_y))
   validate_arrays(f"{name} train", train_x, train_y, num_classes)
   validate_arrays(f"{name} test", test_x, test_y, num_classes)
@@ -118,9 +130,8 @@ def _load_idx(name: str, data_dir: str) -> Dataset:
                     f"{data_dir!r}; put the four MNIST-format files there{hint}, or use "
                     "--config.data_source=tfds")
   arrays = {k: _read_idx(p) for k, p in paths.items()}
-  scale = lambda a: (a.astype(np.float32) / 255.0)[..., None]
-  return _finish(name, "idx", scale(arrays["train_x"]), arrays["train_y"],
-                 scale(arrays["test_x"]), arrays["test_y"])
+  return _finish(name, "idx", arrays["train_x"][..., None], arrays["train_y"],
+                 arrays["test_x"][..., None], arrays["test_y"])
 
 
 def _load_tfds(name: str, data_dir: Optional[str]) -> Dataset:
@@ -147,7 +158,7 @@ def _load_tfds(name: str, data_dir: Optional[str]) -> Dataset:
                     f"{first}. Without internet, prepare it elsewhere with "
                     f"`tfds build {name}` and point --config.data_dir at it") from None
   (tx, ty), (vx, vy) = arrays
-  return _finish(name, "tfds", tx / 255.0, ty, vx / 255.0, vy)
+  return _finish(name, "tfds", tx.astype(np.uint8), ty, vx.astype(np.uint8), vy)
 
 
 def load(name: str, source: str = "auto", data_dir: Optional[str] = None) -> Dataset:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -352,22 +353,31 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
 
 
 def prepare_data(config):
-  """Loads the dataset and builds every seed's stream; returns the pieces."""
+  """Loads the dataset and builds every seed's stream; returns the pieces.
+
+  Only the training samples some stream visits are kept (as float32 in
+  [0, 1]), and the streams index into that subset: with 1000 samples per task
+  the device holds 5000 images per seed, not the whole training set.
+  """
   ds = data_lib.load(config.dataset, config.data_source, config.data_dir)
   train_idx, val_idx = data_lib.holdout_split(ds.train_y, config.validation_fraction, config.seed)
-  train_x, train_y = ds.train_x[train_idx], ds.train_y[train_idx]
+  seeds = [config.seed + i for i in range(config.num_seeds)]
+  streams = data_lib.make_streams(ds.train_y[train_idx], ds.num_classes, config.num_tasks,
+                                  config.samples_per_task, config.batch_size, seeds,
+                                  config.shuffle_classes)
+  used = np.unique(streams.index)
+  rows = train_idx[used]
+  streams = dataclasses.replace(streams,
+                                index=np.searchsorted(used, streams.index).astype(np.int32))
+  train_x, train_y = data_lib.to_unit_float(ds.train_x[rows]), ds.train_y[rows]
   if config.eval_split == "validation":
     eval_x, eval_y = ds.train_x[val_idx], ds.train_y[val_idx]
   else:
     eval_x, eval_y = ds.test_x, ds.test_y
-  seeds = [config.seed + i for i in range(config.num_seeds)]
-  streams = data_lib.make_streams(train_y, ds.num_classes, config.num_tasks,
-                                  config.samples_per_task, config.batch_size, seeds,
-                                  config.shuffle_classes)
   if streams.dropped_samples:
     _say(f"{streams.dropped_samples} training samples per seed dropped so every task has "
          f"{streams.index.shape[2]} full minibatches")
-  return ds, streams, train_x, train_y, eval_x, eval_y
+  return ds, streams, train_x, train_y, data_lib.to_unit_float(eval_x), eval_y
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, dict]:

@@ -33,7 +33,8 @@ def init_states(module: nn.Module, tx: optax.GradientTransformation, cfg: Replay
   SGD rate per run. ``sharding`` places the stack (e.g. over a device mesh).
   """
   one = jax.tree.map(lambda a: a[0] if a.ndim else a, hyper)
-  init_train_state(module, tx, cfg, one, keys[0], sample_x)  # validates eagerly
+  # Python-side checks (feature layer, buffer) raise here; eval_shape runs no FLOPs.
+  jax.eval_shape(lambda k: init_train_state(module, tx, cfg, one, k, sample_x), keys[0])
   hyper_axis = 0 if hyper.beta_coef.ndim else None
 
   def init(key, h, lr):

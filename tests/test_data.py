@@ -32,7 +32,9 @@ def test_idx_files_are_read_exactly(idx_dir):
   path, arrays = idx_dir
   ds = data.load("mnist", "idx", str(path))
   assert ds.train_x.shape == (40, 28, 28, 1) and ds.test_x.shape == (20, 28, 28, 1)
-  np.testing.assert_allclose(ds.train_x[..., 0] * 255, arrays["train_x"], atol=1e-4)
+  np.testing.assert_array_equal(ds.train_x[..., 0], arrays["train_x"])
+  np.testing.assert_allclose(data.to_unit_float(ds.train_x)[..., 0] * 255, arrays["train_x"],
+                             atol=1e-4)
   np.testing.assert_array_equal(ds.test_y, arrays["test_y"])
   assert ds.source == "idx"
 
@@ -62,7 +64,7 @@ def test_fashion_mnist_from_debian_package_by_default():
   assert ds.source == "idx"
   assert ds.train_x.shape == (60000, 28, 28, 1) and ds.test_x.shape == (10000, 28, 28, 1)
   np.testing.assert_array_equal(np.bincount(ds.train_y), np.full(10, 6000))
-  assert 0.0 <= ds.train_x.min() and ds.train_x.max() <= 1.0
+  assert ds.train_x.dtype == np.uint8 and ds.train_x.max() > 200
 
 
 def test_digits_are_embedded_and_stratified():
@@ -76,7 +78,8 @@ def test_tfds_path_with_mock_data():
   with tfds.testing.mock_data(num_examples=30):
     ds = data.load("cifar10", "tfds")
   assert ds.train_x.shape == (30, 32, 32, 3) and ds.source == "tfds"
-  assert ds.train_x.dtype == np.float32 and ds.train_x.max() <= 1.0
+  x = data.to_unit_float(ds.train_x)
+  assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
 
 
 @pytest.mark.parametrize("bad,match", [
