@@ -38,6 +38,16 @@ def summary(name, system, acc, seconds, steps):
           "ms_per_seed_step": round(1000 * seconds / steps, 3)}
 
 
+def _quiet(fn):
+  """Keeps stdout for JSON lines: the run's own table goes to stderr."""
+  import contextlib
+
+  def wrapped(*args, **kwargs):
+    with contextlib.redirect_stdout(sys.stderr):
+      return fn(*args, **kwargs)
+  return wrapped
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--avalanche_python", default=sys.executable)
@@ -78,7 +88,7 @@ def main():
     for method, hp in runs:
       c = config.copy_and_resolve_references()
       c.update(method=method, methods="", **hp)
-      r = experiment.train_and_evaluate(c, os.path.join(d, f"{method}{len(rows)}"))[method]
+      r = _quiet(experiment.train_and_evaluate)(c, os.path.join(d, f"{method}{len(rows)}"))[method]
       # Seeds advance together under vmap: cost per seed-step, as Avalanche's.
       rows.append(summary(method + (" (tuned)" if hp and hp is not AVALANCHE_HP else ""),
                           "rar_jax", r["acc_matrix"], r["train_seconds"],

@@ -309,7 +309,7 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
       row = " ".join(f"{a:.3f}" if j <= t else "  -  " for j, a in enumerate(mean_row))
       if lead:
         bar.write(f"[{method}] after task {t + 1}/{num_tasks}: accuracy per task [{row}], "
-                  f"average {acc[:num_runs, t, :t + 1].mean():.3f}")
+                  f"average {acc[:num_runs, t, :t + 1].mean():.3f}", file=sys.stderr)
       ckpt.save(position, payload())
   finally:
     bar.close()
