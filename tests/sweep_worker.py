@@ -12,7 +12,7 @@ from rar_jax import experiment
 from rar_jax.config_base import base_config
 from rar_jax.sweep import parse_sweep
 
-SWEEP = "beta_coef=0.1,0.5;epsilon_fgsm=0.05,0.3"  # 4 cells
+SWEEP = "beta_coef=0.1,0.5,0.9;epsilon_fgsm=0.3"  # 3 cells
 
 
 def config(**overrides):

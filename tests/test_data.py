@@ -125,3 +125,12 @@ def test_holdout_is_stratified_and_disjoint():
   tr, va = data.holdout_split(y, 0.05, seed=0)
   assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == 400
   np.testing.assert_array_equal(np.bincount(y[va]), [5, 5, 5, 5])
+
+
+def test_importing_the_library_does_not_import_tensorflow():
+  import subprocess
+  import sys
+  code = "import sys, rar_jax, rar_jax.data, rar_jax.experiment; print('tensorflow' in sys.modules)"
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == "False"

@@ -251,3 +251,20 @@ def test_hyper_errors_name_the_argument(kwargs, match):
 def test_unknown_feature_layer_is_rejected_with_the_known_ones():
   with pytest.raises(ValueError, match="hidden0"):
     setup("er_rar", feature_layer="conv5")
+
+
+def test_per_experience_buffer_fills_only_at_the_task_boundary():
+  x, y = two_task_stream()
+  module = rar_jax.MLP(NUM_CLASSES, hidden=(32, 32))
+  cfg = rar_jax.ReplayConfig.from_method("er", num_classes=NUM_CLASSES, mem_size=20,
+                                         batch_size_mem=5, buffer_update="per_experience")
+  tx = rar_jax.make_optimizer(0.1)
+  states = loop.init_states(module, tx, cfg, rar_jax.Hyper.create(**HYPER), loop.seed_keys([0]),
+                            x[:10])
+  runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg))
+  index = jnp.arange(100).reshape(1, 10, 10)  # task 1
+  states, m = runner(states, x, y, index)
+  assert int(states.buffer.size[0]) == 0 and int(m["replay_count"].sum()) == 0
+  states = loop.make_buffer_filler()(states, x, y, index)
+  assert int(states.buffer.size[0]) == 20 and int(states.buffer.seen[0]) == 100
+  assert set(np.asarray(states.buffer.y[0]).tolist()) <= {0, 1}
