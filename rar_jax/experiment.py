@@ -57,6 +57,13 @@ def replay_parts(config, method: str, num_classes: int):
   return cfg, hyper
 
 
+def cell_config(config, overrides) -> ml_collections.ConfigDict:
+  """``config`` with one sweep cell's overrides applied."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.update(overrides)
+  return c
+
+
 def _one_of(config, key, allowed):
   if config[key] not in allowed:
     raise ConfigError(f"config.{key}={config[key]!r} is invalid: one of {tuple(allowed)}")
@@ -112,10 +119,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   except sweep_lib.SweepError as e:
     raise ConfigError(f"config.sweep={config.sweep!r}: {e}") from None
   for overrides in cells[1:] if len(cells) > 1 else []:
-    c = ml_collections.ConfigDict(config.to_dict())
-    c.update(overrides)
     try:
-      replay_parts(c, method_names(config)[0], num_classes)
+      replay_parts(cell_config(config, overrides), method_names(config)[0], num_classes)
     except ValueError as e:
       raise ConfigError(f"config.sweep cell {sweep_lib.cell_name(overrides)}: {e}") from None
   module = models.create_model(config.model, num_classes)
@@ -217,11 +222,8 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
   seeds = [config.seed + i for i in range(config.num_seeds)]
   num_classes = ds.num_classes
   cells = sweep_lib.parse_sweep(config.sweep)
-  cell_parts = []
-  for overrides in cells:
-    c = ml_collections.ConfigDict(config.to_dict())
-    c.update(overrides)
-    cell_parts.append((replay_parts(c, method, num_classes)[1], c.learning_rate))
+  cell_parts = [(replay_parts(cell_config(config, o), method, num_classes)[1],
+                 cell_config(config, o).learning_rate) for o in cells]
   cfg, _ = replay_parts(config, method, num_classes)
   module = models.create_model(config.model, num_classes)
   tx = make_optimizer(config.learning_rate)
