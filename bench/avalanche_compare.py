@@ -24,6 +24,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "configs"))
 
 import split_fashion_mnist  # noqa: E402
+from _common import quiet  # noqa: E402
 from rar_jax import experiment, metrics  # noqa: E402
 
 AVALANCHE_HP = dict(beta_coef=0.5, epsilon_fgsm=0.0314, alpha_fgsm=0.0314 / 2, iter_fgsm=2)
@@ -36,16 +37,6 @@ def summary(name, system, acc, seconds, steps):
           "final_avg_accuracy": metrics.summarize(metrics.final_average_accuracy(acc)),
           "final_forgetting": metrics.summarize(metrics.final_forgetting(acc)),
           "ms_per_seed_step": round(1000 * seconds / steps, 3)}
-
-
-def _quiet(fn):
-  """Keeps stdout for JSON lines: the run's own table goes to stderr."""
-  import contextlib
-
-  def wrapped(*args, **kwargs):
-    with contextlib.redirect_stdout(sys.stderr):
-      return fn(*args, **kwargs)
-  return wrapped
 
 
 def main():
@@ -88,7 +79,7 @@ def main():
     for method, hp in runs:
       c = config.copy_and_resolve_references()
       c.update(method=method, methods="", **hp)
-      r = _quiet(experiment.train_and_evaluate)(c, os.path.join(d, f"{method}{len(rows)}"))[method]
+      r = quiet(experiment.train_and_evaluate)(c, os.path.join(d, f"{method}{len(rows)}"))[method]
       # Seeds advance together under vmap: cost per seed-step, as Avalanche's.
       rows.append(summary(method + (" (tuned)" if hp and hp is not AVALANCHE_HP else ""),
                           "rar_jax", r["acc_matrix"], r["train_seconds"],

@@ -29,6 +29,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from _common import quiet  # noqa: E402
 from rar_jax import experiment  # noqa: E402
 
 OUT = os.path.join(ROOT, "bench", "results")
@@ -68,7 +69,7 @@ def emit(name, result):
 
 def run(name, **overrides):
   config = base(**overrides)
-  result = _quiet(experiment.train_and_evaluate)(config, os.path.join(OUT, "quality", name))
+  result = quiet(experiment.train_and_evaluate)(config, os.path.join(OUT, "quality", name))
   for method, r in result.items():
     emit(name, r)
   return result
@@ -85,16 +86,6 @@ def tuned(method):
   if not cells:
     raise SystemExit(f"run the tune stage first (no tuning results for {method})")
   return max(cells, key=lambda c: c["final_avg_accuracy"]["mean"])["overrides"]
-
-
-def _quiet(fn):
-  """Keeps stdout for JSON lines: the run's own table goes to stderr."""
-  import contextlib
-
-  def wrapped(*args, **kwargs):
-    with contextlib.redirect_stdout(sys.stderr):
-      return fn(*args, **kwargs)
-  return wrapped
 
 
 def main():

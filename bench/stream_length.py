@@ -16,17 +16,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "configs"))
 
 import split_fashion_mnist  # noqa: E402
+from _common import quiet  # noqa: E402
 from rar_jax import experiment  # noqa: E402
-
-
-def _quiet(fn):
-  """Keeps stdout for JSON lines: the run's own table goes to stderr."""
-  import contextlib
-
-  def wrapped(*args, **kwargs):
-    with contextlib.redirect_stdout(sys.stderr):
-      return fn(*args, **kwargs)
-  return wrapped
 
 
 def main():
@@ -40,7 +31,7 @@ def main():
       c.update(method=method, samples_per_task=n, num_seeds=1, progress=False, plot=False,
                validation_fraction=0.0, log_every_steps=500)
       with tempfile.TemporaryDirectory() as d:
-        m = _quiet(experiment.train_and_evaluate)(c, d)[method]
+        m = quiet(experiment.train_and_evaluate)(c, d)[method]
       print(json.dumps({"bench": "stream_length", "method": method, "samples_per_task": n,
                         "steps": m["steps"],
                         "ms_per_step": round(1000 * m["train_seconds"] / m["steps"], 4)}),
