@@ -50,7 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 100  # steps per compiled chunk between progress updates
   c.checkpoint_every_steps = 0  # 0 = only at task boundaries; else a multiple of log_every_steps
   c.keep_checkpoints = 2  # 0 = no checkpoints (no resume)
-  c.overwrite = False  # start afresh in a workdir that holds another config's run
+  c.overwrite = False  # start afresh, discarding the workdir's checkpoints
   c.plot = True
   c.progress = True
   return c

@@ -143,7 +143,15 @@ def _config_json(config) -> dict:
 
 
 def _check_resumable(workdir: str, config, overwrite: bool) -> None:
-  """Refuses to mix two configs' runs in one workdir."""
+  """Refuses to mix two configs' runs in one workdir; ``overwrite`` discards
+  whatever run is there."""
+  if overwrite:
+    if os.path.isdir(os.path.join(workdir, "checkpoints")):
+      logging.warning("overwrite: discarding the checkpoints in %s", workdir)
+    shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+    if os.path.exists(os.path.join(workdir, "placement.json")):
+      os.remove(os.path.join(workdir, "placement.json"))
+    return
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
@@ -152,14 +160,28 @@ def _check_resumable(workdir: str, config, overwrite: bool) -> None:
   new = _config_json(config)
   differ = sorted(k for k in set(old) | set(new)
                   if k not in RUNTIME_KEYS and old.get(k) != new.get(k))
-  if not differ:
-    return
-  if not overwrite:
+  if differ:
     details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ)
     raise ConfigError(f"{workdir} holds a run with another config ({details}); use another "
                       "--workdir, or --config.overwrite=true to discard it")
-  logging.warning("overwriting the run in %s (config differs in %s)", workdir, differ)
-  shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+
+
+def _check_placement(workdir: str, padded: int, devices: int, lead: bool) -> None:
+  """Checkpoints hold the runs padded to the device count: resuming them
+  needs the same padding, which a different device count may change."""
+  path = os.path.join(workdir, "placement.json")
+  if os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
+    with open(path) as f:
+      old = json.load(f)
+    if old["padded_runs"] != padded:
+      raise ConfigError(
+          f"{workdir} holds checkpoints of {old['padded_runs']} runs padded for "
+          f"{old['devices']} devices; this process sees {devices} devices ({padded} padded runs). "
+          f"Resume with {old['devices']} devices (e.g. "
+          f"XLA_FLAGS=--xla_force_host_platform_device_count={old['devices']} on the CPU), "
+          "or start afresh with --config.overwrite=true")
+  if lead:
+    report.atomic_write_json(path, {"padded_runs": padded, "devices": devices})
 
 
 def _say(message: str) -> None:
@@ -248,6 +270,7 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
                             jax.tree.map(lambda a: loop.put_global(a, by_run), hypers),
                             loop.put_global(keys, by_run), train_x[:1],
                             learning_rates=loop.put_global(lrs, by_run), sharding=by_run)
+  _check_placement(workdir, padded, mesh.size, lead)
   acc = np.full((padded, num_tasks, num_tasks), np.nan, np.float32)
   position, train_seconds = 0, 0.0
   ckpt = (checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),

@@ -61,7 +61,7 @@ class _Model:
     self.module = module
     self.feature_layer = feature_layer
 
-  def __call__(self, params, batch_stats, x, mask, *, features=False, train=True):
+  def __call__(self, params, batch_stats, x, mask, *, features=False):
     variables = {"params": params}
     kwargs = {}
     mutable = []
@@ -70,11 +70,11 @@ class _Model:
       # All-padding batches would give 0/0 statistics; their loss weight is 0
       # and their statistics are discarded, so any rows do.
       kwargs["mask"] = jnp.where(jnp.any(mask), mask, True)
-      if train:
-        mutable.append("batch_stats")
+      mutable.append("batch_stats")
     if features:
       mutable.append(models.FEATURES)
-    out = self.module.apply(variables, x, train=train, mutable=mutable or False, **kwargs)
+    # Train mode throughout, as the paper's code: batch statistics of the rows.
+    out = self.module.apply(variables, x, train=True, mutable=mutable or False, **kwargs)
     logits, updated = out if mutable else (out, {})
     feats = updated[models.FEATURES][self.feature_layer][0] if features else None
     new_stats = updated.get("batch_stats", batch_stats)

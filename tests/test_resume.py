@@ -19,8 +19,10 @@ ARGS = ["--config", "configs/default.py", "--config.methods=", "--config.method=
         "--config.plot=false", "--config.progress=false"]
 
 
-def start(workdir, *extra):
+def start(workdir, *extra, devices=None):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
+  if devices:
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *ARGS, *extra,
                            "--workdir", str(workdir)], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -108,3 +110,12 @@ def test_nan_loss_stops_with_a_message_and_keeps_a_good_checkpoint(tmp_path):
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 2 and "NaN/Inf" in err and "Traceback" not in err
   assert not os.path.exists(tmp_path / "metrics.json")
+
+
+def test_resume_with_another_device_count_is_refused(reference, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(reference[0], workdir)  # written with 1 device: 2 runs
+  proc = start(workdir, devices=3)  # 2 runs padded to 3
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 2 and "Traceback" not in err
+  assert "padded for 1 devices" in err and "3 devices" in err
