@@ -48,7 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.sweep = ""
   # Running.
   c.log_every_steps = 100  # steps per compiled chunk between progress updates
-  c.checkpoint_every_steps = 0  # 0 = only at task boundaries; else a multiple of log_every_steps
+  c.checkpoint_every_steps = 0  # 0 = only at task boundaries; else every N steps into a task
+  #                                (a multiple of log_every_steps)
   c.keep_checkpoints = 2  # 0 = no checkpoints (no resume)
   c.overwrite = False  # start afresh, discarding the workdir's checkpoints
   c.plot = True

@@ -325,7 +325,7 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
         bar.update(n)
         bar.set_postfix(task=f"{t + 1}/{num_tasks}", loss=f"{loss:.3f}", replay=f"{replay:.3f}")
         if (config.checkpoint_every_steps and pos < steps
-            and position % config.checkpoint_every_steps == 0):
+            and pos % config.checkpoint_every_steps == 0):  # within the task, chunk-aligned
           ckpt.save(position, payload())
       if filler is not None:
         states = filler(states, data_x, data_y, index_at(t, 0, steps))
