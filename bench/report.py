@@ -127,10 +127,11 @@ def speed_tables():
   if st:
     lines += ["\n**ms per training step after compilation** (`bench/step_time.py`; "
               "minibatch 10, replay 10)\n",
-              "| model | method | iter_fgsm | seeds | ms per step (all seeds), min | median | ms per seed-step | compile s |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| model | method | iter_fgsm | seeds | batching | ms per step (all seeds), min | median | ms per seed-step | compile s |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in sorted(st, key=lambda r: (r["model"] != "mlp", r["seeds"])):
-      lines.append(f"| {r['model']} | {r['method']} | {r['iter_fgsm']} | {r['seeds']} | {r['ms_per_step']:.3f} | "
+      lines.append(f"| {r['model']} | {r['method']} | {r['iter_fgsm']} | {r['seeds']} | "
+                   f"{r.get('batching', 'vmap')} | {r['ms_per_step']:.3f} | "
                    f"{r.get('ms_per_step_median', r['ms_per_step']):.3f} | "
                    f"{r['ms_per_seed_step']:.3f} | {r['compile_seconds']} |")
   sl = [r for r in rows if r.get("bench") == "stream_length"]

@@ -25,7 +25,7 @@ from rar_jax import loop
 SHAPES = {"mlp": (28, 28, 1), "resnet18_reduced": (32, 32, 3)}
 
 
-def measure(model_name, method, num_seeds, steps, repeats, iter_fgsm, mem_size=200):
+def measure(model_name, method, num_seeds, steps, repeats, iter_fgsm, batching, mem_size=200):
   module = rar_jax.create_model(model_name, 10)
   cfg = rar_jax.ReplayConfig.from_method(method, num_classes=10, mem_size=mem_size,
                                          batch_size_mem=10)
@@ -38,7 +38,7 @@ def measure(model_name, method, num_seeds, steps, repeats, iter_fgsm, mem_size=2
   y = jnp.asarray(np.tile(np.arange(10), n // 10), jnp.int32)
   index = jnp.asarray(np.stack([rng.permutation(n).reshape(steps, 10) for _ in range(num_seeds)]))
   states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys(range(num_seeds)), x[:10])
-  runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg))
+  runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg), batching)
   t0 = time.perf_counter()
   compiled = runner.lower(states, x, y, index).compile()
   compile_s = time.perf_counter() - t0
@@ -55,6 +55,7 @@ def measure(model_name, method, num_seeds, steps, repeats, iter_fgsm, mem_size=2
   # the median is reported beside it.
   ms = 1000 * float(np.min(times)) / steps
   return {"bench": "step_time", "model": model_name, "method": method, "seeds": num_seeds,
+          "batching": batching,
           "iter_fgsm": iter_fgsm, "ms_per_step": round(ms, 4),
           "ms_per_step_median": round(1000 * float(np.median(times)) / steps, 4),
           "ms_per_seed_step": round(ms / num_seeds, 4), "compile_seconds": round(compile_s, 2),
@@ -71,12 +72,13 @@ def main():
   p.add_argument("--resnet_steps", type=int, default=50)
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--iter_fgsm", type=int, default=5)
+  p.add_argument("--batching", default="vmap", help="vmap or map (runs one after another)")
   p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
   a = p.parse_args()
   if a.one:  # one measurement, in this process
     steps = a.steps if a.models == "mlp" else a.resnet_steps
-    print(json.dumps(measure(a.models, a.methods, int(a.seeds), steps, a.repeats, a.iter_fgsm)),
-          flush=True)
+    print(json.dumps(measure(a.models, a.methods, int(a.seeds), steps, a.repeats, a.iter_fgsm,
+                             a.batching)), flush=True)
     return
   # Every measurement in a fresh process: timings taken after other programs
   # ran in the same process were up to 2x slower on this machine.
@@ -86,7 +88,7 @@ def main():
         subprocess.run([sys.executable, __file__, "--one", f"--models={model_name}",
                         f"--methods={method}", f"--seeds={s}", f"--steps={a.steps}",
                         f"--resnet_steps={a.resnet_steps}", f"--repeats={a.repeats}",
-                        f"--iter_fgsm={a.iter_fgsm}"], check=True)
+                        f"--iter_fgsm={a.iter_fgsm}", f"--batching={a.batching}"], check=True)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Sweep: "KEY=V1,V2;KEY2=..." over numeric keys, all cells x seeds in one program.
   c.sweep = ""
   # Running.
+  c.run_batching = "auto"  # auto | vmap | map: how runs share a device (README, Reproducibility)
   c.log_every_steps = 100  # steps per compiled chunk between progress updates
   c.checkpoint_every_steps = 0  # 0 = only at task boundaries; else every N steps into a task
   #                                (a multiple of log_every_steps)

@@ -93,6 +93,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _one_of(config, "data_source", data_lib.SOURCES)
   _one_of(config, "model", models.MODELS)
   _one_of(config, "eval_split", ("test", "validation"))
+  _one_of(config, "run_batching", ("auto",) + loop.BATCHINGS)
+  if config.run_batching == "map" and jax.device_count() > 1:
+    raise ConfigError(f"config.run_batching='map' needs one device, this process sees "
+                      f"{jax.device_count()}; use 'vmap' or 'auto'")
   for m in method_names(config):
     if m not in METHODS:
       raise ConfigError(f"method {m!r} is invalid: one of {tuple(METHODS)}")
@@ -286,7 +290,9 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
     _say(f"[{method}] resumed from the checkpoint at step {position} of {num_tasks * steps}")
 
   # Compile ahead of time so compilation is timed apart from training.
-  runner = loop.make_stream_runner(make_train_step(module, tx, cfg))
+  batching = (loop.default_batching(mesh.size) if config.run_batching == "auto"
+              else config.run_batching)
+  runner = loop.make_stream_runner(make_train_step(module, tx, cfg), batching)
   filler = loop.make_buffer_filler() if cfg.buffer_update == "per_experience" else None
   evaluator = loop.make_evaluator(module, num_tasks)
   chunk = min(config.log_every_steps, steps)
@@ -345,6 +351,7 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
       "compile_seconds": compile_seconds,
       "steps_per_second": num_tasks * steps / train_seconds if train_seconds > 0 else 0.0,
       "num_runs": num_runs,
+      "run_batching": batching,
       "devices": mesh.size,
       "processes": jax.process_count(),
       "device": jax.devices()[0].platform,

@@ -49,18 +49,39 @@ def init_states(module: nn.Module, tx: optax.GradientTransformation, cfg: Replay
   return jax.jit(fn, out_shardings=sharding)(keys, hyper, learning_rates)
 
 
-def make_stream_runner(train_step: Callable) -> Callable:
+BATCHINGS = ("vmap", "map")
+
+
+def make_stream_runner(train_step: Callable, batching: str = "vmap") -> Callable:
   """``run(states, data_x, data_y, index[seeds, steps, batch]) -> (states, metrics)``.
 
   One compiled program runs every step of the chunk for every seed.
+  ``batching="vmap"`` advances the runs together (one batched step);
+  ``"map"`` runs them one after another inside the program (`lax.map`), which
+  is faster on a single CPU device: there every run reads its own weights, so
+  batching runs only adds memory traffic. ``map`` needs the runs axis on one
+  device.
   """
+  if batching not in BATCHINGS:
+    raise ValueError(f"batching={batching!r} is invalid: one of {BATCHINGS}")
 
   def run_one(state, data_x, data_y, index):
     def body(s, idx):
       return train_step(s, data_x[idx], data_y[idx])
     return jax.lax.scan(body, state, index)
 
-  return jax.jit(jax.vmap(run_one, in_axes=(0, None, None, 0)))
+  if batching == "vmap":
+    return jax.jit(jax.vmap(run_one, in_axes=(0, None, None, 0)))
+
+  def run_all(states, data_x, data_y, index):
+    return jax.lax.map(lambda a: run_one(a[0], data_x, data_y, a[1]), (states, index))
+
+  return jax.jit(run_all)
+
+
+def default_batching(num_devices: int) -> str:
+  """``map`` on a single CPU device, ``vmap`` everywhere else."""
+  return "map" if num_devices == 1 and jax.devices()[0].platform == "cpu" else "vmap"
 
 
 def make_buffer_filler() -> Callable:

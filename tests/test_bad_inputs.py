@@ -37,6 +37,7 @@ BAD_CONFIGS = [
     (dict(validation_fraction=1.0), ["validation_fraction=1.0", "[0, 1)"]),
     (dict(eval_split="validation"), ["validation_fraction > 0"]),
     (dict(checkpoint_every_steps=150), ["checkpoint_every_steps=150", "multiple"]),
+    (dict(run_batching="pmap"), ["run_batching='pmap'", "vmap"]),
 ]
 
 

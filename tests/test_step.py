@@ -268,3 +268,34 @@ def test_per_experience_buffer_fills_only_at_the_task_boundary():
   states = loop.make_buffer_filler()(states, x, y, index)
   assert int(states.buffer.size[0]) == 20 and int(states.buffer.seen[0]) == 100
   assert set(np.asarray(states.buffer.y[0]).tolist()) <= {0, 1}
+
+
+def test_map_batching_runs_each_seed_exactly_as_alone():
+  """`lax.map` over runs executes the unbatched program per run, so a seed in
+  a batch equals the seed alone bit for bit (vmap's batched kernels need not)."""
+  x, y = two_task_stream()
+  module = rar_jax.MLP(NUM_CLASSES, hidden=(64, 64))
+  cfg = rar_jax.ReplayConfig.from_method("er_mix_rar", num_classes=NUM_CLASSES, mem_size=20,
+                                         batch_size_mem=5)
+  tx = rar_jax.make_optimizer(0.1)
+  hyper = rar_jax.Hyper.create(**HYPER)
+  rng = np.random.default_rng(1)
+  index = jnp.asarray(np.stack([np.concatenate([rng.permutation(100), 100 + rng.permutation(100)])
+                                for _ in range(3)]).reshape(3, 20, 10))
+  step = rar_jax.make_train_step(module, tx, cfg)
+  mapped = loop.make_stream_runner(step, "map")
+  vmapped = loop.make_stream_runner(step, "vmap")
+  states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys([3, 4, 5]), x[:10])
+  together, _ = mapped(states, x, y, index)
+  by_vmap, _ = vmapped(states, x, y, index)
+  for s, seed in enumerate([3, 4, 5]):
+    alone = loop.init_states(module, tx, cfg, hyper, loop.seed_keys([seed]), x[:10])
+    alone, _ = mapped(alone, x, y, index[s:s + 1])
+    assert_trees_equal(jax.tree.map(lambda a: a[s], together.params),
+                       jax.tree.map(lambda a: a[0], alone.params))
+  assert_trees_equal(by_vmap.params, together.params, atol=1e-4)
+
+
+def test_unknown_batching_is_rejected():
+  with pytest.raises(ValueError, match="batching"):
+    loop.make_stream_runner(lambda s, x, y: (s, {}), "pmap")
