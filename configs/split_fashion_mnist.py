@@ -23,7 +23,7 @@ def get_config():
   c.mem_size = 200
   c.batch_size_mem = 10
   c.beta_coef = 0.1
-  c.epsilon_fgsm = 0.2
-  c.alpha_fgsm = 0.04  # epsilon_fgsm / iter_fgsm
+  c.epsilon_fgsm = 0.3
+  c.alpha_fgsm = 0.06  # epsilon_fgsm / iter_fgsm
   c.iter_fgsm = 5
   return c
