@@ -40,11 +40,15 @@ TUNE_GRID = "beta_coef=0.1,0.3,0.5,0.7;epsilon_fgsm=0.05,0.1,0.2,0.3"  # alpha =
 FINE_GRID = "beta_coef=0.02,0.05,0.1;epsilon_fgsm=0.2,0.3,0.5"
 
 
+RUN_BATCHING = "auto"  # set from --run_batching
+
+
 def base(**overrides):
   sys.path.insert(0, os.path.join(ROOT, "configs"))
   import split_fashion_mnist
   c = split_fashion_mnist.get_config()
-  c.update(progress=False, plot=True, overwrite=True, keep_checkpoints=0)
+  c.update(progress=False, plot=True, overwrite=True, keep_checkpoints=0,
+           run_batching=RUN_BATCHING)
   c.update(overrides)
   return c
 
@@ -92,7 +96,10 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--only", choices=("tune", "test", "ablation", "full"), default=None)
   p.add_argument("--skip_done", action="store_true", help="skip tuning runs already done")
+  p.add_argument("--run_batching", default="auto", help="auto | vmap | map (see README)")
   a = p.parse_args()
+  global RUN_BATCHING
+  RUN_BATCHING = a.run_batching
   os.makedirs(OUT, exist_ok=True)
   stages = [a.only] if a.only else ["tune", "test", "ablation", "full"]
   if "tune" in stages:
