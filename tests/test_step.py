@@ -162,6 +162,12 @@ def two_task_stream():
   return jnp.concatenate([xa, xb]), jnp.concatenate([ya, yb])
 
 
+def two_task_index(rng, num_seeds):
+  """Per seed, a shuffled pass over each task of `two_task_stream`: [seeds, 20, 10]."""
+  return jnp.asarray(np.stack([np.concatenate([rng.permutation(100), 100 + rng.permutation(100)])
+                               for _ in range(num_seeds)]).reshape(num_seeds, 20, 10))
+
+
 def test_scan_equals_steps_one_by_one():
   x, y = two_task_stream()
   state, step = setup("mir_mix_rar")
@@ -187,9 +193,7 @@ def test_vmap_over_seeds_equals_separate_runs_and_is_reproducible():
   tx = rar_jax.make_optimizer(0.1)
   hyper = rar_jax.Hyper.create(**HYPER)
   runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg))
-  rng = np.random.default_rng(0)
-  index = jnp.asarray(np.stack([np.concatenate([rng.permutation(100), 100 + rng.permutation(100)])
-                                for _ in range(3)]).reshape(3, 20, 10))
+  index = two_task_index(np.random.default_rng(0), 3)
   states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys([5, 6, 7]), x[:10])
   together, _ = runner(states, x, y, index)
   for s, seed in enumerate([5, 6, 7]):
@@ -279,9 +283,7 @@ def test_map_batching_runs_each_seed_exactly_as_alone():
                                          batch_size_mem=5)
   tx = rar_jax.make_optimizer(0.1)
   hyper = rar_jax.Hyper.create(**HYPER)
-  rng = np.random.default_rng(1)
-  index = jnp.asarray(np.stack([np.concatenate([rng.permutation(100), 100 + rng.permutation(100)])
-                                for _ in range(3)]).reshape(3, 20, 10))
+  index = two_task_index(np.random.default_rng(1), 3)
   step = rar_jax.make_train_step(module, tx, cfg)
   mapped = loop.make_stream_runner(step, "map")
   vmapped = loop.make_stream_runner(step, "vmap")
