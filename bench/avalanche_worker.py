@@ -52,7 +52,7 @@ def main(npz_path, plugin_name, mem_size):
         test_tensors=[[torch.tensor(test_x[:10]), torch.tensor(test_y[:10])]],
         task_labels=[0] * num_tasks, complete_test_set_only=True)
     acc = np.zeros((num_tasks, num_tasks))
-    tx, ty = torch.tensor(test_x), torch.tensor(test_y)
+    tx = torch.tensor(test_x)
     train_time = 0.0
     for t, exp in enumerate(bm.train_stream):
       t0 = time.perf_counter()

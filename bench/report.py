@@ -117,59 +117,57 @@ def tuning_tables(m):
   return "\n".join(lines)
 
 
+def table(title, note, columns, cells):
+  """A Markdown table headed "**title** (note)"; ``cells``: one list per row."""
+  if not cells:
+    return []
+  return [f"\n**{title}** ({note})\n", "| " + " | ".join(columns) + " |",
+          "| " + " | ".join("---" for _ in columns) + " |"] + [
+              "| " + " | ".join(str(c) for c in row) + " |" for row in cells]
+
+
 def speed_tables():
   path = os.path.join(RES, "speed.jsonl")
   if not os.path.exists(path):
     return ""
   rows = [json.loads(l) for l in open(path) if l.strip()]
-  lines = []
-  st = [r for r in rows if r.get("bench") == "step_time"]
-  if st:
-    lines += ["\n**ms per training step after compilation** (`bench/step_time.py`; "
-              "minibatch 10, replay 10)\n",
-              "| model | method | iter_fgsm | seeds | batching | ms per step (all seeds), min | median | ms per seed-step | compile s |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in sorted(st, key=lambda r: (r["model"] != "mlp", r["seeds"])):
-      lines.append(f"| {r['model']} | {r['method']} | {r['iter_fgsm']} | {r['seeds']} | "
-                   f"{r.get('batching', 'vmap')} | {r['ms_per_step']:.3f} | "
-                   f"{r.get('ms_per_step_median', r['ms_per_step']):.3f} | "
-                   f"{r['ms_per_seed_step']:.3f} | {r['compile_seconds']} |")
-  sl = [r for r in rows if r.get("bench") == "stream_length"]
-  if sl:
-    lines += ["\n**Per-step cost against stream length** (`bench/stream_length.py`, 1 seed, whole "
-              "run's training time / steps)\n", "| method | samples per task | steps | ms per step |",
-              "| --- | --- | --- | --- |"]
-    for r in sl:
-      lines.append(f"| {r['method']} | {r['samples_per_task']} | {r['steps']} | "
-                   f"{r['ms_per_step']:.3f} |")
-  wp = [r for r in rows if r.get("bench") == "whole_process"]
-  if wp:
-    lines += ["\n**Whole process** (`bench/whole_process.py`: `python train.py` on Split "
-              "Fashion-MNIST, 1000 samples per task, 1 seed; start-up, data loading, "
-              "compilation, training, evaluation and result files)\n",
-              "| method | compilation cache | wall s | peak RSS MiB | compile s | train s | final avg accuracy |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in wp:
-      lines.append(f"| {r['method']} | {r.get('compilation_cache', 'cold')} | {r['wall_seconds']} | {r['peak_rss_mib']} | "
-                   f"{r['compile_seconds']} | {r['train_seconds']} | {r['final_avg_accuracy']} |")
-  sw = [r for r in rows if r.get("bench") == "sweep_time"]
-  if sw:
-    lines += ["\n**A 16-cell sweep** (`bench/sweep_time.py`: ER-RAR, 4 beta x 4 epsilon, 1 seed "
-              "each, Split Fashion-MNIST)\n",
-              "| devices | one program s | 16 separate runs s | speed-up |", "| --- | --- | --- | --- |"]
-    for r in sw:
-      lines.append(f"| {r['devices']} | {r['one_program_seconds']} | "
-                   f"{r['separate_runs_seconds']} | {r['speedup']}x |")
-  av = [r for r in rows if r.get("bench") == "avalanche_compare" and "method" in r]
-  if av:
-    lines += ["\n**Side by side with Avalanche 0.6 on the same streams** "
-              "(`bench/avalanche_compare.py`; memory 200)\n",
-              "| system | method | seeds | final avg accuracy | forgetting | ms per seed-step |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for r in av:
-      lines.append(f"| {r['system']} | {r['method']} | {r['seeds']} | "
-                   f"{pm(r['final_avg_accuracy'])} | {pm(r['final_forgetting'])} | "
-                   f"{r['ms_per_seed_step']:.2f} |")
+  of = lambda bench: [r for r in rows if r.get("bench") == bench]
+  lines = table(
+      "ms per training step after compilation", "`bench/step_time.py`; minibatch 10, replay 10",
+      ["model", "method", "iter_fgsm", "seeds", "batching", "ms per step (all seeds), min",
+       "median", "ms per seed-step", "compile s"],
+      [[r["model"], r["method"], r["iter_fgsm"], r["seeds"], r.get("batching", "vmap"),
+        f"{r['ms_per_step']:.3f}", f"{r.get('ms_per_step_median', r['ms_per_step']):.3f}",
+        f"{r['ms_per_seed_step']:.3f}", r["compile_seconds"]]
+       for r in sorted(of("step_time"), key=lambda r: (r["model"] != "mlp", r["seeds"]))])
+  lines += table(
+      "Per-step cost against stream length",
+      "`bench/stream_length.py`, 1 seed, whole run's training time / steps",
+      ["method", "samples per task", "steps", "ms per step"],
+      [[r["method"], r["samples_per_task"], r["steps"], f"{r['ms_per_step']:.3f}"]
+       for r in of("stream_length")])
+  lines += table(
+      "Whole process",
+      "`bench/whole_process.py`: `python train.py` on Split Fashion-MNIST, 1000 samples per "
+      "task, 1 seed; start-up, data loading, compilation, training, evaluation and result files",
+      ["method", "compilation cache", "wall s", "peak RSS MiB", "compile s", "train s",
+       "final avg accuracy"],
+      [[r["method"], r.get("compilation_cache", "cold"), r["wall_seconds"], r["peak_rss_mib"],
+        r["compile_seconds"], r["train_seconds"], r["final_avg_accuracy"]]
+       for r in of("whole_process")])
+  lines += table(
+      "A 16-cell sweep",
+      "`bench/sweep_time.py`: ER-RAR, 4 beta x 4 epsilon, 1 seed each, Split Fashion-MNIST",
+      ["devices", "one program s", "16 separate runs s", "speed-up"],
+      [[r["devices"], r["one_program_seconds"], r["separate_runs_seconds"], f"{r['speedup']}x"]
+       for r in of("sweep_time")])
+  lines += table(
+      "Side by side with Avalanche 0.6 on the same streams",
+      "`bench/avalanche_compare.py`; memory 200",
+      ["system", "method", "seeds", "final avg accuracy", "forgetting", "ms per seed-step"],
+      [[r["system"], r["method"], r["seeds"], pm(r["final_avg_accuracy"]),
+        pm(r["final_forgetting"]), f"{r['ms_per_seed_step']:.2f}"]
+       for r in of("avalanche_compare") if "method" in r])
   return "\n".join(lines)
 
 

@@ -13,7 +13,6 @@ Wall time of the `python train.py ...` subprocess and its peak resident memory
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile

@@ -9,7 +9,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import jax
 import jax.numpy as jnp
@@ -248,8 +248,8 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
   seeds = [config.seed + i for i in range(config.num_seeds)]
   num_classes = ds.num_classes
   cells = sweep_lib.parse_sweep(config.sweep)
-  cell_parts = [(replay_parts(cell_config(config, o), method, num_classes)[1],
-                 cell_config(config, o).learning_rate) for o in cells]
+  cell_configs = [cell_config(config, o) for o in cells]
+  cell_parts = [(replay_parts(c, method, num_classes)[1], c.learning_rate) for c in cell_configs]
   cfg, _ = replay_parts(config, method, num_classes)
   module = models.create_model(config.model, num_classes)
   tx = make_optimizer(config.learning_rate)

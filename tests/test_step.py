@@ -1,4 +1,3 @@
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -148,18 +147,18 @@ def test_mir_picks_the_most_interfered_candidates():
   assert bool(mask.all())
 
 
-def stream_runner(method):
-  state, _ = setup(method)
-  module = rar_jax.MLP(NUM_CLASSES, hidden=(32, 32))
-  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=NUM_CLASSES, mem_size=20,
-                                         batch_size_mem=5, mir_candidates=10)
-  return module, cfg, state
-
-
 def two_task_stream():
   xa, ya = blobs(100, [0, 1], seed=3)
   xb, yb = blobs(100, [2, 3], seed=4)
   return jnp.concatenate([xa, xb]), jnp.concatenate([ya, yb])
+
+
+def small_parts(method, hidden=(32, 32)):
+  """A small MLP, its ReplayConfig, optimiser and Hyper for stream-level tests."""
+  module = rar_jax.MLP(NUM_CLASSES, hidden=hidden)
+  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=NUM_CLASSES, mem_size=20,
+                                         batch_size_mem=5)
+  return module, cfg, rar_jax.make_optimizer(0.1), rar_jax.Hyper.create(**HYPER)
 
 
 def two_task_index(rng, num_seeds):
@@ -187,11 +186,7 @@ def test_scan_equals_steps_one_by_one():
 
 def test_vmap_over_seeds_equals_separate_runs_and_is_reproducible():
   x, y = two_task_stream()
-  module = rar_jax.MLP(NUM_CLASSES, hidden=(32, 32))
-  cfg = rar_jax.ReplayConfig.from_method("er_rar", num_classes=NUM_CLASSES, mem_size=20,
-                                         batch_size_mem=5)
-  tx = rar_jax.make_optimizer(0.1)
-  hyper = rar_jax.Hyper.create(**HYPER)
+  module, cfg, tx, hyper = small_parts("er_rar")
   runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg))
   index = two_task_index(np.random.default_rng(0), 3)
   states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys([5, 6, 7]), x[:10])
@@ -278,11 +273,7 @@ def test_map_batching_runs_each_seed_exactly_as_alone():
   """`lax.map` over runs executes the unbatched program per run, so a seed in
   a batch equals the seed alone bit for bit (vmap's batched kernels need not)."""
   x, y = two_task_stream()
-  module = rar_jax.MLP(NUM_CLASSES, hidden=(64, 64))
-  cfg = rar_jax.ReplayConfig.from_method("er_mix_rar", num_classes=NUM_CLASSES, mem_size=20,
-                                         batch_size_mem=5)
-  tx = rar_jax.make_optimizer(0.1)
-  hyper = rar_jax.Hyper.create(**HYPER)
+  module, cfg, tx, hyper = small_parts("er_mix_rar", hidden=(64, 64))
   index = two_task_index(np.random.default_rng(1), 3)
   step = rar_jax.make_train_step(module, tx, cfg)
   mapped = loop.make_stream_runner(step, "map")
