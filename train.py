@@ -14,7 +14,72 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py",
+# Next to this file, so the default works from any directory.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.py")
+
+
+def config_path(argv) -> str:
+  """The --config file as given, without ml_collections' ``:args`` suffix."""
+  path = DEFAULT_CONFIG
+  for i, arg in enumerate(argv[1:], 1):
+    name, eq, value = arg.lstrip("-").partition("=")
+    if arg.startswith("-") and name == "config":
+      path = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+  return path if os.path.isfile(path) else path.split(":", 1)[0]
+
+
+def check_config_file(argv) -> None:
+  """ml_collections answers a missing config file with a traceback; answer it
+  with one line."""
+  path = config_path(argv)
+  if not os.path.isfile(path):
+    shipped = ", ".join(sorted(n for n in os.listdir(CONFIG_DIR) if n.endswith(".py")))
+    print(f"error: config file {path!r} not found (the shipped ones, in {CONFIG_DIR}: "
+          f"{shipped})", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, except that asking for help is a success (absl exits 1)."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except SystemExit as e:
+    asked = {"help", "helpshort", "helpfull", "?"}
+    if e.code == 1 and any(a.lstrip("-").split("=")[0] in asked for a in argv[1:]):
+      sys.exit(0)
+    raise
+
+
+def check_override_keys(argv) -> None:
+  """ml_collections answers an unknown --config.KEY with a traceback; answer
+  it with one line naming the key and the nearest known ones."""
+  import difflib
+  from rar_jax.config_base import base_config
+
+  known = set(base_config().keys())
+  for arg in argv[1:]:
+    if arg.startswith("--config."):
+      key = arg[len("--config."):].split("=", 1)[0].split(".", 1)[0]
+      if key == "method":  # the old key: one key now names a run's methods
+        print("error: config.method is now config.methods (comma-separated; one method: "
+              "--config.methods=NAME)", file=sys.stderr)
+        sys.exit(2)
+      if key not in known:
+        close = difflib.get_close_matches(key, sorted(known), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        print(f"error: unknown config key {key!r}{hint} (keys: see README.md)", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+  # Before the flags are defined: DEFINE_config_file loads the config and
+  # applies the --config.KEY overrides as it is defined.
+  sys.argv = ["--help" if a == "-h" else a for a in sys.argv]  # the usual spelling, too
+  check_config_file(sys.argv)
+  check_override_keys(sys.argv)
+
+_CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
                                           "Config file (a Python file with get_config()).")
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Where results and checkpoints go (default: runs/<config name>).")
@@ -58,23 +123,5 @@ def main(argv):
     print(f"results in {os.path.abspath(workdir)}")
 
 
-def check_override_keys(argv) -> None:
-  """ml_collections answers an unknown --config.KEY with a traceback; answer
-  it with one line naming the key and the nearest known ones."""
-  import difflib
-  from rar_jax.config_base import base_config
-
-  known = set(base_config().keys())
-  for arg in argv[1:]:
-    if arg.startswith("--config."):
-      key = arg[len("--config."):].split("=", 1)[0].split(".", 1)[0]
-      if key not in known:
-        close = difflib.get_close_matches(key, sorted(known), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        print(f"error: unknown config key {key!r}{hint} (keys: see README.md)", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
-  check_override_keys(sys.argv)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -78,7 +78,7 @@ def main():
       runs.append(("er_rar", json.loads(a.tuned)))
     for method, hp in runs:
       c = config.copy_and_resolve_references()
-      c.update(method=method, methods="", **hp)
+      c.update(methods=method, **hp)
       r = quiet(experiment.train_and_evaluate)(c, os.path.join(d, f"{method}{len(rows)}"))[method]
       # Seeds advance together under vmap: cost per seed-step, as Avalanche's.
       rows.append(summary(method + (" (tuned)" if hp and hp is not AVALANCHE_HP else ""),

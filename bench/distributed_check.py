@@ -17,7 +17,7 @@ import tempfile
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARGS = ["--config", "configs/default.py", "--config.methods=", "--config.method=er_rar",
+ARGS = ["--config", "configs/default.py", "--config.methods=er_rar",
         "--config.num_seeds=2", "--config.sweep=beta_coef=0.1,0.5", "--config.progress=false",
         "--config.plot=false", "--config.samples_per_task=100"]
 

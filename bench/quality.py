@@ -16,6 +16,10 @@ Stages:
             epsilon 0 (no perturbation), Avalanche's label-targeted attack, and
             Avalanche's defaults (beta 0.5, eps 0.0314, 2 iterations).
   full      all 12000 training samples per task, er and er_rar, 10 seeds.
+  resnet    the reduced ResNet-18 (configs/split_fashion_mnist_resnet.py): beta_coef
+            of er_rar tuned on the validation split (3 values x 2 seeds), then
+            er, er_rar and er_mix_rar on the test set, 10 seeds, the tuned beta
+            for both RAR variants (not run by default: ~1.5 h on 2 CPU cores).
 
 Every run's files land in bench/results/quality/<name>/; one JSON line per run
 goes to stdout and to bench/results/quality.jsonl.
@@ -43,10 +47,9 @@ FINE_GRID = "beta_coef=0.02,0.05,0.1;epsilon_fgsm=0.2,0.3,0.5"
 RUN_BATCHING = "auto"  # set from --run_batching
 
 
-def base(**overrides):
+def base(config_module="split_fashion_mnist", **overrides):
   sys.path.insert(0, os.path.join(ROOT, "configs"))
-  import split_fashion_mnist
-  c = split_fashion_mnist.get_config()
+  c = __import__(config_module).get_config()
   c.update(progress=False, plot=True, overwrite=True, keep_checkpoints=0,
            run_batching=RUN_BATCHING)
   c.update(overrides)
@@ -71,18 +74,18 @@ def emit(name, result):
     f.write(json.dumps(line) + "\n")
 
 
-def run(name, **overrides):
-  config = base(**overrides)
+def run(name, config_module="split_fashion_mnist", **overrides):
+  config = base(config_module, **overrides)
   result = quiet(experiment.train_and_evaluate)(config, os.path.join(OUT, "quality", name))
   for method, r in result.items():
     emit(name, r)
   return result
 
 
-def tuned(method):
+def tuned(method, names=None):
   """The best cell by validation accuracy over the method's tuning runs."""
   cells = []
-  for name in (f"tune_{method}", f"tune_fine_{method}"):
+  for name in names or (f"tune_{method}", f"tune_fine_{method}"):
     path = os.path.join(OUT, "quality", name, "metrics.json")
     if os.path.exists(path):
       with open(path) as f:
@@ -94,7 +97,8 @@ def tuned(method):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--only", choices=("tune", "test", "ablation", "full"), default=None)
+  p.add_argument("--only", choices=("tune", "test", "ablation", "full", "resnet"), default=None)
+  p.add_argument("--resnet_seeds", type=int, default=10)
   p.add_argument("--skip_done", action="store_true", help="skip tuning runs already done")
   p.add_argument("--run_batching", default="auto", help="auto | vmap | map (see README)")
   a = p.parse_args()
@@ -109,11 +113,11 @@ def main():
       if a.skip_done and os.path.exists(os.path.join(OUT, "quality", f"tune_{method}",
                                                      "metrics.json")):
         continue
-      run(f"tune_{method}", method=method, methods="", eval_split="validation",
+      run(f"tune_{method}", methods=method, eval_split="validation",
           num_seeds=seeds, iter_fgsm=5, alpha_fgsm=None, sweep=TUNE_GRID)
     if not (a.skip_done and os.path.exists(os.path.join(OUT, "quality", "tune_fine_er_rar",
                                                           "metrics.json"))):
-      run("tune_fine_er_rar", method="er_rar", methods="", eval_split="validation",
+      run("tune_fine_er_rar", methods="er_rar", eval_split="validation",
           num_seeds=10, iter_fgsm=5, alpha_fgsm=None, sweep=FINE_GRID)
   if "test" in stages:
     for mem, seeds in ((200, 20), (500, 10)):
@@ -121,22 +125,33 @@ def main():
           num_seeds=seeds)
       for method in ("er_rar", "er_mix_rar", "mir_rar"):
         best = tuned("er_mix_rar" if "mix" in method else "er_rar")
-        run(f"test_m{mem}_{method}_tuned", method=method, methods="", mem_size=mem,
+        run(f"test_m{mem}_{method}_tuned", methods=method, mem_size=mem,
             num_seeds=seeds, iter_fgsm=5, alpha_fgsm=None, **best)
       run(f"test_m{mem}_rar_paper_hp", methods="er_rar,er_mix_rar", mem_size=mem,
           num_seeds=seeds, **PAPER)
   if "ablation" in stages:
     best = tuned("er_rar")
-    run("ablation_er_20_replayed", method="er", methods="", batch_size_mem=20, num_seeds=20)
-    run("ablation_er_rar_eps0", method="er_rar", methods="", num_seeds=20, iter_fgsm=5,
+    run("ablation_er_20_replayed", methods="er", batch_size_mem=20, num_seeds=20)
+    run("ablation_er_rar_eps0", methods="er_rar", num_seeds=20, iter_fgsm=5,
         alpha_fgsm=None, **dict(best, epsilon_fgsm=0.0))
-    run("ablation_er_rar_label_target", method="er_rar", methods="", num_seeds=20,
+    run("ablation_er_rar_label_target", methods="er_rar", num_seeds=20,
         attack_target="label", iter_fgsm=5, alpha_fgsm=None, **best)
-    run("ablation_er_rar_avalanche_hp", method="er_rar", methods="", num_seeds=20, **AVALANCHE)
+    run("ablation_er_rar_avalanche_hp", methods="er_rar", num_seeds=20, **AVALANCHE)
+  if a.only == "resnet":
+    # Long runs: checkpoints kept, so rerunning the stage resumes where it stopped.
+    resnet = dict(config_module="split_fashion_mnist_resnet", keep_checkpoints=1,
+                  overwrite=False)
+    if not (a.skip_done and os.path.exists(os.path.join(OUT, "quality", "resnet_tune_er_rar",
+                                                          "metrics.json"))):
+      run("resnet_tune_er_rar", methods="er_rar", eval_split="validation", num_seeds=2,
+          sweep="beta_coef=0.1,0.3,0.5", **resnet)
+    best = tuned("er_rar", ["resnet_tune_er_rar"])
+    run("resnet_test", methods="er,er_rar,er_mix_rar", num_seeds=a.resnet_seeds, **best,
+        **resnet)
   if "full" in stages:
     best = tuned("er_rar")
-    run("full_stream_er", method="er", methods="", samples_per_task=0, num_seeds=10)
-    run("full_stream_er_rar", method="er_rar", methods="", samples_per_task=0, num_seeds=10,
+    run("full_stream_er", methods="er", samples_per_task=0, num_seeds=10)
+    run("full_stream_er_rar", methods="er_rar", samples_per_task=0, num_seeds=10,
         iter_fgsm=5, alpha_fgsm=None, **best)
 
 

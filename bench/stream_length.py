@@ -28,7 +28,7 @@ def main():
   for method in a.methods.split(","):
     for n in map(int, a.lengths.split(",")):
       c = split_fashion_mnist.get_config()
-      c.update(method=method, samples_per_task=n, num_seeds=1, progress=False, plot=False,
+      c.update(methods=method, samples_per_task=n, num_seeds=1, progress=False, plot=False,
                validation_fraction=0.0, log_every_steps=500)
       with tempfile.TemporaryDirectory() as d:
         m = quiet(experiment.train_and_evaluate)(c, d)[method]

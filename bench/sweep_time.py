@@ -17,7 +17,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BETAS = (0.1, 0.3, 0.5, 0.7)
 EPSILONS = (0.05, 0.1, 0.2, 0.3)
-COMMON = ["--config", "configs/split_fashion_mnist.py", "--config.method=er_rar",
+COMMON = ["--config", "configs/split_fashion_mnist.py", "--config.methods=er_rar",
           "--config.num_seeds=1", "--config.progress=false", "--config.plot=false"]
 
 

@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def measure(method, samples_per_task, seeds, cache_dir, cache_state):
   with tempfile.TemporaryDirectory() as d:
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config",
-           "configs/split_fashion_mnist.py", f"--config.method={method}",
+           "configs/split_fashion_mnist.py", f"--config.methods={method}",
            f"--config.samples_per_task={samples_per_task}", f"--config.num_seeds={seeds}",
            "--config.progress=false", "--workdir", d, f"--compilation_cache={cache_dir}"]
     t0 = time.perf_counter()

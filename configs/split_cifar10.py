@@ -10,7 +10,7 @@ def get_config():
   c.dataset = "cifar10"
   c.num_tasks = 5
   c.model = "resnet18_reduced"
-  c.method = "mir_rar"
+  c.methods = "mir_rar"
   c.num_seeds = 15
   c.mem_size = 200
   c.beta_coef = 0.5

@@ -10,7 +10,7 @@ def get_config():
   c.dataset = "cifar100"
   c.num_tasks = 20
   c.model = "resnet18_reduced"
-  c.method = "mir_rar"
+  c.methods = "mir_rar"
   c.num_seeds = 15
   c.mem_size = 1000
   c.beta_coef = 0.4

@@ -18,7 +18,7 @@ def get_config():
   c.samples_per_task = 1000
   c.validation_fraction = 0.05  # held out for tuning, as the paper does
   c.model = "mlp"
-  c.method = "er_rar"
+  c.methods = "er_rar"
   c.num_seeds = 10
   c.mem_size = 200
   c.batch_size_mem = 10

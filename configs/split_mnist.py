@@ -11,7 +11,7 @@ def get_config():
   c.num_tasks = 5
   c.samples_per_task = 1000
   c.model = "mlp"
-  c.method = "mir_rar"
+  c.methods = "mir_rar"
   c.num_seeds = 20
   c.mem_size = 200
   c.beta_coef = 0.3

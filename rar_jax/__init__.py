@@ -4,9 +4,10 @@ Importing the library never imports TensorFlow; only `rar_jax.data`'s TFDS
 path does, on demand.
 """
 
-from rar_jax import buffer
+from rar_jax import buffer, stages
+from rar_jax.aser import aser_retrieve, knn_shapley
 from rar_jax.attack import mifgsm
-from rar_jax.method import METHODS, Hyper, ReplayConfig
+from rar_jax.method import METHODS, Hyper, ReplayConfig, parse_method
 from rar_jax.mixup import mixup
 from rar_jax.models import MLP, ReducedResNet18, create_model
 from rar_jax.neighbors import nearest_neighbors, neighbor_distances
@@ -19,4 +20,5 @@ __all__ = [
     "buffer", "mifgsm", "METHODS", "Hyper", "ReplayConfig", "mixup", "MLP", "ReducedResNet18",
     "create_model", "nearest_neighbors", "neighbor_distances", "mir_retrieve", "random_retrieve",
     "TrainState", "init_train_state", "make_optimizer", "make_predict", "make_train_step",
+    "stages", "aser_retrieve", "knn_shapley", "parse_method",
 ]

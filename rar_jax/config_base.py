@@ -19,21 +19,33 @@ def base_config() -> ml_collections.ConfigDict:
   c.shuffle_classes = False  # class order per seed, else 0..C-1
   c.validation_fraction = 0.0  # held out of each class's training data (paper: 0.05)
   c.eval_split = "test"  # test | validation (for tuning)
+  c.eval_protocol = "class"  # class (all logits) | task (the logits of the task's classes)
   # Model and optimiser.
   c.model = "mlp"  # mlp | resnet18_reduced
   c.learning_rate = 0.1
   c.batch_size = 10
+  # float32 matmul/conv precision: default (TF32 on recent NVIDIA GPUs) | float32 | tensorfloat32 |
+  # bfloat16 (jax.default_matmul_precision); recorded in metrics.json.
+  c.matmul_precision = "default"
   # Method.
-  c.method = "er_rar"
-  c.methods = ""  # comma-separated: run several methods on the same streams
+  # The methods of a run, comma-separated (one: "er_rar"): several run on the same streams.
+  c.methods = "er_rar"
   c.num_seeds = 5
   c.seed = 0  # seeds seed, seed+1, ..., seed+num_seeds-1
   c.mem_size = 200
   c.batch_size_mem = 10
   c.storage_policy = "reservoir"  # reservoir | class_balanced
   c.buffer_update = "online"  # online | per_experience
-  c.exclude_current_labels = True
+  # None = the loss's replay rule: exclude the incoming labels (CE, the paper's
+  # code), replay from the whole buffer (ACE).
+  c.exclude_current_labels = config_dict.placeholder(bool)
   c.mir_candidates = 50
+  c.replay_iters = 1  # updates per incoming batch, each with a fresh replay draw (paper: 1)
+  # ASER retrieval (the paper's code's knn / subsample / coop_size / aser_type).
+  c.aser_k = 10
+  c.aser_candidates = 50
+  c.aser_coop_size = 100
+  c.aser_type = "asvm"  # asvm | asv | neg_sv
   # RAR (names as in Avalanche's RARPlugin).
   c.beta_coef = 0.3
   c.epsilon_fgsm = 0.3
@@ -42,12 +54,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.decay_factor_fgsm = 1.0
   c.opt_lr = config_dict.placeholder(float)  # look-ahead step; None = learning_rate
   c.attack_target = "features"  # features (paper) | label (Avalanche)
+  c.attack_params = "lookahead"  # lookahead (paper) | current (the paper's code after ASER)
   c.feature_layer = "penultimate"  # Avalanche's name_ext_layer
   c.mixup_alpha = 1.0
   # Sweep: "KEY=V1,V2;KEY2=..." over numeric keys, all cells x seeds in one program.
   c.sweep = ""
   # Running.
   c.run_batching = "auto"  # auto | vmap | map: how runs share a device (README, Reproducibility)
+  c.stream_loop = "auto"  # auto | scan | host: how a chunk's steps run (README, Execution)
+  c.conv_impl = "auto"  # auto | xla | im2col: how conv nets convolve (README, Execution)
   c.log_every_steps = 100  # steps per compiled chunk between progress updates
   c.checkpoint_every_steps = 0  # 0 = only at task boundaries; else every N steps into a task
   #                                (a multiple of log_every_steps)
@@ -59,4 +74,5 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 # Keys that change how a run is watched, not what it computes.
-RUNTIME_KEYS = ("progress", "plot", "overwrite", "keep_checkpoints", "checkpoint_every_steps")
+RUNTIME_KEYS = ("progress", "plot", "overwrite", "keep_checkpoints", "checkpoint_every_steps",
+                "stream_loop")

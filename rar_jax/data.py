@@ -12,6 +12,7 @@ import dataclasses
 import gzip
 import os
 import struct as _struct
+import zlib
 from typing import Optional
 
 import numpy as np
@@ -98,8 +99,12 @@ def _load_digits() -> Dataset:
 
 def _read_idx(path: str) -> np.ndarray:
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    raw = f.read()
+  try:
+    with opener(path, "rb") as f:
+      raw = f.read()
+  except (OSError, EOFError, zlib.error) as e:  # a cut-off or damaged .gz, an unreadable file
+    raise DataError(f"{path}: unreadable ({type(e).__name__}: {e}); the file is truncated or "
+                    "corrupt, fetch it again") from None
   if len(raw) < 4:
     raise DataError(f"{path}: not an IDX file (too short)")
   zero, dtype_code, ndim = _struct.unpack(">HBB", raw[:4])
@@ -134,10 +139,57 @@ def _load_idx(name: str, data_dir: str) -> Dataset:
                  arrays["test_x"][..., None], arrays["test_y"])
 
 
+# TFDS fetches prepared data and the source files from Google Cloud Storage.
+TFDS_DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+
+
+def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+  """Whether a TCP connection to ``host:port`` (or the HTTPS proxy, when one
+  is set) opens within ``timeout`` seconds. A thread bounds the DNS lookup,
+  which a socket timeout does not."""
+  import socket
+  import threading
+  import urllib.parse
+  import urllib.request
+
+  proxy = urllib.request.getproxies().get("https")
+  if proxy:
+    parsed = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+    host, port = parsed.hostname or host, parsed.port or 80
+  result = []
+
+  def connect():
+    try:
+      socket.create_connection((host, port), timeout=timeout).close()
+      result.append(True)
+    except OSError:
+      pass
+
+  thread = threading.Thread(target=connect, daemon=True)
+  thread.start()
+  thread.join(timeout)
+  return bool(result)
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip()
+  return text.splitlines()[0] if text else type(e).__name__
+
+
+def _tfds_arrays(tfds, name: str, data_dir: Optional[str], download: bool):
+  splits = tfds.load(name, split=["train", "test"], as_supervised=True, data_dir=data_dir,
+                     download=download)
+  # Batches of 4096, not batch_size=-1: TF 2.21 aborts on the latter when
+  # the split's size is unknown (as under tfds.testing.mock_data).
+  return [[np.concatenate(a) for a in zip(*tfds.as_numpy(s.batch(4096)))] for s in splits]
+
+
 def _load_tfds(name: str, data_dir: Optional[str]) -> Dataset:
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up noise; a user's value wins
   try:
     import tensorflow as tf
     import tensorflow_datasets as tfds
+    from absl import logging as absl_logging
   except ImportError as e:
     raise DataError(f"{name}: the TFDS source needs tensorflow and tensorflow-datasets "
                     f"({e}); pip install 'rar_jax[tfds]'") from None
@@ -147,16 +199,33 @@ def _load_tfds(name: str, data_dir: Optional[str]) -> Dataset:
     tf.config.set_visible_devices([], "TPU")
   except (RuntimeError, ValueError):
     pass
+  where = data_dir or tfds.core.constants.DATA_DIR
+  # Prepared data first, without download. Absent data are downloaded only
+  # when the server answers: offline, TFDS would retry for minutes (and
+  # create `where`) before failing.
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)  # "Variant folder ... has no dataset_info.json"
   try:
-    splits = tfds.load(name, split=["train", "test"], as_supervised=True, data_dir=data_dir)
-    # Batches of 4096, not batch_size=-1: TF 2.21 aborts on the latter when
-    # the split's size is unknown (as under tfds.testing.mock_data).
-    arrays = [[np.concatenate(a) for a in zip(*tfds.as_numpy(s.batch(4096)))] for s in splits]
-  except Exception as e:  # TFDS raises many types for "could not download/prepare"
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise DataError(f"{name}: TFDS could not provide the data (data_dir={data_dir!r}): "
-                    f"{first}. Without internet, prepare it elsewhere with "
-                    f"`tfds build {name}` and point --config.data_dir at it") from None
+    arrays = _tfds_arrays(tfds, name, data_dir, download=False)
+  except AssertionError:  # TFDS's "could not find data in DIR"
+    arrays = None
+  except Exception as e:  # prepared, but damaged or unreadable
+    raise DataError(f"{name}: the TFDS data in {where!r} are unreadable ({_first_line(e)}); "
+                    f"prepare them again with `tfds build {name} --data_dir=DIR`") from None
+  finally:
+    absl_logging.set_verbosity(verbosity)
+  if arrays is None:
+    if not _reachable(*TFDS_DOWNLOAD_HOST):
+      raise DataError(
+          f"{name}: no prepared TFDS data in {where!r}, and {TFDS_DOWNLOAD_HOST[0]} is "
+          f"unreachable (offline?); on a machine with internet run `tfds build {name} "
+          f"--data_dir=DIR`, copy DIR here and pass --config.data_dir=DIR")
+    try:
+      arrays = _tfds_arrays(tfds, name, data_dir, download=True)
+    except Exception as e:  # TFDS raises many types for "could not download/prepare"
+      raise DataError(f"{name}: TFDS could not download the data into {where!r}: "
+                      f"{_first_line(e)}. Without internet, prepare it elsewhere with `tfds "
+                      f"build {name} --data_dir=DIR` and pass --config.data_dir=DIR") from None
   (tx, ty), (vx, vy) = arrays
   return _finish(name, "tfds", tx.astype(np.uint8), ty, vx.astype(np.uint8), vy)
 
@@ -168,6 +237,7 @@ def load(name: str, source: str = "auto", data_dir: Optional[str] = None) -> Dat
   Debian's ``/usr/share/datasets/fashion-mnist``) when present, TFDS otherwise;
   mnist -> IDX files when ``data_dir`` holds them, TFDS otherwise; CIFAR -> TFDS.
   """
+  data_dir = os.path.expanduser(data_dir) if data_dir else data_dir
   if name not in DATASETS:
     raise DataError(f"dataset={name!r} is unknown; known: {tuple(DATASETS)}")
   if source not in SOURCES:

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 from typing import Dict, List
 
@@ -24,7 +25,10 @@ from rar_jax import models
 from rar_jax import report
 from rar_jax import sweep as sweep_lib
 from rar_jax.config_base import RUNTIME_KEYS, base_config
-from rar_jax.method import METHODS, Hyper, ReplayConfig
+from rar_jax.method import ASER_TYPES, ATTACK_PARAMS, Hyper, ReplayConfig, parse_method
+
+# jax.default_matmul_precision's names for float32 dots and convolutions.
+MATMUL_PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16", "highest", "high")
 from rar_jax.step import make_optimizer, make_train_step
 
 
@@ -33,12 +37,19 @@ class ConfigError(ValueError):
 
 
 class TrainingDiverged(RuntimeError):
-  """The loss became NaN/Inf; the last good checkpoint is kept."""
+  """The loss became NaN/Inf; the message says which checkpoint, if any, is kept."""
 
 
 def method_names(config) -> List[str]:
-  names = [m.strip() for m in config.methods.split(",") if m.strip()] if config.methods else []
-  return names or [config.method]
+  """The methods of a run: ``config.methods``, comma-separated. One key, so an
+  override on the command line can never be outvoted by another key."""
+  return [m.strip() for m in config.methods.split(",") if m.strip()]
+
+
+def method_config(config, method: str) -> ml_collections.ConfigDict:
+  """``config`` as one method's run sees it: its folder's config.json names
+  that method alone."""
+  return cell_config(config, {"methods": method})
 
 
 def replay_parts(config, method: str, num_classes: int):
@@ -48,7 +59,10 @@ def replay_parts(config, method: str, num_classes: int):
       batch_size_mem=config.batch_size_mem, mir_candidates=config.mir_candidates,
       exclude_current_labels=config.exclude_current_labels, attack_target=config.attack_target,
       feature_layer=config.feature_layer, storage_policy=config.storage_policy,
-      buffer_update=config.buffer_update)
+      buffer_update=config.buffer_update, replay_iters=config.replay_iters,
+      aser_k=config.aser_k, aser_candidates=config.aser_candidates,
+      aser_coop_size=config.aser_coop_size, aser_type=config.aser_type,
+      attack_params=config.attack_params)
   hyper = Hyper.create(
       opt_lr=config.learning_rate if config.opt_lr is None else config.opt_lr,
       beta_coef=config.beta_coef, epsilon_fgsm=config.epsilon_fgsm, alpha_fgsm=config.alpha_fgsm,
@@ -79,6 +93,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Every check that needs no data, before any work; raises `ConfigError`."""
   base = base_config()
   unknown = sorted(set(config.keys()) - set(base.keys()))
+  if "method" in unknown:  # the key before `methods` was the only one
+    raise ConfigError(f"config.method={config.method!r}: the key is now config.methods "
+                      f"(comma-separated; one method: methods={config.method!r})")
   if unknown:
     raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(base.keys())}")
   for key in base.keys():
@@ -94,12 +111,28 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _one_of(config, "model", models.MODELS)
   _one_of(config, "eval_split", ("test", "validation"))
   _one_of(config, "run_batching", ("auto",) + loop.BATCHINGS)
+  _one_of(config, "conv_impl", ("auto",) + models.CONV_IMPLS)
+  _one_of(config, "stream_loop", ("auto",) + loop.STREAM_LOOPS)
+  if config.stream_loop == "host" and jax.process_count() > 1:
+    raise ConfigError("config.stream_loop='host' runs in one process; use 'scan' or 'auto' "
+                      "with several processes")
   if config.run_batching == "map" and jax.device_count() > 1:
     raise ConfigError(f"config.run_batching='map' needs one device, this process sees "
                       f"{jax.device_count()}; use 'vmap' or 'auto'")
-  for m in method_names(config):
-    if m not in METHODS:
-      raise ConfigError(f"method {m!r} is invalid: one of {tuple(METHODS)}")
+  _one_of(config, "eval_protocol", ("class", "task"))
+  _one_of(config, "matmul_precision", MATMUL_PRECISIONS)
+  _one_of(config, "aser_type", ASER_TYPES)
+  _one_of(config, "attack_params", ATTACK_PARAMS)
+  _at_least(config, "replay_iters", 1)
+  names = method_names(config)
+  if not names or len(set(names)) != len(names):
+    raise ConfigError(f"config.methods={config.methods!r} is invalid: one or more different "
+                      "methods, comma-separated (e.g. 'er_rar' or 'er,er_rar')")
+  for m in names:
+    try:
+      parse_method(m)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
   for key, low in (("num_seeds", 1), ("seed", 0), ("num_tasks", 1), ("samples_per_task", 0),
                    ("batch_size", 1), ("log_every_steps", 1), ("checkpoint_every_steps", 0),
                    ("keep_checkpoints", 0)):
@@ -128,6 +161,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     except ValueError as e:
       raise ConfigError(f"config.sweep cell {sweep_lib.cell_name(overrides)}: {e}") from None
   module = models.create_model(config.model, num_classes)
+  try:
+    models.check_input_shape(config.model, module, image_shape)
+  except ValueError as e:
+    raise ConfigError(f"config.model={config.model!r} on {config.dataset}: {e}") from None
   for m in method_names(config):
     try:
       cfg, hyper = replay_parts(config, m, num_classes)
@@ -139,11 +176,38 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config (method {m}): {e}") from None
 
 
+def resolve_execution(config, runs_per_device: int) -> Dict[str, str]:
+  """``conv_impl`` and ``stream_loop`` as this platform runs them ("auto"
+  resolved; see `loop.default_conv_impl`, `loop.default_stream_loop`)."""
+  platform = jax.devices()[0].platform
+  conv_model = config.model in models.CONV_MODELS
+  conv_impl = config.conv_impl
+  if conv_impl == "auto":
+    conv_impl = loop.default_conv_impl(platform, runs_per_device) if conv_model else "xla"
+  stream_loop = config.stream_loop
+  if stream_loop == "auto":
+    stream_loop = loop.default_stream_loop(platform, conv_model, conv_impl)
+  return {"conv_impl": conv_impl, "stream_loop": stream_loop}
+
+
 # ---------------------------------------------------------------- one method
 
 
 def _config_json(config) -> dict:
   return json.loads(config.to_json())
+
+
+def check_workdir(workdir: str) -> None:
+  """Refuses a workdir the run could not write, before any data are loaded."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir {workdir!r} is a file, not a directory; pass another --workdir")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):  # access() says yes to root on read-only mounts
+      pass
+  except OSError as e:
+    raise ConfigError(f"--workdir {workdir!r} is not writable ({e.strerror or e}); pass "
+                      "another --workdir") from None
 
 
 def _check_resumable(workdir: str, config, overwrite: bool) -> None:
@@ -192,10 +256,66 @@ def _say(message: str) -> None:
   print(message, file=sys.stderr, flush=True)
 
 
-def _progress(total: int, initial: int, desc: str, enabled: bool):
-  from tqdm.auto import tqdm
-  return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled,
-              dynamic_ncols=True, mininterval=0.5)
+LOG_LINE_SECONDS = 30.0  # progress in a log: one plain line per this many seconds
+
+
+class _Progress:
+  """Training progress on stderr: a tqdm bar on a terminal; plain lines every
+  `LOG_LINE_SECONDS` elsewhere (a bar's carriage-return redraws make a log
+  file unreadable). Its speed is the one metrics.json and the comparison
+  table report: steps per second of training time, all seeds together."""
+
+  def __init__(self, method: str, total: int, initial: int, enabled: bool):
+    self.method, self.total, self.position, self.enabled = method, total, initial, enabled
+    self._last_line = time.monotonic()
+    self._bar = None
+    if enabled and sys.stderr.isatty():
+      from tqdm import tqdm
+      self._bar = tqdm(total=total, initial=initial, desc=method, unit="step",
+                       dynamic_ncols=True, mininterval=0.5, file=sys.stderr,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                                  "[{elapsed}<{remaining}{postfix}]")
+
+  def update(self, n: int, task: str, loss: float, replay: float, steps_per_second: float):
+    self.position += n
+    if self._bar is not None:
+      self._bar.update(n)
+      self._bar.set_postfix_str(f"task {task}, loss {loss:.3f}, replay {replay:.3f}, "
+                                f"{steps_per_second:.0f} steps/s")
+    elif self.enabled and time.monotonic() - self._last_line >= LOG_LINE_SECONDS:
+      self._last_line = time.monotonic()
+      _say(f"[{self.method}] step {self.position}/{self.total} "
+           f"({100 * self.position // self.total}%), task {task}, loss {loss:.3f}, "
+           f"replay {replay:.3f}, {steps_per_second:.0f} steps/s")
+
+  def write(self, line: str) -> None:
+    if self._bar is not None:
+      self._bar.write(line, file=sys.stderr)  # above the bar
+    else:
+      _say(line)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool) -> _Progress:
+  return _Progress(desc, total, initial, enabled)
+
+
+def _diverged_message(config, method, ckpt, task, num_tasks, pos, n) -> str:
+  """Where the loss went NaN/Inf (tasks from 1, as the console counts), and
+  the checkpoint that is really there, if any."""
+  if not isinstance(ckpt, checkpoint_lib.Checkpointer):
+    where = "checkpointing is off (keep_checkpoints=0)"
+  elif ckpt.steps():
+    where = (f"the last good checkpoint (step {ckpt.steps()[-1]}) is kept in {ckpt.directory}, "
+             "but resuming it repeats the same steps")
+  else:
+    where = "no checkpoint was written before it"
+  return (f"{method}: loss became NaN/Inf in task {task + 1}/{num_tasks}, steps "
+          f"{pos + 1}-{pos + n} of the task (learning_rate={config.learning_rate}); {where}. "
+          "Try a smaller learning_rate, with --config.overwrite=true or another --workdir")
 
 
 def _gather(x) -> np.ndarray:
@@ -240,6 +360,7 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
   """Trains ``method`` on every (sweep cell, seed) run in one program; writes
   and returns its metrics (with ``cells`` when ``config.sweep`` has several)."""
   lead = jax.process_index() == 0  # only process 0 writes files
+  config = method_config(config, method)  # what this folder's config.json records
   os.makedirs(workdir, exist_ok=True)
   _check_resumable(workdir, config, bool(config.overwrite))
   if lead:
@@ -251,7 +372,6 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
   cell_configs = [cell_config(config, o) for o in cells]
   cell_parts = [(replay_parts(c, method, num_classes)[1], c.learning_rate) for c in cell_configs]
   cfg, _ = replay_parts(config, method, num_classes)
-  module = models.create_model(config.model, num_classes)
   tx = make_optimizer(config.learning_rate)
   num_seeds, num_tasks, steps, _ = streams.index.shape
 
@@ -259,6 +379,8 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
   num_runs = len(cells) * num_seeds
   mesh = loop.runs_mesh()
   padded = loop.padded_runs(num_runs, mesh.size)
+  execution = resolve_execution(config, padded // mesh.size)
+  module = models.create_model(config.model, num_classes, execution["conv_impl"])
   run_cell = np.minimum(np.arange(padded), num_runs - 1) // num_seeds
   run_seed = np.minimum(np.arange(padded), num_runs - 1) % num_seeds
   hypers = jax.tree.map(lambda *a: np.stack(a)[run_cell], *[h for h, _ in cell_parts])
@@ -292,9 +414,13 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
   # Compile ahead of time so compilation is timed apart from training.
   batching = (loop.default_batching(mesh.size) if config.run_batching == "auto"
               else config.run_batching)
-  runner = loop.make_stream_runner(make_train_step(module, tx, cfg), batching)
+  runner = loop.make_stream_runner(make_train_step(module, tx, cfg), batching,
+                                   execution["stream_loop"])
   filler = loop.make_buffer_filler() if cfg.buffer_update == "per_experience" else None
-  evaluator = loop.make_evaluator(module, num_tasks)
+  # im2col's patches grow with the chunk: smaller evaluation chunks for conv nets.
+  evaluator = loop.make_evaluator(module, num_tasks,
+                                  chunk=100 if config.model in models.CONV_MODELS else 1000,
+                                  eval_protocol=config.eval_protocol)
   chunk = min(config.log_every_steps, steps)
   index_at = lambda t, a, b: loop.put_global(index[:, t, a:b], by_run)
   t0 = time.perf_counter()
@@ -311,7 +437,11 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
   compiled_eval = evaluator.lower(states, ex, ey, task_of_class).compile()
   compile_seconds = time.perf_counter() - t0
 
+  if lead:  # in a log, this explains the silence before the first task's line
+    _say(f"[{method}] compiled in {compile_seconds:.1f} s; training {num_runs} runs x "
+         f"{num_tasks * steps} steps")
   bar = _progress(num_tasks * steps, position, method, config.progress and lead)
+  start_position, start_seconds = position, train_seconds  # this session's speed
   try:
     for t in range(position // steps, num_tasks):
       pos = position - t * steps
@@ -322,14 +452,11 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
         finite, loss, replay = (np.asarray(v) for v in _loss_summary(m))
         train_seconds += time.perf_counter() - t1
         if not finite:
-          raise TrainingDiverged(
-              f"{method}: loss became NaN/Inf in task {t} between steps {pos} and {pos + n} "
-              f"(learning_rate={config.learning_rate}); the last good checkpoint in "
-              f"{ckpt.directory} is kept")
+          raise TrainingDiverged(_diverged_message(config, method, ckpt, t, num_tasks, pos, n))
         pos += n
         position += n
-        bar.update(n)
-        bar.set_postfix(task=f"{t + 1}/{num_tasks}", loss=f"{loss:.3f}", replay=f"{replay:.3f}")
+        bar.update(n, f"{t + 1}/{num_tasks}", loss, replay,
+                   (position - start_position) / max(train_seconds - start_seconds, 1e-9))
         if (config.checkpoint_every_steps and pos < steps
             and pos % config.checkpoint_every_steps == 0):  # within the task, chunk-aligned
           ckpt.save(position, payload())
@@ -340,7 +467,7 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
       row = " ".join(f"{a:.3f}" if j <= t else "  -  " for j, a in enumerate(mean_row))
       if lead:
         bar.write(f"[{method}] after task {t + 1}/{num_tasks}: accuracy per task [{row}], "
-                  f"average {acc[:num_runs, t, :t + 1].mean():.3f}", file=sys.stderr)
+                  f"average {acc[:num_runs, t, :t + 1].mean():.3f}")
       ckpt.save(position, payload())
   finally:
     bar.close()
@@ -352,9 +479,11 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
       "steps_per_second": num_tasks * steps / train_seconds if train_seconds > 0 else 0.0,
       "num_runs": num_runs,
       "run_batching": batching,
+      **execution,
       "devices": mesh.size,
       "processes": jax.process_count(),
       "device": jax.devices()[0].platform,
+      "matmul_precision": config.matmul_precision,
   }
   results = [dict(_cell_result(config, method, ds, streams, seeds,
                                acc[i * num_seeds:(i + 1) * num_seeds], overrides), **timing)
@@ -406,6 +535,11 @@ def prepare_data(config):
     eval_x, eval_y = ds.train_x[val_idx], ds.train_y[val_idx]
   else:
     eval_x, eval_y = ds.test_x, ds.test_y
+  per_task = streams.index.shape[2] * config.batch_size
+  if per_task < config.samples_per_task // config.batch_size * config.batch_size:
+    _say(f"warning: samples_per_task={config.samples_per_task} is more than the smallest task "
+         f"holds; every task uses {per_task} samples ({streams.index.shape[2]} minibatches of "
+         f"{config.batch_size})")
   if streams.dropped_samples:
     _say(f"{streams.dropped_samples} training samples per seed dropped so every task has "
          f"{streams.index.shape[2]} full minibatches")
@@ -419,13 +553,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   ``workdir/<method>/``, plus ``comparison.md`` / ``comparison.json``.
   """
   validate_config(config)
-  ds, streams, train_x, train_y, eval_x, eval_y = prepare_data(config)
   names = method_names(config)
+  method_dirs = {n: workdir if len(names) == 1 else os.path.join(workdir, n) for n in names}
+  # Whatever the workdir refuses, before minutes of data loading.
+  check_workdir(workdir)
+  if not config.overwrite:
+    for name, method_dir in method_dirs.items():
+      _check_resumable(method_dir, method_config(config, name), overwrite=False)
+  ds, streams, train_x, train_y, eval_x, eval_y = prepare_data(config)
   results = {}
-  for name in names:
-    method_dir = workdir if len(names) == 1 else os.path.join(workdir, name)
-    results[name] = run_method(config, name, ds, streams, eval_x, eval_y, method_dir,
-                               train_x, train_y)
+  for name, method_dir in method_dirs.items():
+    # Every program is traced and compiled inside run_method, so this pins its precision.
+    with jax.default_matmul_precision(config.matmul_precision):
+      results[name] = run_method(config, name, ds, streams, eval_x, eval_y, method_dir,
+                                 train_x, train_y)
   if jax.process_index() != 0:
     return results
   if "cells" in next(iter(results.values())):
@@ -433,11 +574,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       print("\n" + report.sweep_table(r), flush=True)
     return results
   table = report.comparison_table(list(results.values()))
-  print(f"\n{ds.name}, {config.num_tasks} tasks, memory {config.mem_size}, "
-        f"{config.num_seeds} seeds, {config.eval_split} split:\n{table}", flush=True)
+  title = (f"{ds.name}, {config.num_tasks} tasks, memory {config.mem_size}, "
+           f"{config.num_seeds} seeds, {config.eval_split} split")
+  print(f"\n{title}:\n{table}", flush=True)
   if len(names) > 1:
     report.atomic_write_text(os.path.join(workdir, "comparison.md"), table + "\n")
     report.atomic_write_json(os.path.join(workdir, "comparison.json"), {
         n: {k: r[k] for k in ("final_avg_accuracy", "final_forgetting", "steps_per_second")}
         for n, r in results.items()})
+    if config.plot:
+      report.plot_comparison(os.path.join(workdir, "comparison.png"),
+                             {n: np.asarray(r["acc_matrix"]) for n, r in results.items()}, title)
   return results

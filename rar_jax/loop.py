@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from rar_jax import buffer as buffer_lib
@@ -50,20 +51,35 @@ def init_states(module: nn.Module, tx: optax.GradientTransformation, cfg: Replay
 
 
 BATCHINGS = ("vmap", "map")
+STREAM_LOOPS = ("scan", "host")
 
 
-def make_stream_runner(train_step: Callable, batching: str = "vmap") -> Callable:
-  """``run(states, data_x, data_y, index[seeds, steps, batch]) -> (states, metrics)``.
+def make_stream_runner(train_step: Callable, batching: str = "vmap",
+                       stream_loop: str = "scan") -> Callable:
+  """``run(states, data_x, data_y, index[runs, steps, batch]) -> (states, metrics)``.
 
-  One compiled program runs every step of the chunk for every seed.
-  ``batching="vmap"`` advances the runs together (one batched step);
-  ``"map"`` runs them one after another inside the program (`lax.map`), which
-  is faster on a single CPU device: there every run reads its own weights, so
+  ``batching`` is how runs share the device: ``"vmap"`` advances them together
+  (one batched step); ``"map"`` runs them one after another (`lax.map`), which
+  is faster on a single CPU device, where every run reads its own weights so
   batching runs only adds memory traffic. ``map`` needs the runs axis on one
   device.
+
+  ``stream_loop`` is how the steps of a chunk run: ``"scan"`` compiles the
+  whole chunk into one program (`lax.scan`); ``"host"`` calls one compiled step
+  from Python per minibatch, state donated. ``host`` exists because XLA's CPU
+  backend runs convolutions inside loop bodies ~10x slower than outside
+  (jax-ml/jax#12868). Both execute the same step program, so they give the
+  same numbers (tests/test_loop.py).
+
+  The result is jitted (``scan``) or behaves like a jitted function
+  (``host``): call it, or ``.lower(...).compile()`` it ahead of time.
   """
   if batching not in BATCHINGS:
     raise ValueError(f"batching={batching!r} is invalid: one of {BATCHINGS}")
+  if stream_loop not in STREAM_LOOPS:
+    raise ValueError(f"stream_loop={stream_loop!r} is invalid: one of {STREAM_LOOPS}")
+  if stream_loop == "host":
+    return _HostLoopRunner(train_step, batching)
 
   def run_one(state, data_x, data_y, index):
     def body(s, idx):
@@ -79,9 +95,88 @@ def make_stream_runner(train_step: Callable, batching: str = "vmap") -> Callable
   return jax.jit(run_all)
 
 
+class _HostLoopRunner:
+  """A Python loop over one compiled step (see `make_stream_runner`)."""
+
+  def __init__(self, train_step: Callable, batching: str):
+    self.batching = batching
+
+    def one(state, data_x, data_y, idx):
+      return train_step(state, data_x[idx], data_y[idx])
+
+    # The state is donated: XLA updates it in place instead of copying the
+    # buffer and weights every minibatch.
+    if batching == "vmap":
+      self._jitted = jax.jit(jax.vmap(one, in_axes=(0, None, None, 0)), donate_argnums=0)
+    else:
+      self._jitted = jax.jit(one, donate_argnums=0)
+    self._step = self._jitted
+
+  def lower(self, states, data_x, data_y, index):
+    """Ahead-of-time compilation, as ``jax.jit(...).lower(...)`` offers."""
+    runner = self
+    if self.batching == "vmap":
+      args = (states, data_x, data_y, index[:, 0])
+    else:
+      args = (jax.tree.map(lambda a: a[0], states), data_x, data_y, index[0, 0])
+
+    class Lowered:
+      def compile(self):
+        if runner._step is runner._jitted:  # one step program serves every chunk length
+          runner._step = runner._jitted.lower(*args).compile()
+        return runner
+
+    return Lowered()
+
+  def __call__(self, states, data_x, data_y, index):
+    index = np.asarray(index)
+    # A private copy, so the caller's arrays survive the donation.
+    states = jax.tree.map(jnp.copy, states)
+    if self.batching == "vmap":
+      out = []
+      for t in range(index.shape[1]):
+        states, m = self._step(states, data_x, data_y, index[:, t])
+        out.append(m)
+      return states, _stack(out, axis=1)
+    finals, per_run = [], []
+    for r in range(index.shape[0]):
+      state = jax.tree.map(lambda a: a[r], states)
+      out = []
+      for t in range(index.shape[1]):
+        state, m = self._step(state, data_x, data_y, index[r, t])
+        out.append(m)
+      finals.append(state)
+      per_run.append(_stack(out, axis=0))
+    return _stack(finals, axis=0), _stack(per_run, axis=0)
+
+
+def _stack(trees, axis):
+  return jax.tree.map(lambda *a: jnp.stack(a, axis=axis), *trees)
+
+
 def default_batching(num_devices: int) -> str:
   """``map`` on a single CPU device, ``vmap`` everywhere else."""
   return "map" if num_devices == 1 and jax.devices()[0].platform == "cpu" else "vmap"
+
+
+def default_conv_impl(platform: str, num_runs: int) -> str:
+  """How convolutions run, per platform (measured: bench/step_time.py, BENCHMARKS.md).
+
+  CPU: im2col, because XLA's CPU convolutions inside loop bodies are ~10x slower
+  than outside and matmuls are not. GPU: XLA's cuDNN convolutions for one run;
+  im2col's batched matmuls for several vmapped runs, where XLA would emit grouped
+  convolutions. TPU: XLA's.
+  """
+  if platform == "cpu":
+    return "im2col"
+  if platform == "gpu" or platform == "cuda" or platform == "rocm":
+    return "im2col" if num_runs > 1 else "xla"
+  return "xla"
+
+
+def default_stream_loop(platform: str, conv_model: bool, conv_impl: str) -> str:
+  """``scan`` everywhere, except XLA convolutions on the CPU (jax-ml/jax#12868)."""
+  return "host" if platform == "cpu" and conv_model and conv_impl == "xla" else "scan"
 
 
 def make_buffer_filler() -> Callable:
@@ -96,12 +191,17 @@ def make_buffer_filler() -> Callable:
   return jax.jit(jax.vmap(fill_one, in_axes=(0, None, None, 0)))
 
 
-def make_evaluator(module: nn.Module, num_tasks: int, chunk: int = 1000) -> Callable:
+def make_evaluator(module: nn.Module, num_tasks: int, chunk: int = 1000,
+                   eval_protocol: str = "class") -> Callable:
   """``evaluate(states, x, y, task_of_class[seeds, C]) -> accuracy[seeds, num_tasks]``.
 
   The evaluation set is walked in chunks (`lax.map`) to bound memory for
   large models and many seeds. Tasks with no evaluation sample get NaN.
+  ``eval_protocol="class"``: argmax over every class (class-incremental);
+  ``"task"``: over the classes of the sample's task only (task-incremental).
   """
+  if eval_protocol not in ("class", "task"):
+    raise ValueError(f"eval_protocol={eval_protocol!r} is invalid: one of ('class', 'task')")
   predict = make_predict(module)
 
   def evaluate_one(state: TrainState, x, y, task_of_class):
@@ -113,7 +213,10 @@ def make_evaluator(module: nn.Module, num_tasks: int, chunk: int = 1000) -> Call
 
     def correct(batch):
       xb, yb = batch
-      return jnp.argmax(predict(state.params, state.batch_stats, xb), -1) == yb
+      logits = predict(state.params, state.batch_stats, xb)
+      if eval_protocol == "task":  # the task is known at test time
+        logits = jnp.where(task_of_class[None, :] == task_of_class[yb][:, None], logits, -jnp.inf)
+      return jnp.argmax(logits, -1) == yb
 
     hits = jax.lax.map(correct, (xp.reshape(-1, chunk, *x.shape[1:]), yp.reshape(-1, chunk)))
     hits = hits.reshape(-1) & valid
@@ -148,7 +251,6 @@ def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
 def put_global(array, sharding: jax.sharding.NamedSharding) -> jax.Array:
   """A global array from a host array every process holds in full; each
   process materialises only its own shards."""
-  import numpy as np
   array = np.asarray(array)
   return jax.make_array_from_callback(array.shape, sharding, lambda idx: array[idx])
 

@@ -5,25 +5,42 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from typing import Optional
 
 import jax.numpy as jnp
 from flax import struct
 
 from rar_jax import buffer as buffer_lib
 
-# name -> (retrieval, mixup, use_adversarial_replay)
+# A method is a chain of stages (see `rar_jax.stages`): one retrieval, then
+# optionally a mix, a perturbation and a loss. Name -> stage names; any chain
+# can also be named directly by its stages joined with "+" ("aser+mixup+rar").
 METHODS = {
-    "finetune": ("none", False, False),
-    "er": ("random", False, False),
-    "er_mix": ("random", True, False),
-    "er_rar": ("random", False, True),
-    "er_mix_rar": ("random", True, True),
-    "mir": ("mir", False, False),
-    "mir_mix": ("mir", True, False),
-    "mir_rar": ("mir", False, True),
-    "mir_mix_rar": ("mir", True, True),
+    "finetune": (),
+    "er": ("random",),
+    "er_mix": ("random", "mixup"),
+    "er_rar": ("random", "rar"),
+    "er_mix_rar": ("random", "mixup", "rar"),
+    "mir": ("mir",),
+    "mir_mix": ("mir", "mixup"),
+    "mir_rar": ("mir", "rar"),
+    "mir_mix_rar": ("mir", "mixup", "rar"),
+    "aser": ("aser",),
+    "aser_mix": ("aser", "mixup"),
+    "aser_rar": ("aser", "rar"),
+    "aser_mix_rar": ("aser", "mixup", "rar"),
+    "er_ace": ("random", "ace"),
+    "er_ace_rar": ("random", "rar", "ace"),
+    "er_mix_ace_rar": ("random", "mixup", "rar", "ace"),
 }
-RETRIEVALS = ("none", "random", "mir")
+# Stage name -> kind, in chain order.
+STAGES = {"random": "retrieve", "mir": "retrieve", "aser": "retrieve", "mixup": "mix",
+          "rar": "perturb", "ce": "loss", "ace": "loss"}
+STAGE_KINDS = ("retrieve", "mix", "perturb", "loss")
+RETRIEVALS = ("none", "random", "mir", "aser")
+LOSSES = ("ce", "ace")
+ASER_TYPES = ("asvm", "asv", "neg_sv")
+ATTACK_PARAMS = ("lookahead", "current")
 ATTACK_TARGETS = ("features", "label")
 BUFFER_UPDATES = ("online", "per_experience")
 
@@ -37,6 +54,36 @@ def _is_int(v) -> bool:
   return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
+def _stages_help() -> str:
+  kinds = {k: "|".join(n for n, kind in STAGES.items() if kind == k) for k in STAGE_KINDS}
+  return ("stage names joined by '+' in the order retrieve, mix, perturb, loss ("
+          + "; ".join(f"{k}: {v}" for k, v in kinds.items()) + ")")
+
+
+def parse_method(method: str) -> dict:
+  """``method`` (a `METHODS` name or stage names joined by '+') as
+  `ReplayConfig` fields: ``retrieval``, ``mixup``, ``use_adversarial_replay``, ``loss``."""
+  if not isinstance(method, str):
+    raise ValueError(f"method={method!r} is invalid: a string")
+  if method in METHODS:
+    names = METHODS[method]
+  else:
+    names = tuple(n.strip() for n in method.split("+"))
+    _require(len(names) > 1 or names[0] in STAGES, "method", method,
+             f"one of {tuple(METHODS)}, or {_stages_help()}")
+    for n in names:
+      _require(n in STAGES, "method", method, f"unknown stage {n!r}; {_stages_help()}")
+  kinds = [STAGES[n] for n in names]
+  _require(len(set(kinds)) == len(kinds), "method", method, "at most one stage of each kind; "
+           + _stages_help())
+  _require(kinds == sorted(kinds, key=STAGE_KINDS.index), "method", method, _stages_help())
+  by_kind = dict(zip(kinds, names))
+  _require("retrieve" in by_kind or len(by_kind) == 0 or set(by_kind) == {"loss"}, "method",
+           method, "mix and perturb stages need a retrieve stage")
+  return dict(retrieval=by_kind.get("retrieve", "none"), mixup="mix" in by_kind,
+              use_adversarial_replay="perturb" in by_kind, loss=by_kind.get("loss", "ce"))
+
+
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
   """The shape of one replay step. Everything here is static under jit."""
@@ -45,10 +92,19 @@ class ReplayConfig:
   retrieval: str = "random"
   mixup: bool = False
   use_adversarial_replay: bool = False
+  loss: str = "ce"  # ce | ace (ER-ACE: incoming batch over its own classes only)
   mem_size: int = 200
   batch_size_mem: int = 10
   mir_candidates: int = 50
-  exclude_current_labels: bool = True
+  # None = the loss's replay rule: exclude for CE (paper's code), whole buffer
+  # for ACE (with exclusion ACE never sees a current-class replay and collapses).
+  exclude_current_labels: Optional[bool] = None
+  aser_k: int = 10  # K of the KNN Shapley values
+  aser_candidates: int = 50  # the paper's code's `subsample`
+  aser_coop_size: int = 100  # class-balanced cooperative evaluation set
+  aser_type: str = "asvm"  # asvm (mean coop - mean adv) | asv (max coop - min adv) | neg_sv
+  attack_params: str = "lookahead"  # lookahead (paper) | current (paper's code for ASER)
+  replay_iters: int = 1  # updates per incoming batch, each with a fresh replay draw
   attack_target: str = "features"
   feature_layer: str = "penultimate"
   storage_policy: str = "reservoir"
@@ -60,6 +116,7 @@ class ReplayConfig:
     _require(_is_int(self.num_classes) and self.num_classes >= 2, "num_classes",
              self.num_classes, "an int >= 2")
     _require(self.retrieval in RETRIEVALS, "retrieval", self.retrieval, f"one of {RETRIEVALS}")
+    _require(self.loss in LOSSES, "loss", self.loss, f"one of {LOSSES}")
     _require(_is_int(self.mem_size) and self.mem_size >= 1, "mem_size", self.mem_size,
              "an int >= 1")
     _require(_is_int(self.batch_size_mem) and 1 <= self.batch_size_mem <= self.mem_size,
@@ -69,6 +126,22 @@ class ReplayConfig:
                and self.batch_size_mem <= self.mir_candidates <= self.mem_size,
                "mir_candidates", self.mir_candidates,
                f"an int in [batch_size_mem={self.batch_size_mem}, mem_size={self.mem_size}]")
+    if self.retrieval == "aser":
+      _require(_is_int(self.aser_candidates)
+               and self.batch_size_mem <= self.aser_candidates <= self.mem_size,
+               "aser_candidates", self.aser_candidates,
+               f"an int in [batch_size_mem={self.batch_size_mem}, mem_size={self.mem_size}]")
+      _require(_is_int(self.aser_k) and 1 <= self.aser_k <= self.aser_candidates, "aser_k",
+               self.aser_k, f"an int in [1, aser_candidates={self.aser_candidates}]")
+      _require(_is_int(self.aser_coop_size) and 1 <= self.aser_coop_size <= self.mem_size,
+               "aser_coop_size", self.aser_coop_size, f"an int in [1, mem_size={self.mem_size}]")
+    _require(self.aser_type in ASER_TYPES, "aser_type", self.aser_type, f"one of {ASER_TYPES}")
+    _require(self.attack_params in ATTACK_PARAMS, "attack_params", self.attack_params,
+             f"one of {ATTACK_PARAMS}")
+    _require(_is_int(self.replay_iters) and self.replay_iters >= 1, "replay_iters",
+             self.replay_iters, "an int >= 1 (1 = one update per incoming batch, the paper)")
+    _require(self.exclude_current_labels in (None, True, False), "exclude_current_labels",
+             self.exclude_current_labels, "True, False or None (the loss's rule)")
     _require(self.attack_target in ATTACK_TARGETS, "attack_target", self.attack_target,
              f"one of {ATTACK_TARGETS}")
     _require(self.storage_policy in buffer_lib.POLICIES, "storage_policy", self.storage_policy,
@@ -83,9 +156,8 @@ class ReplayConfig:
 
   @classmethod
   def from_method(cls, method: str, **kwargs) -> "ReplayConfig":
-    _require(method in METHODS, "method", method, f"one of {tuple(METHODS)}")
-    retrieval, mixup, rar = METHODS[method]
-    return cls(retrieval=retrieval, mixup=mixup, use_adversarial_replay=rar, **kwargs)
+    """``method``: a `METHODS` name or stage names joined by '+' (``"aser+rar+ace"``)."""
+    return cls(**parse_method(method), **kwargs)
 
   @property
   def uses_lookahead(self) -> bool:

@@ -44,35 +44,81 @@ def write_acc_csv(path: str, acc: np.ndarray) -> None:
   atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def plot_accuracy(path: str, acc: np.ndarray, title: str) -> None:
-  """Heat map of the seed-mean accuracy matrix and average accuracy per task."""
+def _pyplot():
   import matplotlib
-  matplotlib.use("Agg")
+  matplotlib.use("Agg")  # files only: no display needed
   import matplotlib.pyplot as plt
+  return plt
 
+
+def _mean_and_2se(curves: np.ndarray):
+  """Seed mean and 2 x standard error over axis 0 (zero for one seed)."""
+  mean = curves.mean(axis=0)
+  if len(curves) < 2:
+    return mean, np.zeros_like(mean)
+  return mean, 2 * curves.std(axis=0, ddof=1) / np.sqrt(len(curves))
+
+
+def _save(fig, path: str) -> None:
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp, dpi=100)
+  _pyplot().close(fig)
+  os.replace(tmp, path)
+
+
+def accuracy_figure(acc: np.ndarray, title: str):
+  """Heat map of the seed-mean accuracy matrix and average accuracy per task.
+  Tasks are numbered from 1, as the console prints them."""
+  plt = _pyplot()
   mean = acc.mean(axis=0)
-  curve = metrics_lib.average_accuracy_curve(acc)
   t = mean.shape[0]
   fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 4))
-  im = ax0.imshow(mean, vmin=0, vmax=1, cmap="viridis")
+  cmap = plt.get_cmap("viridis")
+  im = ax0.imshow(mean, vmin=0, vmax=1, cmap=cmap)
   for i in range(t):
     for j in range(t):
-      ax0.text(j, i, f"{mean[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
+      # viridis turns yellow above ~0.6: dark text there, white below.
+      color = "black" if mean[i, j] > 0.6 else "white"
+      ax0.text(j, i, f"{mean[i, j]:.2f}", ha="center", va="center", color=color, fontsize=8)
+  names = [str(k + 1) for k in range(t)]
   ax0.set(xlabel="evaluated on task", ylabel="after training task", title="accuracy (seed mean)",
-          xticks=range(t), yticks=range(t))
+          xticks=range(t), yticks=range(t), xticklabels=names, yticklabels=names)
   fig.colorbar(im, ax=ax0)
   xs = np.arange(1, t + 1)
-  m = curve.mean(axis=0)
-  se = 2 * curve.std(axis=0, ddof=1) / np.sqrt(len(curve)) if len(curve) > 1 else 0 * m
-  ax1.errorbar(xs, m, yerr=se, marker="o", capsize=3)
+  m, se2 = _mean_and_2se(metrics_lib.average_accuracy_curve(acc))
+  ax1.errorbar(xs, m, yerr=se2, marker="o", capsize=3)
   ax1.set(xlabel="tasks learned", ylabel="average accuracy on seen tasks", ylim=(0, 1),
           title="average accuracy (± 2SE)", xticks=xs)
   fig.suptitle(title)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
+  return fig
+
+
+def plot_accuracy(path: str, acc: np.ndarray, title: str) -> None:
+  _save(accuracy_figure(acc, title), path)
+
+
+def comparison_figure(accs: Mapping[str, np.ndarray], title: str):
+  """Average accuracy on the tasks seen so far after each task, one line per
+  method (seed mean) with a ± 2SE band."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, acc in accs.items():
+    m, se2 = _mean_and_2se(metrics_lib.average_accuracy_curve(acc))
+    xs = np.arange(1, len(m) + 1)
+    line, = ax.plot(xs, m, marker="o", label=name)
+    ax.fill_between(xs, m - se2, m + se2, color=line.get_color(), alpha=0.2, linewidth=0)
+  t = max(len(metrics_lib.average_accuracy_curve(a)[0]) for a in accs.values())
+  ax.set(xlabel="tasks learned", ylabel="average accuracy on seen tasks", ylim=(0, 1),
+         xticks=np.arange(1, t + 1), title=title)
+  ax.grid(alpha=0.3)
+  ax.legend(title="method (± 2SE band)")
+  fig.tight_layout()
+  return fig
+
+
+def plot_comparison(path: str, accs: Mapping[str, np.ndarray], title: str) -> None:
+  _save(comparison_figure(accs, title), path)
 
 
 def _pm(summary: Mapping) -> str:
@@ -87,6 +133,10 @@ def comparison_table(results: Sequence[Mapping]) -> str:
   for r in results:
     rows.append(f"| {r['method']} | {_pm(r['final_avg_accuracy'])} | "
                 f"{_pm(r['final_forgetting'])} | {r['num_seeds']} | {r['steps_per_second']:.0f} |")
+  # Say what the speed counts: it is easily read as per seed, or as wall time.
+  rows += ["", "steps/s: minibatch steps per second of training time (compilation, evaluation",
+           "and checkpoints excluded), all seeds of a method advancing together, as the",
+           "progress lines show it (seed-steps per second: steps/s x seeds)."]
   return "\n".join(rows)
 
 

@@ -1,11 +1,13 @@
-"""One online replay step (ER / MIR, with MixUp and RAR), as a pure function.
+"""One online replay step, as a pure function: the incoming batch plus a
+replay batch built by a chain of stages (`rar_jax.stages`: retrieve, mix,
+perturb, loss), e.g. ER, MIR or ASER retrieval x MixUp x RAR x CE or ACE.
 
 The step never touches data loading, I/O or the CLI. See `make_train_step`.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -15,11 +17,8 @@ from flax import struct
 
 from rar_jax import buffer as buffer_lib
 from rar_jax import models
-from rar_jax.attack import mifgsm
+from rar_jax import stages as stages_lib
 from rar_jax.method import Hyper, ReplayConfig
-from rar_jax.mixup import mixup
-from rar_jax.neighbors import neighbor_distances
-from rar_jax.retrieval import mir_retrieve, random_retrieve
 
 
 @struct.dataclass
@@ -33,6 +32,7 @@ class TrainState:
   key: jax.Array
   hyper: Hyper
   step: jax.Array
+  seen_classes: jax.Array  # [num_classes] bool: labels offered so far (ACE's replay classes)
 
 
 class Group(NamedTuple):
@@ -42,6 +42,7 @@ class Group(NamedTuple):
   targets: jax.Array  # soft labels [n, num_classes]
   mask: jax.Array  # [n] bool
   weight: Any
+  replay: bool = False  # which of the chain's losses applies (incoming or replay rows)
 
 
 def make_optimizer(learning_rate: float) -> optax.GradientTransformation:
@@ -119,115 +120,110 @@ def init_train_state(module: nn.Module, tx: optax.GradientTransformation, cfg: R
   buf = buffer_lib.init(cfg.mem_size, sample_x.shape[1:], policy=cfg.storage_policy,
                         num_classes=cfg.num_classes)
   return TrainState(params=params, batch_stats=batch_stats, opt_state=tx.init(params),
-                    buffer=buf, key=k_run, hyper=hyper, step=jnp.zeros((), jnp.int32))
+                    buffer=buf, key=k_run, hyper=hyper, step=jnp.zeros((), jnp.int32),
+                    seen_classes=jnp.zeros((cfg.num_classes,), bool))
 
 
-def make_train_step(module: nn.Module, tx: optax.GradientTransformation, cfg: ReplayConfig):
+def make_train_step(module: nn.Module, tx: optax.GradientTransformation, cfg: ReplayConfig,
+                    chain: Optional[stages_lib.Chain] = None):
   """Returns ``train_step(state, x, y) -> (state, metrics)`` for one minibatch.
 
-  Pure and jittable; scan it over a stream and vmap it over seeds.
+  ``chain`` (`rar_jax.stages.chain`) replaces the stages ``cfg``'s method names
+  (`rar_jax.stages.from_config`). Pure and jittable; scan it over a stream and
+  vmap it over seeds.
   """
+  chain = stages_lib.from_config(cfg) if chain is None else chain
+  if not isinstance(chain, stages_lib.Chain):
+    raise ValueError(f"chain={chain!r} is invalid: build it with rar_jax.stages.chain(...)")
   model = _Model(module, cfg.feature_layer)
   one_hot = lambda y: jax.nn.one_hot(y, cfg.num_classes)
+  exclude_current = chain.excludes_current(cfg)
+  # Without a look-ahead the replay batch does not depend on the incoming
+  # gradient, so incoming and replay rows share one pass.
+  fused = chain.perturb is None and not chain.needs_lookahead
 
-  def objective(params, batch_stats, groups: Sequence[Group]):
+  def objective(params, batch_stats, groups: Sequence[Group], ctx):
     logits, _, batch_stats = model.forward_groups(
         params, batch_stats, [g.x for g in groups], [g.mask for g in groups])
-    terms = [_masked_mean(optax.softmax_cross_entropy(l, g.targets), g.mask)
+    terms = [_masked_mean(chain.loss.fn(l, g.targets, ctx, g.replay), g.mask)
              for l, g in zip(logits, groups)]
     return sum(g.weight * t for g, t in zip(groups, terms)), (batch_stats, terms)
 
   grad_fn = jax.value_and_grad(objective, has_aux=True)
 
-  def per_sample_ce(params, batch_stats):
-    def fn(x, y, mask):
-      logits, _, _ = model(params, batch_stats, x, mask)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    return fn
-
-  def perturb(lookahead, batch_stats, x, y, xm, ym, mm, hyper: Hyper):
-    """RAR: move replay rows towards their nearest current row under θ'."""
-    _, (fm, fc), _ = model.forward_groups(lookahead, batch_stats, [xm, x],
-                                          [mm, jnp.ones_like(y, bool)], features=True)
-    if cfg.exclude_current_labels:
-      d = neighbor_distances(fm, fc)  # replay labels are never in the batch
-    else:
-      d = neighbor_distances(fm, fc, ym, y)
-    nearest = jnp.argmin(d, axis=1)
-    found = jnp.isfinite(jnp.min(d, axis=1)) & mm
-    if cfg.attack_target == "features":
-      target = jax.lax.stop_gradient(fc[nearest])
-
-      def loss_fn(z):
-        _, f, _ = model(lookahead, batch_stats, z, mm, features=True)
-        return jnp.where(found, jnp.mean(jnp.square(f - target), axis=-1), 0.0)
-    else:  # Avalanche's variant: cross-entropy towards the neighbour's label
-      target_y = y[nearest]
-
-      def loss_fn(z):
-        logits, _, _ = model(lookahead, batch_stats, z, mm)
-        return jnp.where(found, optax.softmax_cross_entropy_with_integer_labels(logits, target_y),
-                         0.0)
-
-    xa = mifgsm(loss_fn, xm, epsilon=hyper.epsilon_fgsm, alpha=hyper.alpha_fgsm,
-                steps=hyper.iter_fgsm, decay=hyper.decay_factor_fgsm,
-                clip_min=cfg.data_min, clip_max=cfg.data_max)
-    return jax.lax.stop_gradient(xa)
-
-  def train_step(state: TrainState, x: jax.Array, y: jax.Array):
-    key, k_ret, k_mix, k_add = jax.random.split(state.key, 4)
+  def update(state: TrainState, params, batch_stats, opt_state, x, y, k_ret, k_mix, present,
+             seen):
+    """One optimiser step on the incoming batch and a fresh replay draw."""
     hyper = state.hyper
+    ctx = stages_lib.StepContext(
+        cfg=cfg, hyper=hyper, model=model, params=params, lookahead=None,
+        batch_stats=batch_stats, x=x, y=y, buffer=state.buffer,
+        exclude=y if exclude_current else None, present=present, seen=seen)
     current = Group(x, one_hot(y), jnp.ones(y.shape, bool), 1.0)
-    exclude = y if cfg.exclude_current_labels else None
-    n_mem = cfg.batch_size_mem
     zero = jnp.zeros((), jnp.float32)
     metrics = {}
 
-    if cfg.retrieval == "none":
-      (loss, (batch_stats, _)), grads = grad_fn(state.params, state.batch_stats, [current])
+    if chain.retrieve is None:
+      (loss, (batch_stats, _)), grads = grad_fn(params, batch_stats, [current], ctx)
       loss_cur, loss_rep, n_rep = loss, zero, zero
-    elif not cfg.uses_lookahead:
-      # ER / ER-mix: the replay batch does not depend on the gradient, so the
-      # current and replay rows go through one pass.
-      xm, ym, mm = random_retrieve(state.buffer, k_ret, n_mem, exclude)
+    elif fused:
+      xm, ym, mm = chain.retrieve.fn(ctx, k_ret)
       tm = one_hot(ym)
-      if cfg.mixup:
-        xm, tm = mixup(k_mix, xm, tm, mm, hyper.mixup_alpha)
-      (_, (batch_stats, terms)), grads = grad_fn(state.params, state.batch_stats,
-                                                 [current, Group(xm, tm, mm, 1.0)])
+      if chain.mix is not None:
+        xm, tm = chain.mix.fn(ctx, k_mix, xm, tm, mm)
+      (_, (batch_stats, terms)), grads = grad_fn(params, batch_stats,
+                                                 [current, Group(xm, tm, mm, 1.0, True)], ctx)
       loss_cur, loss_rep, n_rep = terms[0], terms[1], jnp.sum(mm)
     else:
-      (loss_cur, (batch_stats, _)), g_cur = grad_fn(state.params, state.batch_stats, [current])
-      lookahead = jax.tree.map(lambda p, g: p - hyper.opt_lr * g, state.params, g_cur)
-      if cfg.retrieval == "mir":
-        xm, ym, mm = mir_retrieve(state.buffer, k_ret, n_mem, cfg.mir_candidates,
-                                  per_sample_ce(state.params, batch_stats),
-                                  per_sample_ce(lookahead, batch_stats), exclude)
-      else:
-        xm, ym, mm = random_retrieve(state.buffer, k_ret, n_mem, exclude)
+      (loss_cur, (batch_stats, _)), g_cur = grad_fn(params, batch_stats, [current], ctx)
+      lookahead = jax.tree.map(lambda p, g: p - hyper.opt_lr * g, params, g_cur)
+      ctx = ctx._replace(lookahead=lookahead, batch_stats=batch_stats)
+      xm, ym, mm = chain.retrieve.fn(ctx, k_ret)
       tm = one_hot(ym)
-      if cfg.mixup:
-        xm, tm = mixup(k_mix, xm, tm, mm, hyper.mixup_alpha)
-      if cfg.use_adversarial_replay:
-        xa = perturb(lookahead, batch_stats, x, y, xm, jnp.argmax(tm, -1), mm, hyper)
-        groups = [Group(xm, tm, mm, 1.0 - hyper.beta_coef), Group(xa, tm, mm, hyper.beta_coef)]
-        metrics["perturbation_linf"] = jnp.max(jnp.where(
-            mm, jnp.max(jnp.abs(xa - xm).reshape(n_mem, -1), axis=1), 0.0))
+      if chain.mix is not None:
+        xm, tm = chain.mix.fn(ctx, k_mix, xm, tm, mm)
+      if chain.perturb is not None:
+        parts, perturb_metrics = chain.perturb.fn(ctx, xm, tm, mm)
+        metrics.update(perturb_metrics)
       else:
-        groups = [Group(xm, tm, mm, 1.0)]
-      (loss_rep, (batch_stats, _)), g_rep = grad_fn(state.params, batch_stats, groups)
+        parts = [(xm, 1.0)]
+      groups = [Group(gx, tm, mm, w, True) for gx, w in parts]
+      (loss_rep, (batch_stats, _)), g_rep = grad_fn(params, batch_stats, groups, ctx)
       grads = jax.tree.map(jnp.add, g_cur, g_rep)
       n_rep = jnp.sum(mm)
 
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    metrics.update(loss_current=loss_cur, loss_replay=jnp.asarray(loss_rep, jnp.float32),
+                   replay_count=jnp.asarray(n_rep, jnp.int32))
+    return params, batch_stats, opt_state, metrics
+
+  def train_step(state: TrainState, x: jax.Array, y: jax.Array):
+    key, k_ret, k_mix, k_add = jax.random.split(state.key, 4)
+    present = jnp.zeros((cfg.num_classes,), bool).at[y].set(True)
+    seen = state.seen_classes | present
+    if cfg.replay_iters == 1:
+      params, batch_stats, opt_state, metrics = update(
+          state, state.params, state.batch_stats, state.opt_state, x, y, k_ret, k_mix, present,
+          seen)
+    else:
+      # Several updates on the same incoming batch, each with a fresh replay
+      # draw; the batch enters the buffer once, after them.
+      def body(carry, i):
+        out = update(state, *carry, x, y, jax.random.fold_in(k_ret, i),
+                     jax.random.fold_in(k_mix, i), present, seen)
+        return out[:3], out[3]
+
+      (params, batch_stats, opt_state), stacked = jax.lax.scan(
+          body, (state.params, state.batch_stats, state.opt_state),
+          jnp.arange(cfg.replay_iters))
+      # The first update's losses are the online ones (before any step on x).
+      metrics = jax.tree.map(lambda m: m[0], stacked)
     buf = state.buffer
     if cfg.buffer_update == "online":
       buf = buffer_lib.add(buf, x, y, k_add)
-    metrics.update(loss_current=loss_cur, loss_replay=jnp.asarray(loss_rep, jnp.float32),
-                   replay_count=jnp.asarray(n_rep, jnp.int32))
     new_state = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state,
-                              buffer=buf, key=key, step=state.step + 1)
+                              buffer=buf, key=key, step=state.step + 1, seen_classes=seen)
     return new_state, metrics
 
   return train_step

@@ -1,6 +1,6 @@
 import os
 
-# Tests run on the CPU, 8 host devices so sharding code can be exercised.
+# Tests run on the CPU (multi-device tests start subprocesses with their own XLA_FLAGS).
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402

@@ -17,7 +17,7 @@ SWEEP = "beta_coef=0.1,0.5,0.9;epsilon_fgsm=0.3"  # 3 cells
 
 def config(**overrides):
   c = base_config()
-  c.update(dataset="digits", method="er_rar", num_seeds=2, samples_per_task=100, mem_size=40,
+  c.update(dataset="digits", methods="er_rar", num_seeds=2, samples_per_task=100, mem_size=40,
            progress=False, plot=False, iter_fgsm=3, log_every_steps=5, keep_checkpoints=0)
   c.update(overrides)
   return c

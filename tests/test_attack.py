@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -65,15 +66,71 @@ def test_negative_epsilon_is_rejected():
     rar_jax.mifgsm(lambda z: z.sum(1), jnp.zeros((1, 2)), epsilon=-0.1, alpha=0.1, steps=1)
 
 
-@settings(max_examples=20, deadline=None)
-@given(eps=st.floats(0, 1e3), alpha=st.floats(0, 1e3), steps=st.integers(0, 4),
-       seed=st.integers(0, 10**6))
+# One compiled attack for every example: epsilon, alpha and steps traced.
+_ATTACK = jax.jit(lambda x, t, eps, alpha, steps: rar_jax.mifgsm(
+    jax_loss(t), x, epsilon=eps, alpha=alpha, steps=steps))
+_GRAD = jax.jit(jax.grad(lambda x, t: jax_loss(t)(x).sum()))
+
+
+@settings(max_examples=30, deadline=None)
+@given(eps=st.floats(0, 0.375, width=32), alpha=st.floats(0, 0.375, width=32),
+       steps=st.integers(0, 6), seed=st.integers(0, 10**6))
 def test_property_finite_and_projected(eps, alpha, steps, seed):
+  # eps below alpha * steps for most draws: the ball's projection binds.
   rng = np.random.default_rng(seed)
-  x = rng.uniform(size=(4, 6)).astype(np.float32)
-  target = rng.normal(size=(4, 4)).astype(np.float32) * 10
-  xa = np.asarray(rar_jax.mifgsm(jax_loss(target), jnp.asarray(x), epsilon=eps, alpha=alpha,
-                                 steps=steps))
+  x = jnp.asarray(rng.uniform(size=(4, 6)), jnp.float32)
+  target = jnp.asarray(rng.normal(size=(4, 4)) * 10, jnp.float32)
+  eps, alpha = np.float32(eps), np.float32(alpha)
+  xa = np.asarray(_ATTACK(x, target, eps, alpha, steps))
+  x = np.asarray(x)
   assert np.all(np.isfinite(xa))
-  assert np.all(np.abs(xa - x) <= np.float32(eps) + 1e-6)
+  assert np.all(np.abs(xa - x) <= eps + 1e-6)
   assert xa.min() >= 0 and xa.max() <= 1
+  # One step moves every coordinate by min(alpha, eps) against its gradient's
+  # sign, or to the edge of [0, 1] when that is nearer.
+  first = np.asarray(_ATTACK(x, target, eps, alpha, 1))
+  grad = np.asarray(_GRAD(x, target))
+  room = np.where(grad > 0, x, 1 - x)  # distance to the edge it moves towards
+  np.testing.assert_allclose(np.abs(first - x), np.minimum(min(alpha, eps), room), atol=1e-6)
+
+
+# A loss whose gradient changes sign: each coordinate is pulled towards a
+# point close to where it starts, so steps of alpha overshoot it and the
+# per-coordinate gradient flips. The momentum's decay then decides the path.
+QRNG = np.random.default_rng(3)
+QX = QRNG.uniform(0.3, 0.7, (6, 5)).astype(np.float32)
+QC = (QX + QRNG.uniform(-0.08, 0.08, (6, 5))).astype(np.float32)
+QW = QRNG.uniform(0.5, 2.0, (5,)).astype(np.float32)
+
+
+def numpy_mifgsm_quadratic(eps, alpha, steps, decay, momentum=True):
+  """Hand-written MI-FGSM on loss_i = sum_k w_k (x_ik - c_ik)^2; also counts
+  gradient sign flips. ``momentum=False``: m = m + g whatever the decay."""
+  x0, xa, m, prev, flips = QX.copy(), QX.copy(), np.zeros_like(QX), None, 0
+  for _ in range(steps):
+    g = 2 * QW * (xa - QC)
+    if prev is not None:
+      flips += int(np.sum(np.sign(g) != np.sign(prev)))
+    prev = g
+    g = g / np.maximum(np.abs(g).sum(axis=1, keepdims=True), 1e-12)
+    m = decay * m + g if momentum else m + g
+    xa = xa - alpha * np.sign(m)
+    xa = np.clip(np.clip(xa, x0 - eps, x0 + eps), 0.0, 1.0)
+  return xa, flips
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.3, 0.8, 1.0])
+def test_momentum_decay_on_a_loss_whose_gradient_changes_sign(decay):
+  eps, alpha, steps = 0.25, 0.05, 8
+  expected, flips = numpy_mifgsm_quadratic(eps, alpha, steps, decay)
+  assert flips > 50  # the gradient's sign does change between steps
+  if decay != 1.0:  # and the decay changes the result
+    undecayed, _ = numpy_mifgsm_quadratic(eps, alpha, steps, decay, momentum=False)
+    assert np.abs(undecayed - expected).max() > 0.05
+  loss = lambda z: jnp.sum(QW * (z - QC) ** 2, axis=-1)
+  got = rar_jax.mifgsm(loss, jnp.asarray(QX), epsilon=eps, alpha=alpha, steps=steps, decay=decay)
+  np.testing.assert_allclose(got, expected, atol=1e-6)
+  # Traced (swept) decay, as the step passes it, gives the same.
+  traced = jax.jit(lambda dcy: rar_jax.mifgsm(loss, jnp.asarray(QX), epsilon=eps, alpha=alpha,
+                                              steps=steps, decay=dcy))(jnp.float32(decay))
+  np.testing.assert_allclose(traced, expected, atol=1e-6)

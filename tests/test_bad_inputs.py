@@ -1,6 +1,12 @@
 """Every bad input we tried, and the message it gets. Each must fail before any
 work with one message naming the key, the value and what is allowed."""
 
+import gzip
+import os
+import struct
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,8 +27,11 @@ BAD_CONFIGS = [
     (dict(iter_fgsm=0), ["iter_fgsm=0", "int >= 1"]),
     (dict(alpha_fgsm=-1.0), ["alpha_fgsm=-1.0"]),
     (dict(mixup_alpha=0.0), ["mixup_alpha=0.0", "> 0"]),
-    (dict(method="sgd"), ["'sgd'", "er_rar"]),
+    (dict(methods="sgd"), ["'sgd'", "er_rar"]),
     (dict(methods="er,foo"), ["'foo'"]),
+    (dict(methods=""), ["methods=''", "'er,er_rar'"]),
+    (dict(methods="er,er"), ["methods='er,er'", "different"]),
+    (dict(method="mir_rar"), ["config.method='mir_rar'", "config.methods"]),  # the old key
     (dict(dataset="imagenet"), ["dataset='imagenet'", "fashion_mnist"]),
     (dict(model="vit"), ["model='vit'", "resnet18_reduced"]),
     (dict(feature_layer="conv9"), ["feature_layer='conv9'", "penultimate"]),
@@ -33,7 +42,7 @@ BAD_CONFIGS = [
     (dict(attack_target="logits"), ["attack_target='logits'", "features"]),
     (dict(buffer_update="never"), ["buffer_update='never'", "per_experience"]),
     (dict(data_source="web"), ["data_source='web'", "tfds"]),
-    (dict(mir_candidates=500, method="mir"), ["mir_candidates=500", "mem_size=200"]),
+    (dict(mir_candidates=500, methods="mir"), ["mir_candidates=500", "mem_size=200"]),
     (dict(validation_fraction=1.0), ["validation_fraction=1.0", "[0, 1)"]),
     (dict(eval_split="validation"), ["validation_fraction > 0"]),
     (dict(checkpoint_every_steps=150), ["checkpoint_every_steps=150", "multiple"]),
@@ -72,7 +81,6 @@ def test_wrong_type():
 
 def test_every_shipped_config_is_valid():
   import importlib.util
-  import os
   root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
   for name in sorted(os.listdir(root)):
     spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(root, name))
@@ -92,7 +100,7 @@ def test_empty_task_is_an_error():
 def test_one_class_per_task_is_documented_to_work():
   # num_tasks == num_classes: every batch holds one label; replay excludes it.
   config = base_config()
-  config.update(dataset="digits", num_tasks=10, num_seeds=1, method="er_rar", progress=False)
+  config.update(dataset="digits", num_tasks=10, num_seeds=1, methods="er_rar", progress=False)
   experiment.validate_config(config)
   y = np.repeat(np.arange(10), 20)
   s = data.make_streams(y, 10, 10, 0, 10, [0], False)
@@ -114,3 +122,104 @@ def test_numerics_never_nan_with_extreme_epsilon_and_empty_buffer():
       state, m = step(state, x, y)
     assert all(np.all(np.isfinite(np.asarray(l))) for l in jax.tree.leaves(state))
     assert np.isfinite(float(m["loss_replay"]))
+
+
+# ---------------------------------------------------------------- first-try trust (issue 10)
+# Each of these once ended in a traceback, a hang or a silent surprise.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def train(*args, cwd=ROOT, timeout=300):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def one_line_error(out, *fragments):
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr[-3000:]
+  for f in fragments:
+    assert f in out.stderr, out.stderr
+
+
+def test_missing_config_file_is_one_line(tmp_path):
+  out = train("--config", str(tmp_path / "nope.py"))
+  one_line_error(out, "nope.py", "not found", "split_fashion_mnist.py")
+
+
+def test_default_config_is_found_from_another_directory(tmp_path):
+  # mem_size=0 stops after the config is loaded and checked: no training needed.
+  out = train("--config.mem_size=0", "--workdir", str(tmp_path / "run"), cwd=tmp_path)
+  one_line_error(out, "mem_size=0")
+
+
+def write_idx_gz(path, array):
+  header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(">" + "I" * array.ndim,
+                                                                *array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_gz_idx_file_is_named(tmp_path, damage):
+  rng = np.random.default_rng(0)
+  arrays = {"train_x": rng.integers(0, 256, (40, 28, 28)), "train_y": np.arange(40) % 10,
+            "test_x": rng.integers(0, 256, (20, 28, 28)), "test_y": np.arange(20) % 10}
+  for key, stem in data.IDX_FILES.items():
+    write_idx_gz(tmp_path / (stem + ".gz"), arrays[key])
+  path = tmp_path / (data.IDX_FILES["train_x"] + ".gz")
+  raw = path.read_bytes()
+  path.write_bytes(raw[:len(raw) // 2] if damage == "truncated" else b"\x1f\x8bnot deflate")
+  with pytest.raises(data.DataError) as e:
+    data.load("fashion_mnist", "idx", str(tmp_path))
+  assert str(path) in str(e.value) and "corrupt" in str(e.value)
+
+
+def test_workdir_that_is_a_file_is_refused_before_the_data_load(tmp_path):
+  afile = tmp_path / "afile"
+  afile.write_text("")
+  # The IDX folder is empty: a data error would mean the workdir was checked too late.
+  out = train("--config", "configs/split_fashion_mnist.py", "--config.data_source=idx",
+              f"--config.data_dir={tmp_path}", "--workdir", str(afile))
+  one_line_error(out, str(afile), "is a file")
+
+
+def test_unwritable_workdir_is_refused(tmp_path):
+  afile = tmp_path / "afile"
+  afile.write_text("")
+  with pytest.raises(experiment.ConfigError, match="not writable"):
+    experiment.check_workdir(str(afile / "run"))  # under a file: no directory can be made
+  if os.geteuid() != 0:  # root writes into read-only directories
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    with pytest.raises(experiment.ConfigError, match="not writable"):
+      experiment.check_workdir(str(locked))
+
+
+def test_offline_tfds_fails_fast_with_how_to_prepare(tmp_path):
+  pytest.importorskip("tensorflow_datasets")
+  home = tmp_path / "home"
+  home.mkdir()
+  # Offline forced, whatever this machine's network: the test must never download.
+  script = ("from rar_jax import data\n"
+            "data._reachable = lambda *a, **k: False\n"
+            "for name in ('mnist', 'cifar10'):\n"
+            "  try:\n"
+            "    data.load(name, 'tfds')\n"
+            "  except data.DataError as e:\n"
+            "    print(e)\n")
+  env = {k: v for k, v in os.environ.items() if k != "TFDS_DATA_DIR"}
+  env.update(HOME=str(home), JAX_PLATFORMS="cpu")
+  try:
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, env=env, cwd=ROOT)
+  except subprocess.TimeoutExpired:
+    pytest.fail("TFDS without data and without network did not fail within 60 s")
+  lines = out.stdout.splitlines()
+  assert len(lines) == 2, out.stdout + out.stderr
+  for name, line in zip(("mnist", "cifar10"), lines):
+    assert f"`tfds build {name} --data_dir=DIR`" in line and "--config.data_dir=DIR" in line
+    assert str(home / "tensorflow_datasets") in line
+  assert out.stderr == ""  # no TensorFlow or TFDS log noise
+  assert not (home / "tensorflow_datasets").exists()

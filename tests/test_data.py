@@ -73,6 +73,7 @@ def test_digits_are_embedded_and_stratified():
   assert set(np.unique(ds.test_y)) == set(range(10))
 
 
+@pytest.mark.slow  # imports TensorFlow (~10 s)
 def test_tfds_path_with_mock_data():
   tfds = pytest.importorskip("tensorflow_datasets")
   with tfds.testing.mock_data(num_examples=30):

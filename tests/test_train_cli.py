@@ -46,8 +46,11 @@ def test_default_config_runs_offline(tmp_path):
     assert (tmp_path / method / "accuracy.png").stat().st_size > 1000
     assert (tmp_path / method / "acc_matrix.csv").exists()
   assert "| er_rar |" in out.stdout and (tmp_path / "comparison.md").exists()
-  saved = json.loads((tmp_path / "er" / "config.json").read_text())
-  assert saved["num_seeds"] == 2 and saved["methods"] == "er,er_rar"
+  assert (tmp_path / "comparison.png").stat().st_size > 1000
+  for method in ("er", "er_rar"):  # each folder's config names its own method
+    saved = json.loads((tmp_path / method / "config.json").read_text())
+    assert saved["num_seeds"] == 2 and saved["methods"] == method and "method" not in saved
+  assert "\r" not in out.stderr  # captured, not a terminal: plain lines, no bar redraws
 
 
 @pytest.mark.slow
@@ -66,7 +69,7 @@ def test_tfds_path_under_mock_data(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   config = base_config()
   config.update(dataset="mnist", data_source="tfds", num_seeds=2, samples_per_task=20,
-                method="er_rar", mem_size=20, progress=False, plot=False)
+                methods="er_rar", mem_size=20, progress=False, plot=False)
   with tfds.testing.mock_data(num_examples=200):
     results = experiment.train_and_evaluate(config, str(tmp_path))
   assert results["er_rar"]["data_source"] == "tfds"
@@ -86,3 +89,128 @@ def test_missing_data_is_one_clear_line(tmp_path):
               f"--config.data_dir={tmp_path}", "--workdir", str(tmp_path / "run"))
   assert out.returncode == 2 and "Traceback" not in out.stderr
   assert "train-images-idx3-ubyte" in out.stderr and str(tmp_path) in out.stderr
+
+
+# ---------------------------------------------------------------- first-try trust (issue 10)
+
+
+@pytest.fixture(scope="module")
+def two_methods(tmp_path_factory):
+  """A small two-method run, its stderr captured as a log file would (not a terminal)."""
+  import contextlib
+  import io
+  workdir = tmp_path_factory.mktemp("two_methods")
+  config = base_config()
+  config.update(dataset="digits", methods="er,er_rar", num_seeds=2, samples_per_task=100,
+                mem_size=40, log_every_steps=5, keep_checkpoints=0)
+  err, out = io.StringIO(), io.StringIO()
+  old = experiment.LOG_LINE_SECONDS
+  experiment.LOG_LINE_SECONDS = 0.0  # a line per chunk
+  try:
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+      results = experiment.train_and_evaluate(config, str(workdir))
+  finally:
+    experiment.LOG_LINE_SECONDS = old
+  return workdir, results, err.getvalue(), out.getvalue()
+
+
+def test_each_method_folder_names_its_own_method(two_methods):
+  workdir, results, _, _ = two_methods
+  assert sorted(results) == ["er", "er_rar"]
+  for method in ("er", "er_rar"):
+    saved = json.loads((workdir / method / "config.json").read_text())
+    assert saved["methods"] == method and "method" not in saved
+    assert json.loads((workdir / method / "metrics.json").read_text())["method"] == method
+
+
+def test_old_method_override_is_refused_not_ignored(tmp_path):
+  # configs/default.py sets methods=er,er_rar; the old key once lost to it silently.
+  out = train("--config", "configs/default.py", "--config.method=mir_rar", "--workdir",
+              str(tmp_path))
+  assert out.returncode == 2 and "Traceback" not in out.stderr
+  assert "config.methods" in out.stderr and not os.listdir(tmp_path)
+
+
+def test_log_reads_as_plain_lines(two_methods):
+  _, _, err, _ = two_methods
+  assert "\r" not in err
+  lines = err.splitlines()
+  # 10 steps per task in chunks of 5: a line per chunk, tasks counted from 1.
+  progress = [l for l in lines if l.startswith("[er] step ")]
+  assert len(progress) == 10, err
+  assert progress[0].startswith("[er] step 5/50 (10%), task 1/5, loss ")
+  assert progress[-1].startswith("[er] step 50/50 (100%), task 5/5, loss ")
+  assert sum(l.startswith("[er_rar] after task ") for l in lines) == 5
+
+
+def test_progress_speed_is_the_tables_speed(two_methods):
+  _, results, err, out = two_methods
+  last = [l for l in err.splitlines() if l.startswith("[er_rar] step 50/50")][-1]
+  shown = float(last.rsplit(", ", 1)[1].split()[0])
+  assert shown == round(results["er_rar"]["steps_per_second"])
+  assert f"{results['er_rar']['steps_per_second']:.0f} |" in out
+  assert "all seeds of a method advancing together" in out and "evaluation" in out
+
+
+def test_comparison_plot_has_a_line_and_band_per_method(two_methods):
+  from matplotlib.collections import PolyCollection
+  from rar_jax import report
+  workdir, results, _, _ = two_methods
+  assert (workdir / "comparison.png").stat().st_size > 1000
+  accs = {n: np.asarray(r["acc_matrix"]) for n, r in results.items()}
+  fig = report.comparison_figure(accs, "t")
+  ax = fig.axes[0]
+  assert [l.get_label() for l in ax.get_lines()] == ["er", "er_rar"]
+  np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), results["er"]["avg_accuracy_curve"],
+                             atol=1e-6)
+  assert list(ax.get_lines()[0].get_xdata()) == [1, 2, 3, 4, 5]
+  assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2
+
+
+def test_heat_map_counts_tasks_from_one_and_labels_stay_readable():
+  from rar_jax import report
+  acc = np.array([[[0.95, 0.1], [0.2, 0.9]]])
+  fig = report.accuracy_figure(acc, "t")
+  heat = fig.axes[0]
+  assert [t.get_text() for t in heat.get_xticklabels()] == ["1", "2"]
+  assert [t.get_text() for t in heat.get_yticklabels()] == ["1", "2"]
+  colors = {t.get_text(): t.get_color() for t in heat.texts}
+  assert colors["0.95"] == "black" and colors["0.10"] == "white"  # yellow vs dark purple
+
+
+def test_nan_message_counts_from_one_and_names_no_missing_checkpoint(tmp_path):
+  config = base_config()
+  config.update(dataset="digits", methods="er", num_seeds=1, samples_per_task=100,
+                log_every_steps=5, learning_rate=1e30, progress=False, plot=False)
+  with pytest.raises(experiment.TrainingDiverged) as e:
+    experiment.train_and_evaluate(config, str(tmp_path))
+  msg = str(e.value)
+  assert "task 1/5, steps 1-5 of the task" in msg and "no checkpoint was written" in msg
+  assert "is kept" not in msg
+
+
+def test_nan_message_names_the_checkpoint_that_exists(tmp_path):
+  from rar_jax import checkpoint
+  config = base_config()
+  off = experiment._diverged_message(config, "er", checkpoint.NoCheckpoints(), 1, 5, 0, 5)
+  assert "checkpointing is off" in off and "is kept" not in off
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), 2)
+  ckpt.save(28, {"x": np.zeros(3)})
+  msg = experiment._diverged_message(config, "er", ckpt, 1, 5, 0, 5)
+  ckpt.close()
+  assert "task 2/5" in msg and "(step 28) is kept in" in msg
+
+
+def test_help_is_a_success():
+  out = train("--help")
+  assert out.returncode == 0 and "--workdir" in out.stdout
+
+
+def test_too_many_samples_per_task_warns_with_the_number_used(capsys):
+  config = base_config()
+  config.update(dataset="digits", samples_per_task=5000, num_seeds=1)
+  _, streams, *_ = experiment.prepare_data(config)
+  used = streams.index.shape[2] * config.batch_size
+  assert 0 < used < 5000
+  err = capsys.readouterr().err
+  assert "samples_per_task=5000" in err and f"every task uses {used} samples" in err

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# GPU: how to run many seeds of the reduced ResNet-18 (issue: 16 seeds of ER-RAR
+# for at most 4x one seed). One short script for a lent accelerator; ~5 min.
+#   bash bench/gpu_seeds.sh > gpu.jsonl
+# Each line: conv_impl (xla = cuDNN convolutions, grouped under vmap; im2col =
+# batched matmuls), matmul precision (default = TF32 on recent NVIDIA GPUs,
+# highest = full float32), seeds 1 and 16, vmap batching, one compiled scan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nvidia-smi --query-gpu=name --format=csv,noheader || true
+for precision in default highest; do
+  python bench/step_time.py --models=resnet18_reduced --methods=er,er_rar --seeds=1,16 \
+    --resnet_steps=50 --repeats=3 --iter_fgsm=5 --batching=vmap --conv_impls=xla,im2col \
+    --stream_loops=scan --matmul_precision=$precision
+done
+python bench/step_time.py --models=mlp --methods=er,er_rar --seeds=1,16 --batching=vmap --repeats=3

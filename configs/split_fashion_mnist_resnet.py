@@ -1,0 +1,31 @@
+"""Online Split Fashion-MNIST through the paper's conv net: the reduced
+ResNet-18 (nf=20) on 28x28x1 images, 5 tasks x 2 classes, 1000 samples per
+task, SGD lr 0.1, minibatch 10, replay batch 10, memory 200.
+
+RAR with the paper's Split-CIFAR values (epsilon 0.0314, alpha 0.0314, 2 attack
+steps); beta_coef tuned on the 5% validation split (`python bench/quality.py
+--only resnet`, BENCHMARKS.md). Offline with Debian's dataset-fashion-mnist.
+On the CPU a seed of ER-RAR takes a few minutes: see BENCHMARKS.md for timings.
+"""
+
+from rar_jax.config_base import base_config
+
+
+def get_config():
+  c = base_config()
+  c.dataset = "fashion_mnist"
+  c.data_source = "auto"
+  c.num_tasks = 5
+  c.samples_per_task = 1000
+  c.validation_fraction = 0.05
+  c.model = "resnet18_reduced"
+  c.methods = "er,er_rar"
+  c.num_seeds = 10
+  c.mem_size = 200
+  c.batch_size_mem = 10
+  c.beta_coef = 0.3
+  c.epsilon_fgsm = 0.0314
+  c.alpha_fgsm = 0.0314
+  c.iter_fgsm = 2
+  c.log_every_steps = 20
+  return c

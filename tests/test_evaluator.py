@@ -1,0 +1,83 @@
+"""`loop.make_evaluator`: per-task accuracy against a NumPy count."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import rar_jax
+from rar_jax import loop
+
+C = 6  # classes
+
+
+class Oracle(nn.Module):
+  """Predicts the class written in the first input feature."""
+
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    scale = self.param("scale", nn.initializers.ones, ())
+    h = x.reshape((x.shape[0], -1))
+    self.sow("features", "penultimate", h)
+    return scale * jax.nn.one_hot(jnp.round(h[:, 0]).astype(jnp.int32), self.num_classes)
+
+
+def numpy_accuracy(pred, y, task_of_class, num_tasks):
+  acc = np.full(num_tasks, np.nan)
+  task = task_of_class[y]
+  for t in range(num_tasks):
+    if np.any(task == t):
+      acc[t] = np.mean(pred[task == t] == y[task == t])
+  return acc
+
+
+def test_per_task_accuracy_with_a_partial_last_chunk_and_an_empty_task():
+  rng = np.random.default_rng(0)
+  n, num_tasks = 23, 4  # chunks of 10: the last one holds 3 samples and 7 padding rows
+  y = rng.integers(0, 5, n)  # class 5 never occurs
+  pred = np.where(rng.uniform(size=n) < 0.6, y, rng.integers(0, C, n))
+  # Padding rows (label 0, input 0) would be counted right for class 0: make
+  # class 0's real samples all wrong so counting them shows.
+  pred[y == 0] = 1
+  x = np.zeros((n, 3), np.float32)
+  x[:, 0] = pred
+  # Per seed its own class order: seed 0 leaves task 3 without classes, seed
+  # 1 gives it only class 5, which has no samples: NaN both times.
+  task_of_class = np.array([[0, 0, 1, 1, 2, 2],
+                            [2, 1, 0, 1, 2, 3]])
+  module = Oracle(C)
+  cfg = rar_jax.ReplayConfig.from_method("finetune", num_classes=C)
+  tx = rar_jax.make_optimizer(0.1)
+  states = loop.init_states(module, tx, cfg, rar_jax.Hyper.create(opt_lr=0.1),
+                            loop.seed_keys([0, 1]), jnp.asarray(x[:2]))
+  evaluate = loop.make_evaluator(module, num_tasks, chunk=10)
+  got = np.asarray(evaluate(states, jnp.asarray(x), jnp.asarray(y, jnp.int32),
+                            jnp.asarray(task_of_class, jnp.int32)))
+  assert got.shape == (2, num_tasks)
+  for s in range(2):
+    expected = numpy_accuracy(pred, y, task_of_class[s], num_tasks)
+    np.testing.assert_allclose(got[s], expected, atol=1e-6, equal_nan=True)
+    assert np.isnan(got[s, 3]) and not np.isnan(got[s, :3]).any()
+  assert not np.allclose(got[0, :3], got[1, :3])  # the mapping is per seed
+
+
+def test_chunk_size_does_not_change_the_numbers():
+  rng = np.random.default_rng(1)
+  n = 37
+  y = rng.integers(0, C, n)
+  x = np.zeros((n, 1), np.float32)
+  x[:, 0] = np.where(rng.uniform(size=n) < 0.5, y, (y + 1) % C)
+  task_of_class = np.array([[0, 0, 1, 1, 2, 2]])
+  module = Oracle(C)
+  cfg = rar_jax.ReplayConfig.from_method("finetune", num_classes=C)
+  states = loop.init_states(module, rar_jax.make_optimizer(0.1), cfg,
+                            rar_jax.Hyper.create(opt_lr=0.1), loop.seed_keys([0]),
+                            jnp.asarray(x[:2]))
+  expected = numpy_accuracy(x[:, 0].astype(int), y, task_of_class[0], 3)
+  for chunk in (8, 100):  # a partial last chunk; one chunk mostly padding
+    got = loop.make_evaluator(module, 3, chunk=chunk)(states, jnp.asarray(x),
+                                                        jnp.asarray(y, jnp.int32),
+                                                        jnp.asarray(task_of_class, jnp.int32))
+    np.testing.assert_allclose(np.asarray(got)[0], expected, atol=1e-6)

@@ -1,0 +1,166 @@
+"""Execution strategies: how a chunk's steps run (`stream_loop`) and how conv
+nets convolve (`conv_impl`). Strategies must not change the numbers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import rar_jax
+from rar_jax import loop, models
+
+NUM_CLASSES = 4
+HYPER = dict(opt_lr=0.1, beta_coef=0.3, epsilon_fgsm=0.1, alpha_fgsm=0.05, iter_fgsm=2)
+
+
+def stream(shape, n=60, seed=0):
+  """Two tasks (classes 0,1 then 2,3) of random images; index[runs, steps, 10]."""
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.uniform(size=(n, *shape)), jnp.float32)
+  y = jnp.asarray(np.concatenate([np.tile([0, 1], n // 4), np.tile([2, 3], n // 4)]), jnp.int32)
+  return x, y
+
+
+def parts(module, method):
+  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=NUM_CLASSES, mem_size=20,
+                                         batch_size_mem=5, mir_candidates=10)
+  return cfg, rar_jax.make_optimizer(0.1), rar_jax.Hyper.create(**HYPER)
+
+
+def assert_bitwise_equal(a, b):
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def assert_same_runs(out):
+  (scan_s, scan_m), (host_s, host_m) = out["scan"], out["host"]
+  assert_bitwise_equal(scan_s, host_s)  # the state decides every reported number
+  # A loss metric is a reduction XLA may fuse differently inside the loop (1 ulp).
+  for k in scan_m:
+    np.testing.assert_allclose(np.asarray(host_m[k]), np.asarray(scan_m[k]), rtol=1e-6)
+  return scan_s, host_s
+
+
+def run_both(module, method, batching, shape, seeds=(3, 4)):
+  x, y = stream(shape)
+  cfg, tx, hyper = parts(module, method)
+  step = rar_jax.make_train_step(module, tx, cfg)
+  steps = len(y) // 10
+  index = np.stack([np.arange(len(y)).reshape(steps, 10) for _ in seeds])
+  states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys(seeds), x[:10])
+  out = {}
+  for name in loop.STREAM_LOOPS:
+    runner = loop.make_stream_runner(step, batching, name)
+    compiled = runner.lower(states, x, y, jnp.asarray(index)).compile()
+    out[name] = compiled(states, x, y, jnp.asarray(index))
+  return states, out
+
+
+@pytest.mark.parametrize("batching", loop.BATCHINGS)
+def test_host_loop_equals_scan_bit_for_bit_mlp(batching):
+  module = rar_jax.MLP(NUM_CLASSES, hidden=(16, 16))
+  method = "mir_mix_rar" if batching == "map" else "er_rar"  # the default pairing covers most
+  states, out = run_both(module, method, batching, (4, 4, 1))
+  scan_s, host_s = assert_same_runs(out)
+  assert out["host"][1]["loss_current"].shape == (2, 6)
+  # The caller's states survive the host loop's donation, and training moved them.
+  assert not np.array_equal(np.asarray(states.params["head"]["kernel"]),
+                            np.asarray(host_s.params["head"]["kernel"]))
+  assert int(host_s.buffer.size[0]) == 20
+
+
+def test_host_loop_equals_scan_bit_for_bit_resnet_im2col():
+  module = rar_jax.ReducedResNet18(NUM_CLASSES, nf=2, blocks=(1,), conv_impl="im2col")
+  _, out = run_both(module, "er", "map", (6, 6, 3), seeds=(0,))
+  assert_same_runs(out)
+
+
+@pytest.mark.parametrize("side,cin,cout,kernel,stride,padding", [
+    (8, 3, 5, 3, 1, 1), (9, 4, 6, 3, 2, 1), (8, 4, 6, 1, 2, 0), (7, 2, 3, 3, 1, "SAME")])
+def test_im2col_conv_equals_xla_conv(side, cin, cout, kernel, stride, padding):
+  rng = np.random.default_rng(side + cin)
+  x = jnp.asarray(rng.normal(size=(2, side, side, cin)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, cin, cout)), jnp.float32)
+  pads = padding if isinstance(padding, str) else [(padding, padding)] * 2
+  dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+  want = lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=dn,
+                                  precision="highest")
+  got = models.im2col_conv(x, w, (stride, stride), pads, dimension_numbers=dn,
+                           precision="highest")
+  assert got.shape == want.shape
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-5)
+  # And its gradients (the step differentiates through it).
+  f = lambda fn: jax.grad(lambda a, b: jnp.sum(jnp.sin(fn(a, b, (stride, stride), pads,
+                                                           dimension_numbers=dn,
+                                                           precision="highest"))), (0, 1))
+  for g1, g2 in zip(f(models.im2col_conv)(x, w), f(lax.conv_general_dilated)(x, w)):
+    np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), atol=1e-4, rtol=1e-4)
+
+
+def test_resnet_conv_impls_share_parameters_and_agree():
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(3, 12, 12, 3)), jnp.float32)
+  xla = rar_jax.ReducedResNet18(10, nf=4, blocks=(1, 1), conv_impl="xla")
+  im2col = rar_jax.ReducedResNet18(10, nf=4, blocks=(1, 1), conv_impl="im2col")
+  variables = jax.jit(xla.init)(jax.random.PRNGKey(0), x)
+  assert jax.tree.structure(variables) == jax.tree.structure(
+      jax.eval_shape(im2col.init, jax.random.PRNGKey(0), x))
+  a = jax.jit(xla.apply)(variables, x)
+  b = jax.jit(im2col.apply)(variables, x)
+  assert a.shape == (3, 10)
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape,ok", [((28, 28, 1), True), ((32, 32, 3), True),
+                                      ((25, 25, 1), True), ((24, 24, 1), False),
+                                      ((8, 8, 1), False), ((784,), False)])
+def test_resnet_input_shape_check(shape, ok):
+  module = models.create_model("resnet18_reduced", 10)
+  if ok:
+    models.check_input_shape("resnet18_reduced", module, shape)
+    out = jax.eval_shape(lambda: module.apply(module.init(jax.random.PRNGKey(0),
+                                                          jnp.zeros((1, *shape))),
+                                              jnp.zeros((2, *shape))))
+    assert out.shape == (2, 10)
+  else:
+    with pytest.raises(ValueError, match=r"resnet18_reduced .*\(H, W, C\) with H, W >= 25"):
+      models.check_input_shape("resnet18_reduced", module, shape)
+
+
+def test_defaults_per_platform():
+  assert loop.default_conv_impl("cpu", 1) == "im2col"
+  assert loop.default_conv_impl("gpu", 1) == "xla"
+  assert loop.default_conv_impl("gpu", 16) == "im2col"
+  assert loop.default_conv_impl("tpu", 16) == "xla"
+  assert loop.default_stream_loop("cpu", True, "xla") == "host"
+  assert loop.default_stream_loop("cpu", True, "im2col") == "scan"
+  assert loop.default_stream_loop("cpu", False, "xla") == "scan"
+  assert loop.default_stream_loop("gpu", True, "xla") == "scan"
+
+
+def test_unknown_stream_loop_and_conv_impl_are_rejected():
+  with pytest.raises(ValueError, match="stream_loop='while'"):
+    loop.make_stream_runner(lambda s, x, y: (s, {}), "map", "while")
+  with pytest.raises(ValueError, match="conv_impl='fft'"):
+    rar_jax.ReducedResNet18(4, conv_impl="fft").init(jax.random.PRNGKey(0),
+                                                     jnp.zeros((1, 8, 8, 1)))
+
+
+def test_config_with_a_model_that_cannot_take_the_images_fails_before_any_work():
+  from rar_jax import experiment
+  from rar_jax.config_base import base_config
+  config = base_config()
+  config.update(dataset="digits", data_source="embedded", model="resnet18_reduced")
+  with pytest.raises(experiment.ConfigError,
+                     match=r"resnet18_reduced.*digits.*\(8, 8, 1\).*H, W >= 25"):
+    experiment.validate_config(config)
+
+
+@pytest.mark.parametrize("key,value", [("stream_loop", "while"), ("conv_impl", "fft")])
+def test_config_rejects_unknown_execution_choices(key, value):
+  from rar_jax import experiment
+  from rar_jax.config_base import base_config
+  config = base_config()
+  config[key] = value
+  with pytest.raises(experiment.ConfigError, match=f"config.{key}='{value}' is invalid"):
+    experiment.validate_config(config)

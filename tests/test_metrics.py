@@ -1,0 +1,91 @@
+"""The headline metrics on small accuracy matrices computed by hand.
+
+``acc[seed, i, j]``: accuracy on task j after training task i. Entries above
+the diagonal (tasks not yet seen) are set high on purpose, so a metric that
+reads them gives a different number.
+"""
+
+import numpy as np
+import pytest
+
+from rar_jax import metrics
+
+# Seed A: task 0's best accuracy (0.8) comes after task 1, not on the diagonal.
+A = [[0.50, 0.90, 0.90],
+     [0.80, 0.70, 0.90],
+     [0.40, 0.60, 0.90]]
+# Seed B: task 0 ends above its earlier best (backward transfer: negative drop).
+B = [[0.60, 0.95, 0.95],
+     [0.50, 0.90, 0.95],
+     [0.70, 0.20, 0.80]]
+ACC = np.array([A, B])
+
+
+def test_final_average_accuracy_by_hand():
+  np.testing.assert_allclose(metrics.final_average_accuracy(ACC),
+                             [(0.4 + 0.6 + 0.9) / 3, (0.7 + 0.2 + 0.8) / 3], atol=1e-12)
+
+
+def test_forgetting_uses_the_best_earlier_accuracy_by_hand():
+  # A: task 0 max(0.5, 0.8) - 0.4 = 0.4; task 1 0.7 - 0.6 = 0.1.
+  # B: task 0 max(0.6, 0.5) - 0.7 = -0.1; task 1 0.9 - 0.2 = 0.7.
+  np.testing.assert_allclose(metrics.final_forgetting(ACC), [0.25, 0.3], atol=1e-12)
+
+
+def test_forgetting_ignores_rows_before_a_task_was_learnt_and_the_last_task():
+  # Changing what a task scored before it was trained, or the last task's
+  # column, must not move forgetting.
+  changed = ACC.copy()
+  changed[:, 0, 1] = 1.0
+  changed[:, 0:2, 2] = 1.0
+  changed[:, 2, 2] = 0.0
+  np.testing.assert_allclose(metrics.final_forgetting(changed), metrics.final_forgetting(ACC),
+                             atol=1e-12)
+
+
+def test_one_task_has_zero_forgetting():
+  np.testing.assert_array_equal(metrics.final_forgetting(np.full((3, 1, 1), 0.7)), np.zeros(3))
+
+
+def test_curve_averages_only_the_tasks_seen_by_hand():
+  np.testing.assert_allclose(metrics.average_accuracy_curve(ACC),
+                             [[0.5, 0.75, (0.4 + 0.6 + 0.9) / 3],
+                              [0.6, 0.7, (0.7 + 0.2 + 0.8) / 3]], atol=1e-12)
+
+
+def brute_force(acc):
+  """Plain loops over one seed's matrix: (final average, forgetting, curve)."""
+  t = len(acc)
+  final = sum(acc[t - 1]) / t
+  drops = []
+  for j in range(t - 1):
+    best = max(acc[i][j] for i in range(j, t - 1))
+    drops.append(best - acc[t - 1][j])
+  forgetting = sum(drops) / len(drops) if drops else 0.0
+  curve = [sum(acc[i][:i + 1]) / (i + 1) for i in range(t)]
+  return final, forgetting, curve
+
+
+@pytest.mark.parametrize("tasks", [2, 4, 5])
+def test_metrics_match_loops_over_several_seeds(tasks):
+  acc = np.random.default_rng(tasks).uniform(size=(6, tasks, tasks))
+  for s in range(6):
+    final, forgetting, curve = brute_force(acc[s].tolist())
+    assert metrics.final_average_accuracy(acc)[s] == pytest.approx(final, abs=1e-12)
+    assert metrics.final_forgetting(acc)[s] == pytest.approx(forgetting, abs=1e-12)
+    np.testing.assert_allclose(metrics.average_accuracy_curve(acc)[s], curve, atol=1e-12)
+
+
+def test_summary_mean_and_two_standard_errors_by_hand():
+  s = metrics.summarize(np.array([0.25, 0.3, 0.35]))
+  # Sample standard deviation (ddof 1) is 0.05; 2SE = 2 * 0.05 / sqrt(3).
+  assert s["mean"] == pytest.approx(0.3, abs=1e-12)
+  assert s["se2"] == pytest.approx(2 * 0.05 / np.sqrt(3), abs=1e-12)
+  assert s["per_seed"] == pytest.approx([0.25, 0.3, 0.35], abs=1e-12)
+  s = metrics.summarize(np.array([0.1, 0.5]))  # std 0.2828..., 2SE = 0.4
+  assert s["se2"] == pytest.approx(0.4, abs=1e-12)
+
+
+def test_summary_of_one_seed_has_no_standard_error():
+  s = metrics.summarize(np.array([0.42]))
+  assert s["mean"] == pytest.approx(0.42) and s["se2"] is None and s["per_seed"] == [0.42]
