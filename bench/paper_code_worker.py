@@ -49,11 +49,14 @@ def main():
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--iter_fgsm", type=int, default=2)
+  p.add_argument("--threads", type=int, default=0, help="torch threads (0 = its default)")
   a = p.parse_args()
   sys.path.insert(0, a.rar_cl_dir)
   import numpy as np
   import torch
   stub_missing_modules()
+  if a.threads:
+    torch.set_num_threads(a.threads)
   import mir
   import mir_dadv
   from buffer import Buffer

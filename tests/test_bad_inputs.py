@@ -107,6 +107,7 @@ def test_one_class_per_task_is_documented_to_work():
   assert s.index.shape == (1, 10, 2, 10)
 
 
+@pytest.mark.slow
 def test_numerics_never_nan_with_extreme_epsilon_and_empty_buffer():
   module = rar_jax.MLP(4, hidden=(8,))
   for eps in (0.0, 1e-30, 1e6):
@@ -197,6 +198,7 @@ def test_unwritable_workdir_is_refused(tmp_path):
       experiment.check_workdir(str(locked))
 
 
+@pytest.mark.slow
 def test_offline_tfds_fails_fast_with_how_to_prepare(tmp_path):
   pytest.importorskip("tensorflow_datasets")
   home = tmp_path / "home"

@@ -57,7 +57,7 @@ def run_both(module, method, batching, shape, seeds=(3, 4)):
   return states, out
 
 
-@pytest.mark.parametrize("batching", loop.BATCHINGS)
+@pytest.mark.parametrize("batching", ["map", pytest.param("vmap", marks=pytest.mark.slow)])
 def test_host_loop_equals_scan_bit_for_bit_mlp(batching):
   module = rar_jax.MLP(NUM_CLASSES, hidden=(16, 16))
   method = "mir_mix_rar" if batching == "map" else "er_rar"  # the default pairing covers most
@@ -70,6 +70,7 @@ def test_host_loop_equals_scan_bit_for_bit_mlp(batching):
   assert int(host_s.buffer.size[0]) == 20
 
 
+@pytest.mark.slow
 def test_host_loop_equals_scan_bit_for_bit_resnet_im2col():
   module = rar_jax.ReducedResNet18(NUM_CLASSES, nf=2, blocks=(1,), conv_impl="im2col")
   _, out = run_both(module, "er", "map", (6, 6, 3), seeds=(0,))
@@ -98,6 +99,7 @@ def test_im2col_conv_equals_xla_conv(side, cin, cout, kernel, stride, padding):
     np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_resnet_conv_impls_share_parameters_and_agree():
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(3, 12, 12, 3)), jnp.float32)
   xla = rar_jax.ReducedResNet18(10, nf=4, blocks=(1, 1), conv_impl="xla")

@@ -114,6 +114,7 @@ def two_methods(tmp_path_factory):
   return workdir, results, err.getvalue(), out.getvalue()
 
 
+@pytest.mark.slow
 def test_each_method_folder_names_its_own_method(two_methods):
   workdir, results, _, _ = two_methods
   assert sorted(results) == ["er", "er_rar"]
