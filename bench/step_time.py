@@ -27,12 +27,9 @@ SHAPES = {"mlp": (28, 28, 1), "resnet18_reduced": (32, 32, 3)}
 
 def measure(model_name, method, num_seeds, steps, repeats, iter_fgsm, batching, mem_size=200,
             conv_impl="auto", stream_loop="auto", matmul_precision="default"):
-  device_platform = jax.devices()[0].platform
-  conv_model = model_name in rar_jax.models.CONV_MODELS
-  if conv_impl == "auto":
-    conv_impl = loop.default_conv_impl(device_platform, num_seeds) if conv_model else "xla"
-  if stream_loop == "auto":
-    stream_loop = loop.default_stream_loop(device_platform, conv_model, conv_impl)
+  execution = loop.resolve_execution(conv_impl, stream_loop,
+                                     model_name in rar_jax.models.CONV_MODELS, num_seeds)
+  conv_impl, stream_loop = execution["conv_impl"], execution["stream_loop"]
   if batching == "auto":
     batching = loop.default_batching(1)
   jax.config.update("jax_default_matmul_precision", matmul_precision)

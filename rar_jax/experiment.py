@@ -176,20 +176,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config (method {m}): {e}") from None
 
 
-def resolve_execution(config, runs_per_device: int) -> Dict[str, str]:
-  """``conv_impl`` and ``stream_loop`` as this platform runs them ("auto"
-  resolved; see `loop.default_conv_impl`, `loop.default_stream_loop`)."""
-  platform = jax.devices()[0].platform
-  conv_model = config.model in models.CONV_MODELS
-  conv_impl = config.conv_impl
-  if conv_impl == "auto":
-    conv_impl = loop.default_conv_impl(platform, runs_per_device) if conv_model else "xla"
-  stream_loop = config.stream_loop
-  if stream_loop == "auto":
-    stream_loop = loop.default_stream_loop(platform, conv_model, conv_impl)
-  return {"conv_impl": conv_impl, "stream_loop": stream_loop}
-
-
 # ---------------------------------------------------------------- one method
 
 
@@ -379,7 +365,8 @@ def run_method(config, method: str, ds: data_lib.Dataset, streams: data_lib.Stre
   num_runs = len(cells) * num_seeds
   mesh = loop.runs_mesh()
   padded = loop.padded_runs(num_runs, mesh.size)
-  execution = resolve_execution(config, padded // mesh.size)
+  execution = loop.resolve_execution(config.conv_impl, config.stream_loop,
+                                     config.model in models.CONV_MODELS, padded // mesh.size)
   module = models.create_model(config.model, num_classes, execution["conv_impl"])
   run_cell = np.minimum(np.arange(padded), num_runs - 1) // num_seeds
   run_seed = np.minimum(np.arange(padded), num_runs - 1) % num_seeds

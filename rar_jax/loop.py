@@ -130,9 +130,10 @@ class _HostLoopRunner:
 
   def __call__(self, states, data_x, data_y, index):
     index = np.asarray(index)
-    # A private copy, so the caller's arrays survive the donation.
-    states = jax.tree.map(jnp.copy, states)
     if self.batching == "vmap":
+      # A private copy, so the caller's arrays survive the donation (under map
+      # the per-run slices below are already new arrays).
+      states = jax.tree.map(jnp.copy, states)
       out = []
       for t in range(index.shape[1]):
         states, m = self._step(states, data_x, data_y, index[:, t])
@@ -169,7 +170,7 @@ def default_conv_impl(platform: str, num_runs: int) -> str:
   """
   if platform == "cpu":
     return "im2col"
-  if platform == "gpu" or platform == "cuda" or platform == "rocm":
+  if platform in ("gpu", "cuda", "rocm"):
     return "im2col" if num_runs > 1 else "xla"
   return "xla"
 
@@ -177,6 +178,17 @@ def default_conv_impl(platform: str, num_runs: int) -> str:
 def default_stream_loop(platform: str, conv_model: bool, conv_impl: str) -> str:
   """``scan`` everywhere, except XLA convolutions on the CPU (jax-ml/jax#12868)."""
   return "host" if platform == "cpu" and conv_model and conv_impl == "xla" else "scan"
+
+
+def resolve_execution(conv_impl: str, stream_loop: str, conv_model: bool,
+                      runs_per_device: int) -> dict:
+  """``conv_impl`` and ``stream_loop`` with "auto" resolved for this platform."""
+  platform = jax.devices()[0].platform
+  if conv_impl == "auto":
+    conv_impl = default_conv_impl(platform, runs_per_device) if conv_model else "xla"
+  if stream_loop == "auto":
+    stream_loop = default_stream_loop(platform, conv_model, conv_impl)
+  return {"conv_impl": conv_impl, "stream_loop": stream_loop}
 
 
 def make_buffer_filler() -> Callable:
