@@ -9,9 +9,7 @@ Every config key can be overridden with --config.KEY=VALUE; see README.md.
 import os
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 # Next to this file, so the default works from any directory.
@@ -35,8 +33,10 @@ def check_config_file(argv) -> None:
   path = config_path(argv)
   if not os.path.isfile(path):
     shipped = ", ".join(sorted(n for n in os.listdir(CONFIG_DIR) if n.endswith(".py")))
-    print(f"error: config file {path!r} not found (the shipped ones, in {CONFIG_DIR}: "
-          f"{shipped})", file=sys.stderr)
+    print(
+      f"error: config file {path!r} not found (the shipped ones, in {CONFIG_DIR}: {shipped})",
+      file=sys.stderr,
+    )
     sys.exit(2)
 
 
@@ -55,15 +55,19 @@ def check_override_keys(argv) -> None:
   """ml_collections answers an unknown --config.KEY with a traceback; answer
   it with one line naming the key and the nearest known ones."""
   import difflib
-  from rar_jax.config_base import base_config
+
+  from rar_jax.config import base_config
 
   known = set(base_config().keys())
   for arg in argv[1:]:
     if arg.startswith("--config."):
-      key = arg[len("--config."):].split("=", 1)[0].split(".", 1)[0]
+      key = arg[len("--config.") :].split("=", 1)[0].split(".", 1)[0]
       if key == "method":  # the old key: one key now names a run's methods
-        print("error: config.method is now config.methods (comma-separated; one method: "
-              "--config.methods=NAME)", file=sys.stderr)
+        print(
+          "error: config.method is now config.methods (comma-separated; one method: "
+          "--config.methods=NAME)",
+          file=sys.stderr,
+        )
         sys.exit(2)
       if key not in known:
         close = difflib.get_close_matches(key, sorted(known), n=3)
@@ -79,22 +83,29 @@ if __name__ == "__main__":
   check_config_file(sys.argv)
   check_override_keys(sys.argv)
 
-_CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
-                                          "Config file (a Python file with get_config()).")
-_WORKDIR = flags.DEFINE_string("workdir", None,
-                               "Where results and checkpoints go (default: runs/<config name>).")
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", DEFAULT_CONFIG, "Config file (a Python file with get_config())."
+)
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "Where results and checkpoints go (default: runs/<config name>)."
+)
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None,
-    "Multi-host: host:port of process 0 (jax.distributed). Omit on a TPU pod or SLURM, "
-    "where --distributed alone detects everything.")
+  "coordinator_address",
+  None,
+  "Multi-host: host:port of process 0 (jax.distributed). Omit on a TPU pod or SLURM, "
+  "where --distributed alone detects everything.",
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's id.")
 _CACHE = flags.DEFINE_string(
-    "compilation_cache", os.path.join(os.path.expanduser("~"), ".cache", "rar_jax", "xla"),
-    "JAX's persistent compilation cache: a rerun of a config skips XLA compilation "
-    "('' turns it off).")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
-                                 "Call jax.distributed.initialize (implied by the flags above).")
+  "compilation_cache",
+  os.path.join(os.path.expanduser("~"), ".cache", "rar_jax", "xla"),
+  "JAX's persistent compilation cache: a rerun of a config skips XLA compilation "
+  "('' turns it off).",
+)
+_DISTRIBUTED = flags.DEFINE_bool(
+  "distributed", False, "Call jax.distributed.initialize (implied by the flags above)."
+)
 
 
 def main(argv):
@@ -102,6 +113,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
   import jax
+
   if _CACHE.value:
     jax.config.update("jax_compilation_cache_dir", _CACHE.value)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
@@ -109,14 +121,16 @@ def main(argv):
     # CPU processes exchange results through gloo; GPUs/TPUs use their own.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  from rar_jax import data, experiment  # after flag parsing, so --help is fast
+  from rar_jax import experiment  # after flag parsing, so --help is fast
+  from rar_jax.errors import RarError
 
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join(
-      "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
+    "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
+  )
   try:
     experiment.train_and_evaluate(config, workdir)
-  except (experiment.ConfigError, data.DataError, experiment.TrainingDiverged) as e:
+  except RarError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   if jax.process_index() == 0:

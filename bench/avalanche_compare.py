@@ -18,25 +18,27 @@ import sys
 import tempfile
 
 import numpy as np
+from _common import quiet
+
+from rar_jax import experiment, metrics
+from rar_jax.config import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "configs"))
-
-import split_fashion_mnist  # noqa: E402
-from _common import quiet  # noqa: E402
-from rar_jax import experiment, metrics  # noqa: E402
 
 AVALANCHE_HP = dict(beta_coef=0.5, epsilon_fgsm=0.0314, alpha_fgsm=0.0314 / 2, iter_fgsm=2)
 
 
 def summary(name, system, acc, seconds, steps):
   acc = np.asarray(acc)
-  return {"bench": "avalanche_compare", "system": system, "method": name,
-          "seeds": int(acc.shape[0]),
-          "final_avg_accuracy": metrics.summarize(metrics.final_average_accuracy(acc)),
-          "final_forgetting": metrics.summarize(metrics.final_forgetting(acc)),
-          "ms_per_seed_step": round(1000 * seconds / steps, 3)}
+  return {
+    "bench": "avalanche_compare",
+    "system": system,
+    "method": name,
+    "seeds": int(acc.shape[0]),
+    "final_avg_accuracy": metrics.summarize(metrics.final_average_accuracy(acc)),
+    "final_forgetting": metrics.summarize(metrics.final_forgetting(acc)),
+    "ms_per_seed_step": round(1000 * seconds / steps, 3),
+  }
 
 
 def main():
@@ -48,24 +50,49 @@ def main():
   p.add_argument("--systems", default="avalanche,rar_jax")
   p.add_argument("--plugins", default="replay,rar")
   a = p.parse_args()
-  config = split_fashion_mnist.get_config()
-  config.update(num_seeds=a.seeds, mem_size=a.mem_size, progress=False, plot=False,
-                validation_fraction=0.0)
-  ds, streams, train_x, train_y, test_x, test_y = experiment.prepare_data(config)
+  config = load_file(os.path.join(ROOT, "configs", "split_fashion_mnist.py"))
+  config.update(
+    num_seeds=a.seeds, mem_size=a.mem_size, progress=False, plot=False, validation_fraction=0.0
+  )
+  data = experiment.prepare_data(config)
+  streams, train_x, train_y = data.streams, data.train_x, data.train_y
+  test_x, test_y = data.eval_x, data.eval_y
   idx = streams.index.reshape(a.seeds, config.num_tasks, -1)
   with tempfile.TemporaryDirectory() as d:
     npz = os.path.join(d, "streams.npz")
-    np.savez(npz, streams_x=train_x[idx][..., 0], streams_y=train_y[idx], test_x=test_x[..., 0],
-             test_y=test_y, task=streams.task_of_class)
+    np.savez(
+      npz,
+      streams_x=train_x[idx][..., 0],
+      streams_y=train_y[idx],
+      test_x=test_x[..., 0],
+      test_y=test_y,
+      task=streams.task_of_class,
+    )
     rows = []
     for plugin, name in (("replay", "er"), ("rar", "er_rar")):
       if "avalanche" not in a.systems or plugin not in a.plugins:
         continue
-      out = subprocess.run([a.avalanche_python, os.path.join(ROOT, "bench", "avalanche_worker.py"),
-                            npz, plugin, str(a.mem_size)], capture_output=True, text=True)
+      out = subprocess.run(
+        [
+          a.avalanche_python,
+          os.path.join(ROOT, "bench", "avalanche_worker.py"),
+          npz,
+          plugin,
+          str(a.mem_size),
+        ],
+        capture_output=True,
+        text=True,
+      )
       if out.returncode != 0:
-        print(json.dumps({"bench": "avalanche_compare", "system": "avalanche",
-                          "error": out.stderr.strip().splitlines()[-1:]}))
+        print(
+          json.dumps(
+            {
+              "bench": "avalanche_compare",
+              "system": "avalanche",
+              "error": out.stderr.strip().splitlines()[-1:],
+            }
+          )
+        )
         continue
       r = json.loads(out.stdout.strip().splitlines()[-1])
       if "skipped" in r:
@@ -81,9 +108,15 @@ def main():
       c.update(methods=method, **hp)
       r = quiet(experiment.train_and_evaluate)(c, os.path.join(d, f"{method}{len(rows)}"))[method]
       # Seeds advance together under vmap: cost per seed-step, as Avalanche's.
-      rows.append(summary(method + (" (tuned)" if hp and hp is not AVALANCHE_HP else ""),
-                          "rar_jax", r["acc_matrix"], r["train_seconds"],
-                          r["steps"] * r["num_seeds"]))
+      rows.append(
+        summary(
+          method + (" (tuned)" if hp and hp is not AVALANCHE_HP else ""),
+          "rar_jax",
+          r["acc_matrix"],
+          r["train_seconds"],
+          r["steps"] * r["num_seeds"],
+        )
+      )
       print(json.dumps(rows[-1]), flush=True)
 
 

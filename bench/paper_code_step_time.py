@@ -25,8 +25,11 @@ def skipped(why):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--rar_cl_dir", default=os.environ.get("RAR_CL_DIR", "../RAR-CL"),
-                 help="a checkout of github.com/lillykumari8/RAR-CL")
+  p.add_argument(
+    "--rar_cl_dir",
+    default=os.environ.get("RAR_CL_DIR", "../RAR-CL"),
+    help="a checkout of github.com/lillykumari8/RAR-CL",
+  )
   p.add_argument("--torch_python", default=sys.executable)
   p.add_argument("--model", default="resnet18_reduced")
   p.add_argument("--methods", default="er,er_rar")
@@ -35,36 +38,69 @@ def main():
   p.add_argument("--iter_fgsm", type=int, default=2)
   p.add_argument("--conv_impls", default="auto", help="rar_jax's, comma-separated")
   p.add_argument("--stream_loops", default="auto", help="rar_jax's, comma-separated")
-  p.add_argument("--threads", type=int, default=0,
-                 help="threads for both systems (0 = each one's default); 1 also turns off "
-                      "XLA's multi-threaded Eigen")
+  p.add_argument(
+    "--threads",
+    type=int,
+    default=0,
+    help="threads for both systems (0 = each one's default); 1 also turns off "
+    "XLA's multi-threaded Eigen",
+  )
   a = p.parse_args()
   for name in ("model.py", "mir_dadv.py", "buffer.py"):
     if not os.path.exists(os.path.join(a.rar_cl_dir, name)):
       return skipped(f"no RAR-CL checkout at {a.rar_cl_dir} ({name} missing)")
-  check = subprocess.run([a.torch_python, "-c", "import torch, scipy, sklearn, pandas, matplotlib"],
-                         capture_output=True, text=True)
+  check = subprocess.run(
+    [a.torch_python, "-c", "import torch, scipy, sklearn, pandas, matplotlib"],
+    capture_output=True,
+    text=True,
+  )
   if check.returncode:
-    return skipped(f"{a.torch_python} lacks the paper's dependencies: "
-                   f"{check.stderr.strip().splitlines()[-1] if check.stderr else '?'}")
+    return skipped(
+      f"{a.torch_python} lacks the paper's dependencies: "
+      f"{check.stderr.strip().splitlines()[-1] if check.stderr else '?'}"
+    )
   env = dict(os.environ, MPLBACKEND="Agg")
   jax_env = dict(os.environ)
   if a.threads == 1:
-    jax_env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-                            " intra_op_parallelism_threads=1").strip()
+    jax_env["XLA_FLAGS"] = (
+      os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+      " intra_op_parallelism_threads=1"
+    ).strip()
   # Alternate the two systems so slow drifts of a shared machine hit both.
   for method in a.methods.split(","):
-    subprocess.run([a.torch_python, os.path.join(HERE, "paper_code_worker.py"),
-                    f"--rar_cl_dir={a.rar_cl_dir}", f"--model={a.model}", f"--methods={method}",
-                    f"--steps={a.steps}", f"--repeats={a.repeats}", f"--iter_fgsm={a.iter_fgsm}",
-                    f"--threads={a.threads}"],
-                   check=True, env=env)
-    subprocess.run([sys.executable, os.path.join(HERE, "step_time.py"), f"--models={a.model}",
-                    f"--methods={method}", "--seeds=1", f"--steps={a.steps * 5}",
-                    f"--resnet_steps={a.steps}", f"--repeats={a.repeats}",
-                    f"--iter_fgsm={a.iter_fgsm}", "--batching=auto",
-                    f"--conv_impls={a.conv_impls}", f"--stream_loops={a.stream_loops}"],
-                   check=True, env=jax_env)
+    subprocess.run(
+      [
+        a.torch_python,
+        os.path.join(HERE, "paper_code_worker.py"),
+        f"--rar_cl_dir={a.rar_cl_dir}",
+        f"--model={a.model}",
+        f"--methods={method}",
+        f"--steps={a.steps}",
+        f"--repeats={a.repeats}",
+        f"--iter_fgsm={a.iter_fgsm}",
+        f"--threads={a.threads}",
+      ],
+      check=True,
+      env=env,
+    )
+    subprocess.run(
+      [
+        sys.executable,
+        os.path.join(HERE, "step_time.py"),
+        f"--models={a.model}",
+        f"--methods={method}",
+        "--seeds=1",
+        f"--steps={a.steps * 5}",
+        f"--resnet_steps={a.steps}",
+        f"--repeats={a.repeats}",
+        f"--iter_fgsm={a.iter_fgsm}",
+        "--batching=auto",
+        f"--conv_impls={a.conv_impls}",
+        f"--stream_loops={a.stream_loops}",
+      ],
+      check=True,
+      env=jax_env,
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ stand-ins when missing: MulticoreTSNE (t-SNE figures) and advertorch's
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 import types
@@ -26,6 +25,7 @@ def stub_missing_modules():
   try:
     from advertorch.utils import NormalizeByChannelMeanStd  # noqa: F401
   except ImportError:
+
     class NormalizeByChannelMeanStd(torch.nn.Module):
       def __init__(self, mean, std):
         super().__init__()
@@ -54,6 +54,7 @@ def main():
   sys.path.insert(0, a.rar_cl_dir)
   import numpy as np
   import torch
+
   stub_missing_modules()
   if a.threads:
     torch.set_num_threads(a.threads)
@@ -67,12 +68,28 @@ def main():
   for method in a.methods.split(","):
     paper_method = {"er": "rand_replay", "er_rar": "er_rar"}[method]
     args = types.SimpleNamespace(
-        dataset="split_cifar10" if conv else "split_mnist", input_size=input_size,
-        n_classes=10, mem_size=200, buffer_batch_size=10, subsample=10, lr=0.1,
-        method=paper_method, cuda=False, device="cpu", gen=False, multiple_heads=False,
-        compare_to_old_logits=False, d_eps=0.0314, d_alpha=0.0314, d_steps=a.iter_fgsm,
-        d_last=False, d_momentum=True, d_rand_start=False, d_coeff=0.5,
-        sim_metric="euclidean")
+      dataset="split_cifar10" if conv else "split_mnist",
+      input_size=input_size,
+      n_classes=10,
+      mem_size=200,
+      buffer_batch_size=10,
+      subsample=10,
+      lr=0.1,
+      method=paper_method,
+      cuda=False,
+      device="cpu",
+      gen=False,
+      multiple_heads=False,
+      compare_to_old_logits=False,
+      d_eps=0.0314,
+      d_alpha=0.0314,
+      d_steps=a.iter_fgsm,
+      d_last=False,
+      d_momentum=True,
+      d_rand_start=False,
+      d_coeff=0.5,
+      sim_metric="euclidean",
+    )
     torch.manual_seed(0)
     model = ResNet18(10, nf=20, input_size=input_size) if conv else MLP(args)
     model.train()
@@ -101,13 +118,24 @@ def main():
       times.append(time.perf_counter() - t0)
       cpu_times.append(time.process_time() - c0)
     times, cpu_times = times[1:], cpu_times[1:]
-    print(json.dumps({"bench": "paper_code_step_time", "system": "RAR-CL (PyTorch)",
-                      "model": a.model, "method": method, "seeds": 1, "iter_fgsm": a.iter_fgsm,
-                      "ms_per_step": round(1000 * min(times) / a.steps, 3),
-                      "ms_per_step_median": round(1000 * float(np.median(times)) / a.steps, 3),
-                      "cpu_ms_per_step": round(1000 * min(cpu_times) / a.steps, 3),
-                      "torch": torch.__version__, "threads": torch.get_num_threads()}),
-          flush=True)
+    print(
+      json.dumps(
+        {
+          "bench": "paper_code_step_time",
+          "system": "RAR-CL (PyTorch)",
+          "model": a.model,
+          "method": method,
+          "seeds": 1,
+          "iter_fgsm": a.iter_fgsm,
+          "ms_per_step": round(1000 * min(times) / a.steps, 3),
+          "ms_per_step_median": round(1000 * float(np.median(times)) / a.steps, 3),
+          "cpu_ms_per_step": round(1000 * min(cpu_times) / a.steps, 3),
+          "torch": torch.__version__,
+          "threads": torch.get_num_threads(),
+        }
+      ),
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ Stages:
             epsilon 0 (no perturbation), Avalanche's label-targeted attack, and
             Avalanche's defaults (beta 0.5, eps 0.0314, 2 iterations).
   full      all 12000 training samples per task, er and er_rar, 10 seeds.
+  lr        (not run by default) the learning rate tuned with RAR's keys on the
+            validation split for er, er_rar, er_ace, er_ace_rar (10 seeds per
+            cell), then each method's best cell on the test set (20 seeds).
   resnet    the reduced ResNet-18 (configs/split_fashion_mnist_resnet.py): er,
             er_rar and er_mix_rar on the test set (--resnet_seeds, default 10),
             with the config's beta_coef, or with --resnet_tune one tuned on the
@@ -29,13 +32,13 @@ goes to stdout and to bench/results/quality.jsonl.
 import argparse
 import json
 import os
-import sys
+
+from _common import quiet
+
+from rar_jax import experiment
+from rar_jax.config import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from _common import quiet  # noqa: E402
-from rar_jax import experiment  # noqa: E402
 
 OUT = os.path.join(ROOT, "bench", "results")
 PAPER = dict(beta_coef=0.3, epsilon_fgsm=0.3, alpha_fgsm=0.075, iter_fgsm=5)
@@ -49,27 +52,39 @@ RUN_BATCHING = "auto"  # set from --run_batching
 
 
 def base(config_module="split_fashion_mnist", **overrides):
-  sys.path.insert(0, os.path.join(ROOT, "configs"))
-  c = __import__(config_module).get_config()
-  c.update(progress=False, plot=True, overwrite=True, keep_checkpoints=0,
-           run_batching=RUN_BATCHING)
+  c = load_file(os.path.join(ROOT, "configs", config_module + ".py"))
+  c.update(progress=False, plot=True, overwrite=True, keep_checkpoints=0, run_batching=RUN_BATCHING)
   c.update(overrides)
   return c
 
 
 def emit(name, result):
   line = {"bench": "quality", "name": name}
-  keys = ("method", "num_seeds", "final_avg_accuracy", "final_forgetting", "overrides",
-          "steps", "train_seconds", "steps_per_second", "eval_split")
+  keys = (
+    "method",
+    "num_seeds",
+    "final_avg_accuracy",
+    "final_forgetting",
+    "overrides",
+    "steps",
+    "train_seconds",
+    "steps_per_second",
+    "eval_split",
+  )
   line.update({k: result[k] for k in keys if k in result})
   for k in ("final_avg_accuracy", "final_forgetting"):
     if k in line:
       line[k] = {"mean": line[k]["mean"], "se2": line[k]["se2"]}
-  if "cells" in result:
+  if len(result.get("cells", ())) > 1:
     line["best_cell"] = result["best_cell"]
-    line["cells"] = [{"overrides": c["overrides"],
-                      "final_avg_accuracy": c["final_avg_accuracy"]["mean"],
-                      "se2": c["final_avg_accuracy"]["se2"]} for c in result["cells"]]
+    line["cells"] = [
+      {
+        "overrides": c["overrides"],
+        "final_avg_accuracy": c["final_avg_accuracy"]["mean"],
+        "se2": c["final_avg_accuracy"]["se2"],
+      }
+      for c in result["cells"]
+    ]
   print(json.dumps(line), flush=True)
   with open(os.path.join(OUT, "quality.jsonl"), "a") as f:
     f.write(json.dumps(line) + "\n")
@@ -78,7 +93,7 @@ def emit(name, result):
 def run(name, config_module="split_fashion_mnist", **overrides):
   config = base(config_module, **overrides)
   result = quiet(experiment.train_and_evaluate)(config, os.path.join(OUT, "quality", name))
-  for method, r in result.items():
+  for r in result.values():
     emit(name, r)
   return result
 
@@ -96,13 +111,53 @@ def tuned(method, names=None):
   return max(cells, key=lambda c: c["final_avg_accuracy"]["mean"])["overrides"]
 
 
+# The learning rate with the RAR keys, on the validation split (alpha = eps / 5).
+LR_GRID = "learning_rate=0.05,0.1,0.2;beta_coef=0.1,0.3;epsilon_fgsm=0.1,0.3"
+LR_METHODS = ("er", "er_rar", "er_ace", "er_ace_rar")
+
+
+def learning_rate_stage(skip_done):
+  """Tunes the learning rate (with RAR's keys) for ER, ER-RAR, ER-ACE and
+  ER-ACE-RAR on the validation split (10 seeds per cell), then runs each
+  method's best cell on the test set, 20 seeds, memory 200."""
+  for method in LR_METHODS:
+    name = f"tune_lr_{method}"
+    if skip_done and os.path.exists(os.path.join(OUT, "quality", name, "metrics.json")):
+      continue
+    grid = LR_GRID if "rar" in method else "learning_rate=0.03,0.05,0.1,0.2,0.3"
+    run(
+      name,
+      methods=method,
+      eval_split="validation",
+      num_seeds=10,
+      iter_fgsm=5,
+      alpha_fgsm=None,
+      sweep=grid,
+    )
+  for method in LR_METHODS:
+    best = tuned(method, [f"tune_lr_{method}"])
+    run(
+      f"test_m200_{method}_lr_tuned",
+      methods=method,
+      num_seeds=20,
+      iter_fgsm=5,
+      alpha_fgsm=None,
+      **best,
+    )
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--only", choices=("tune", "test", "ablation", "full", "resnet"), default=None)
+  p.add_argument(
+    "--only", choices=("tune", "test", "ablation", "full", "resnet", "lr"), default=None
+  )
   p.add_argument("--resnet_seeds", type=int, default=10)
   p.add_argument("--resnet_methods", default="er,er_rar,er_mix_rar")
-  p.add_argument("--resnet_tune", action="store_true",
-                 help="tune beta_coef on the validation split first (else the config's)")
+  p.add_argument(
+    "--resnet_tune",
+    action="store_true",
+    help="tune beta_coef on the validation split first (else the config's)",
+  )
   p.add_argument("--skip_done", action="store_true", help="skip tuning runs already done")
   p.add_argument("--run_batching", default="auto", help="auto | vmap | map (see README)")
   a = p.parse_args()
@@ -114,53 +169,115 @@ def main():
     # 16 cells x seeds in one program; on the CPU this is memory-bound (every
     # run reads its own weights), so the MixUp variant is tuned on 5 seeds.
     for method, seeds in (("er_rar", 10), ("er_mix_rar", 5)):
-      if a.skip_done and os.path.exists(os.path.join(OUT, "quality", f"tune_{method}",
-                                                     "metrics.json")):
+      if a.skip_done and os.path.exists(
+        os.path.join(OUT, "quality", f"tune_{method}", "metrics.json")
+      ):
         continue
-      run(f"tune_{method}", methods=method, eval_split="validation",
-          num_seeds=seeds, iter_fgsm=5, alpha_fgsm=None, sweep=TUNE_GRID)
-    if not (a.skip_done and os.path.exists(os.path.join(OUT, "quality", "tune_fine_er_rar",
-                                                          "metrics.json"))):
-      run("tune_fine_er_rar", methods="er_rar", eval_split="validation",
-          num_seeds=10, iter_fgsm=5, alpha_fgsm=None, sweep=FINE_GRID)
+      run(
+        f"tune_{method}",
+        methods=method,
+        eval_split="validation",
+        num_seeds=seeds,
+        iter_fgsm=5,
+        alpha_fgsm=None,
+        sweep=TUNE_GRID,
+      )
+    if not (
+      a.skip_done
+      and os.path.exists(os.path.join(OUT, "quality", "tune_fine_er_rar", "metrics.json"))
+    ):
+      run(
+        "tune_fine_er_rar",
+        methods="er_rar",
+        eval_split="validation",
+        num_seeds=10,
+        iter_fgsm=5,
+        alpha_fgsm=None,
+        sweep=FINE_GRID,
+      )
   if "test" in stages:
     for mem, seeds in ((200, 20), (500, 10)):
-      run(f"test_m{mem}_baselines", methods="finetune,er,er_mix,mir", mem_size=mem,
-          num_seeds=seeds)
+      run(f"test_m{mem}_baselines", methods="finetune,er,er_mix,mir", mem_size=mem, num_seeds=seeds)
       for method in ("er_rar", "er_mix_rar", "mir_rar"):
         best = tuned("er_mix_rar" if "mix" in method else "er_rar")
-        run(f"test_m{mem}_{method}_tuned", methods=method, mem_size=mem,
-            num_seeds=seeds, iter_fgsm=5, alpha_fgsm=None, **best)
-      run(f"test_m{mem}_rar_paper_hp", methods="er_rar,er_mix_rar", mem_size=mem,
-          num_seeds=seeds, **PAPER)
+        run(
+          f"test_m{mem}_{method}_tuned",
+          methods=method,
+          mem_size=mem,
+          num_seeds=seeds,
+          iter_fgsm=5,
+          alpha_fgsm=None,
+          **best,
+        )
+      run(
+        f"test_m{mem}_rar_paper_hp",
+        methods="er_rar,er_mix_rar",
+        mem_size=mem,
+        num_seeds=seeds,
+        **PAPER,
+      )
   if "ablation" in stages:
     best = tuned("er_rar")
     run("ablation_er_20_replayed", methods="er", batch_size_mem=20, num_seeds=20)
-    run("ablation_er_rar_eps0", methods="er_rar", num_seeds=20, iter_fgsm=5,
-        alpha_fgsm=None, **dict(best, epsilon_fgsm=0.0))
-    run("ablation_er_rar_label_target", methods="er_rar", num_seeds=20,
-        attack_target="label", iter_fgsm=5, alpha_fgsm=None, **best)
+    run(
+      "ablation_er_rar_eps0",
+      methods="er_rar",
+      num_seeds=20,
+      iter_fgsm=5,
+      alpha_fgsm=None,
+      **dict(best, epsilon_fgsm=0.0),
+    )
+    run(
+      "ablation_er_rar_label_target",
+      methods="er_rar",
+      num_seeds=20,
+      attack_target="label",
+      iter_fgsm=5,
+      alpha_fgsm=None,
+      **best,
+    )
     run("ablation_er_rar_avalanche_hp", methods="er_rar", num_seeds=20, **AVALANCHE)
+  if a.only == "lr":
+    learning_rate_stage(a.skip_done)
   if a.only == "resnet":
     # Long runs: checkpoints kept, so rerunning the stage resumes where it stopped.
-    resnet = dict(config_module="split_fashion_mnist_resnet", keep_checkpoints=1,
-                  overwrite=False)
+    resnet = dict(config_module="split_fashion_mnist_resnet", keep_checkpoints=1, overwrite=False)
     best = {}
     if a.resnet_tune:
-      if not (a.skip_done and os.path.exists(os.path.join(OUT, "quality", "resnet_tune_er_rar",
-                                                            "metrics.json"))):
-        run("resnet_tune_er_rar", methods="er_rar", eval_split="validation", num_seeds=2,
-            sweep="beta_coef=0.1,0.3,0.5", **resnet)
+      if not (
+        a.skip_done
+        and os.path.exists(os.path.join(OUT, "quality", "resnet_tune_er_rar", "metrics.json"))
+      ):
+        run(
+          "resnet_tune_er_rar",
+          methods="er_rar",
+          eval_split="validation",
+          num_seeds=2,
+          sweep="beta_coef=0.1,0.3,0.5",
+          **resnet,
+        )
       best = tuned("er_rar", ["resnet_tune_er_rar"])
     # One folder per method, so methods can run as separate processes (one per core).
     for method in a.resnet_methods.split(","):
-      run(f"resnet_test_s{a.resnet_seeds}/{method}", methods=method,
-          num_seeds=a.resnet_seeds, **best, **resnet)
+      run(
+        f"resnet_test_s{a.resnet_seeds}/{method}",
+        methods=method,
+        num_seeds=a.resnet_seeds,
+        **best,
+        **resnet,
+      )
   if "full" in stages:
     best = tuned("er_rar")
     run("full_stream_er", methods="er", samples_per_task=0, num_seeds=10)
-    run("full_stream_er_rar", methods="er_rar", samples_per_task=0, num_seeds=10,
-        iter_fgsm=5, alpha_fgsm=None, **best)
+    run(
+      "full_stream_er_rar",
+      methods="er_rar",
+      samples_per_task=0,
+      num_seeds=10,
+      iter_fgsm=5,
+      alpha_fgsm=None,
+      **best,
+    )
 
 
 if __name__ == "__main__":

@@ -12,19 +12,19 @@ import os
 
 import numpy as np
 
+from rar_jax import metrics
+from rar_jax.report import plus_minus as pm
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RES = os.path.join(ROOT, "bench", "results")
-
-
-def pm(s):
-  return f"{s['mean']:.3f} ± {s['se2']:.3f}" if s.get("se2") is not None else f"{s['mean']:.3f}"
 
 
 def load_metrics():
   """{(run name, method): metrics} from every quality run directory."""
   out = {}
-  for path in sorted(glob.glob(os.path.join(RES, "quality", "*", "**", "metrics.json"),
-                               recursive=True)):
+  for path in sorted(
+    glob.glob(os.path.join(RES, "quality", "*", "**", "metrics.json"), recursive=True)
+  ):
     with open(path) as f:
       m = json.load(f)
     name = os.path.relpath(path, os.path.join(RES, "quality")).split(os.sep)[0]
@@ -35,60 +35,83 @@ def load_metrics():
 def paired(a, b):
   """Mean ± 2SE of the per-seed difference a - b (same seeds, same streams)."""
   d = np.array(a["final_avg_accuracy"]["per_seed"]) - np.array(b["final_avg_accuracy"]["per_seed"])
-  return f"{d.mean():+.3f} ± {2 * d.std(ddof=1) / np.sqrt(len(d)):.3f}"
+  return f"{d.mean():+.3f} ± {metrics.two_se(d):.3f}"
 
 
 def quality_tables(m):
   lines = []
   for mem in (200, 500):
     base = f"test_m{mem}_baselines"
-    rows = [(base, "finetune", ""), (base, "er", ""), (base, "er_mix", ""), (base, "mir", ""),
-            (f"test_m{mem}_er_rar_tuned", "er_rar", "tuned"),
-            (f"test_m{mem}_er_mix_rar_tuned", "er_mix_rar", "tuned"),
-            (f"test_m{mem}_mir_rar_tuned", "mir_rar", "tuned"),
-            (f"test_m{mem}_rar_paper_hp", "er_rar", "paper's MNIST values"),
-            (f"test_m{mem}_rar_paper_hp", "er_mix_rar", "paper's MNIST values")]
+    rows = [
+      (base, "finetune", ""),
+      (base, "er", ""),
+      (base, "er_mix", ""),
+      (base, "mir", ""),
+      (f"test_m{mem}_er_rar_tuned", "er_rar", "tuned"),
+      (f"test_m{mem}_er_mix_rar_tuned", "er_mix_rar", "tuned"),
+      (f"test_m{mem}_mir_rar_tuned", "mir_rar", "tuned"),
+      (f"test_m{mem}_rar_paper_hp", "er_rar", "paper's MNIST values"),
+      (f"test_m{mem}_rar_paper_hp", "er_mix_rar", "paper's MNIST values"),
+    ]
     rows = [r for r in rows if (r[0], r[1]) in m]
     if not rows:
       continue
     seeds = m[rows[0][:2]]["num_seeds"]
-    lines += [f"\n**Memory {mem}, {seeds} seeds** (test split; final average accuracy and "
-              "forgetting, mean ± 2SE; paired = per-seed difference to its baseline on the "
-              "same streams, mean ± 2SE)\n",
-              "| method | RAR hyper-parameters | final avg accuracy | forgetting | paired vs baseline |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += [
+      f"\n**Memory {mem}, {seeds} seeds** (test split; final average accuracy and "
+      "forgetting, mean ± 2SE; paired = per-seed difference to its baseline on the "
+      "same streams, mean ± 2SE)\n",
+      "| method | RAR hyper-parameters | final avg accuracy | forgetting | paired vs baseline |",
+      "| --- | --- | --- | --- | --- |",
+    ]
     for name, method, hp in rows:
       r = m[(name, method)]
       baseline = {"er_rar": "er", "er_mix_rar": "er_mix", "mir_rar": "mir"}.get(method)
       diff = paired(r, m[(base, baseline)]) if baseline and (base, baseline) in m else ""
       if diff:
         diff = f"{diff} (vs {baseline})"
-      lines.append(f"| {method} | {hp} | {pm(r['final_avg_accuracy'])} | "
-                   f"{pm(r['final_forgetting'])} | {diff} |")
-  abl = [("ablation_er_20_replayed", "er", "ER replaying 20 buffer samples per step"),
-         ("ablation_er_rar_eps0", "er_rar", "ER-RAR tuned, epsilon 0 (no perturbation)"),
-         ("ablation_er_rar_label_target", "er_rar", "ER-RAR tuned, label-targeted attack (Avalanche)"),
-         ("ablation_er_rar_avalanche_hp", "er_rar", "ER-RAR, Avalanche defaults (beta 0.5, eps 0.0314, 2 it.)")]
+      lines.append(
+        f"| {method} | {hp} | {pm(r['final_avg_accuracy'])} | "
+        f"{pm(r['final_forgetting'])} | {diff} |"
+      )
+  abl = [
+    ("ablation_er_20_replayed", "er", "ER replaying 20 buffer samples per step"),
+    ("ablation_er_rar_eps0", "er_rar", "ER-RAR tuned, epsilon 0 (no perturbation)"),
+    ("ablation_er_rar_label_target", "er_rar", "ER-RAR tuned, label-targeted attack (Avalanche)"),
+    (
+      "ablation_er_rar_avalanche_hp",
+      "er_rar",
+      "ER-RAR, Avalanche defaults (beta 0.5, eps 0.0314, 2 it.)",
+    ),
+  ]
   abl = [a for a in abl if (a[0], a[1]) in m]
   if abl:
     er = m.get(("test_m200_baselines", "er"))
     rar = m.get(("test_m200_er_rar_tuned", "er_rar"))
-    lines += ["\n**Ablations, memory 200, 20 seeds**\n",
-              "| run | final avg accuracy | forgetting | paired vs ER | paired vs ER-RAR tuned |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += [
+      "\n**Ablations, memory 200, 20 seeds**\n",
+      "| run | final avg accuracy | forgetting | paired vs ER | paired vs ER-RAR tuned |",
+      "| --- | --- | --- | --- | --- |",
+    ]
     for name, method, label in abl:
       r = m[(name, method)]
-      lines.append(f"| {label} | {pm(r['final_avg_accuracy'])} | {pm(r['final_forgetting'])} | "
-                   f"{paired(r, er) if er else ''} | {paired(r, rar) if rar else ''} |")
+      lines.append(
+        f"| {label} | {pm(r['final_avg_accuracy'])} | {pm(r['final_forgetting'])} | "
+        f"{paired(r, er) if er else ''} | {paired(r, rar) if rar else ''} |"
+      )
   full = [("full_stream_er", "er"), ("full_stream_er_rar", "er_rar")]
   full = [f for f in full if f in m]
   if full:
-    lines += ["\n**Full stream (all 12000 training samples per task), memory 200, 10 seeds**\n",
-              "| method | final avg accuracy | forgetting | steps |", "| --- | --- | --- | --- |"]
+    lines += [
+      "\n**Full stream (all 12000 training samples per task), memory 200, 10 seeds**\n",
+      "| method | final avg accuracy | forgetting | steps |",
+      "| --- | --- | --- | --- |",
+    ]
     for key in full:
       r = m[key]
-      lines.append(f"| {key[1]} | {pm(r['final_avg_accuracy'])} | {pm(r['final_forgetting'])} | "
-                   f"{r['steps']} |")
+      lines.append(
+        f"| {key[1]} | {pm(r['final_avg_accuracy'])} | {pm(r['final_forgetting'])} | {r['steps']} |"
+      )
     if len(full) == 2:
       lines.append(f"\nPaired ER-RAR − ER: {paired(m[full[1]], m[full[0]])}")
   return "\n".join(lines)
@@ -100,19 +123,23 @@ def tuning_tables(m):
     r = m.get((f"tune_{method}", method))
     if not r:
       continue
-    lines += [f"\n**{method}: validation accuracy (5% held out), memory 200, "
-              f"{r['num_seeds']} seeds per cell, iter_fgsm 5, alpha = epsilon / 5**\n",
-              "| beta_coef \\ epsilon_fgsm | " + " | ".join(
-                  f"{e:g}" for e in sorted({c['overrides']['epsilon_fgsm'] for c in r['cells']}))
-              + " |"]
+    lines += [
+      f"\n**{method}: validation accuracy (5% held out), memory 200, "
+      f"{r['num_seeds']} seeds per cell, iter_fgsm 5, alpha = epsilon / 5**\n",
+      "| beta_coef \\ epsilon_fgsm | "
+      + " | ".join(f"{e:g}" for e in sorted({c["overrides"]["epsilon_fgsm"] for c in r["cells"]}))
+      + " |",
+    ]
     eps = sorted({c["overrides"]["epsilon_fgsm"] for c in r["cells"]})
     betas = sorted({c["overrides"]["beta_coef"] for c in r["cells"]})
     lines.append("| --- " * (len(eps) + 1) + "|")
     for b in betas:
-      cells = {c["overrides"]["epsilon_fgsm"]: c for c in r["cells"]
-               if c["overrides"]["beta_coef"] == b}
-      lines.append(f"| {b:g} | " + " | ".join(pm(cells[e]["final_avg_accuracy"]) for e in eps)
-                   + " |")
+      cells = {
+        c["overrides"]["epsilon_fgsm"]: c for c in r["cells"] if c["overrides"]["beta_coef"] == b
+      }
+      lines.append(
+        f"| {b:g} | " + " | ".join(pm(cells[e]["final_avg_accuracy"]) for e in eps) + " |"
+      )
     lines.append(f"\nBest cell: {r['best_cell']}")
   return "\n".join(lines)
 
@@ -121,9 +148,11 @@ def table(title, note, columns, cells):
   """A Markdown table headed "**title** (note)"; ``cells``: one list per row."""
   if not cells:
     return []
-  return [f"\n**{title}** ({note})\n", "| " + " | ".join(columns) + " |",
-          "| " + " | ".join("---" for _ in columns) + " |"] + [
-              "| " + " | ".join(str(c) for c in row) + " |" for row in cells]
+  return [
+    f"\n**{title}** ({note})\n",
+    "| " + " | ".join(columns) + " |",
+    "| " + " | ".join("---" for _ in columns) + " |",
+  ] + ["| " + " | ".join(str(c) for c in row) + " |" for row in cells]
 
 
 def speed_tables():
@@ -133,48 +162,108 @@ def speed_tables():
   rows = [json.loads(l) for l in open(path) if l.strip()]
   of = lambda bench: [r for r in rows if r.get("bench") == bench]
   lines = table(
-      "ms per training step after compilation", "`bench/step_time.py`; minibatch 10, replay 10",
-      ["model", "method", "iter_fgsm", "seeds", "batching", "ms per step (all seeds), min",
-       "median", "ms per seed-step", "compile s"],
-      [[r["model"], r["method"], r["iter_fgsm"], r["seeds"], r.get("batching", "vmap"),
-        f"{r['ms_per_step']:.3f}", f"{r.get('ms_per_step_median', r['ms_per_step']):.3f}",
-        f"{r['ms_per_seed_step']:.3f}", r["compile_seconds"]]
-       for r in sorted(of("step_time"), key=lambda r: (r["model"] != "mlp", r["seeds"]))])
+    "ms per training step after compilation",
+    "`bench/step_time.py`; minibatch 10, replay 10",
+    [
+      "model",
+      "method",
+      "iter_fgsm",
+      "seeds",
+      "batching",
+      "ms per step (all seeds), min",
+      "median",
+      "ms per seed-step",
+      "compile s",
+    ],
+    [
+      [
+        r["model"],
+        r["method"],
+        r["iter_fgsm"],
+        r["seeds"],
+        r.get("batching", "vmap"),
+        f"{r['ms_per_step']:.3f}",
+        f"{r.get('ms_per_step_median', r['ms_per_step']):.3f}",
+        f"{r['ms_per_seed_step']:.3f}",
+        r["compile_seconds"],
+      ]
+      for r in sorted(of("step_time"), key=lambda r: (r["model"] != "mlp", r["seeds"]))
+    ],
+  )
   lines += table(
-      "Per-step cost against stream length",
-      "`bench/stream_length.py`, 1 seed, whole run's training time / steps",
-      ["method", "samples per task", "steps", "ms per step"],
-      [[r["method"], r["samples_per_task"], r["steps"], f"{r['ms_per_step']:.3f}"]
-       for r in of("stream_length")])
+    "Per-step cost against stream length",
+    "`bench/stream_length.py`, 1 seed, whole run's training time / steps",
+    ["method", "samples per task", "steps", "ms per step"],
+    [
+      [r["method"], r["samples_per_task"], r["steps"], f"{r['ms_per_step']:.3f}"]
+      for r in of("stream_length")
+    ],
+  )
   lines += table(
-      "Whole process",
-      "`bench/whole_process.py`: `python train.py` on Split Fashion-MNIST, 1000 samples per "
-      "task, 1 seed; start-up, data loading, compilation, training, evaluation and result files",
-      ["method", "compilation cache", "wall s", "peak RSS MiB", "compile s", "train s",
-       "final avg accuracy"],
-      [[r["method"], r.get("compilation_cache", "cold"), r["wall_seconds"], r["peak_rss_mib"],
-        r["compile_seconds"], r["train_seconds"], r["final_avg_accuracy"]]
-       for r in of("whole_process")])
+    "Whole process",
+    "`bench/whole_process.py`: `python train.py` on Split Fashion-MNIST, 1000 samples per "
+    "task, 1 seed; start-up, data loading, compilation, training, evaluation and result files",
+    [
+      "method",
+      "compilation cache",
+      "wall s",
+      "peak RSS MiB",
+      "compile s",
+      "train s",
+      "final avg accuracy",
+    ],
+    [
+      [
+        r["method"],
+        r.get("compilation_cache", "cold"),
+        r["wall_seconds"],
+        r["peak_rss_mib"],
+        r["compile_seconds"],
+        r["train_seconds"],
+        r["final_avg_accuracy"],
+      ]
+      for r in of("whole_process")
+    ],
+  )
   lines += table(
-      "A 16-cell sweep",
-      "`bench/sweep_time.py`: ER-RAR, 4 beta x 4 epsilon, 1 seed each, Split Fashion-MNIST",
-      ["devices", "one program s", "16 separate runs s", "speed-up"],
-      [[r["devices"], r["one_program_seconds"], r["separate_runs_seconds"], f"{r['speedup']}x"]
-       for r in of("sweep_time")])
+    "A 16-cell sweep",
+    "`bench/sweep_time.py`: ER-RAR, 4 beta x 4 epsilon, 1 seed each, Split Fashion-MNIST",
+    ["devices", "one program s", "16 separate runs s", "speed-up"],
+    [
+      [r["devices"], r["one_program_seconds"], r["separate_runs_seconds"], f"{r['speedup']}x"]
+      for r in of("sweep_time")
+    ],
+  )
   lines += table(
-      "Side by side with Avalanche 0.6 on the same streams",
-      "`bench/avalanche_compare.py`; memory 200",
-      ["system", "method", "seeds", "final avg accuracy", "forgetting", "ms per seed-step"],
-      [[r["system"], r["method"], r["seeds"], pm(r["final_avg_accuracy"]),
-        pm(r["final_forgetting"]), f"{r['ms_per_seed_step']:.2f}"]
-       for r in of("avalanche_compare") if "method" in r])
+    "Side by side with Avalanche 0.6 on the same streams",
+    "`bench/avalanche_compare.py`; memory 200",
+    ["system", "method", "seeds", "final avg accuracy", "forgetting", "ms per seed-step"],
+    [
+      [
+        r["system"],
+        r["method"],
+        r["seeds"],
+        pm(r["final_avg_accuracy"]),
+        pm(r["final_forgetting"]),
+        f"{r['ms_per_seed_step']:.2f}",
+      ]
+      for r in of("avalanche_compare")
+      if "method" in r
+    ],
+  )
   return "\n".join(lines)
 
 
 def main():
   m = load_metrics()
-  print("## Quality\n" + quality_tables(m) + "\n\n## Tuning\n" + tuning_tables(m)
-        + "\n\n## Speed\n" + speed_tables())
+  print(
+    "## Quality\n"
+    + quality_tables(m)
+    + "\n\n## Tuning\n"
+    + tuning_tables(m)
+    + "\n\n## Speed\n"
+    + speed_tables()
+  )
 
 
 if __name__ == "__main__":

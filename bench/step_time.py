@@ -25,19 +25,33 @@ from rar_jax import loop
 SHAPES = {"mlp": (28, 28, 1), "resnet18_reduced": (32, 32, 3)}
 
 
-def measure(model_name, method, num_seeds, steps, repeats, iter_fgsm, batching, mem_size=200,
-            conv_impl="auto", stream_loop="auto", matmul_precision="default"):
-  execution = loop.resolve_execution(conv_impl, stream_loop,
-                                     model_name in rar_jax.models.CONV_MODELS, num_seeds)
+def measure(
+  model_name,
+  method,
+  num_seeds,
+  steps,
+  repeats,
+  iter_fgsm,
+  batching,
+  mem_size=200,
+  conv_impl="auto",
+  stream_loop="auto",
+  matmul_precision="default",
+):
+  execution = loop.resolve_execution(
+    conv_impl, stream_loop, model_name in rar_jax.models.CONV_MODELS, num_seeds
+  )
   conv_impl, stream_loop = execution["conv_impl"], execution["stream_loop"]
   if batching == "auto":
     batching = loop.default_batching(1)
   jax.config.update("jax_default_matmul_precision", matmul_precision)
   module = rar_jax.create_model(model_name, 10, conv_impl)
-  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=10, mem_size=mem_size,
-                                         batch_size_mem=10)
-  hyper = rar_jax.Hyper.create(opt_lr=0.1, beta_coef=0.3, epsilon_fgsm=0.3, alpha_fgsm=0.075,
-                               iter_fgsm=iter_fgsm)
+  cfg = rar_jax.ReplayConfig.from_method(
+    method, num_classes=10, mem_size=mem_size, batch_size_mem=10
+  )
+  hyper = rar_jax.Hyper.create(
+    opt_lr=0.1, beta_coef=0.3, epsilon_fgsm=0.3, alpha_fgsm=0.075, iter_fgsm=iter_fgsm
+  )
   tx = rar_jax.make_optimizer(0.1)
   n = steps * 10
   rng = np.random.default_rng(0)
@@ -45,8 +59,7 @@ def measure(model_name, method, num_seeds, steps, repeats, iter_fgsm, batching, 
   y = jnp.asarray(np.tile(np.arange(10), n // 10), jnp.int32)
   index = jnp.asarray(np.stack([rng.permutation(n).reshape(steps, 10) for _ in range(num_seeds)]))
   states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys(range(num_seeds)), x[:10])
-  runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg), batching,
-                                   stream_loop)
+  runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg), batching, stream_loop)
   t0 = time.perf_counter()
   compiled = runner.lower(states, x, y, index).compile()
   compile_s = time.perf_counter() - t0
@@ -63,17 +76,28 @@ def measure(model_name, method, num_seeds, steps, repeats, iter_fgsm, batching, 
   # This VM is shared: the minimum over repeats is the least disturbed timing;
   # the median is reported beside it.
   ms = 1000 * float(np.min(times)) / steps
-  return {"bench": "step_time", "model": model_name, "method": method, "seeds": num_seeds,
-          "batching": batching, "conv_impl": conv_impl, "stream_loop": stream_loop,
-          "matmul_precision": matmul_precision,
-          "iter_fgsm": iter_fgsm, "ms_per_step": round(ms, 4),
-          "ms_per_step_median": round(1000 * float(np.median(times)) / steps, 4),
-          "ms_per_seed_step": round(ms / num_seeds, 4), "compile_seconds": round(compile_s, 2),
-          # CPU seconds of this process (all its threads): less disturbed by other load.
-          "cpu_ms_per_step": round(1000 * float(np.min(cpu_times)) / steps, 4),
-          "steps_timed": steps, "device": jax.devices()[0].device_kind,
-          "platform": jax.devices()[0].platform, "host": platform.node(),
-          "cpu": cpu_model()}
+  return {
+    "bench": "step_time",
+    "model": model_name,
+    "method": method,
+    "seeds": num_seeds,
+    "batching": batching,
+    "conv_impl": conv_impl,
+    "stream_loop": stream_loop,
+    "matmul_precision": matmul_precision,
+    "iter_fgsm": iter_fgsm,
+    "ms_per_step": round(ms, 4),
+    "ms_per_step_median": round(1000 * float(np.median(times)) / steps, 4),
+    "ms_per_seed_step": round(ms / num_seeds, 4),
+    "compile_seconds": round(compile_s, 2),
+    # CPU seconds of this process (all its threads): less disturbed by other load.
+    "cpu_ms_per_step": round(1000 * float(np.min(cpu_times)) / steps, 4),
+    "steps_timed": steps,
+    "device": jax.devices()[0].device_kind,
+    "platform": jax.devices()[0].platform,
+    "host": platform.node(),
+    "cpu": cpu_model(),
+  }
 
 
 def cpu_model() -> str:
@@ -97,19 +121,39 @@ def main():
   p.add_argument("--resnet_steps", type=int, default=50)
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--iter_fgsm", type=int, default=5)
-  p.add_argument("--batching", default="vmap",
-                 help="vmap, map (runs one after another) or auto (map on one CPU device)")
+  p.add_argument(
+    "--batching",
+    default="vmap",
+    help="vmap, map (runs one after another) or auto (map on one CPU device)",
+  )
   p.add_argument("--conv_impls", default="auto", help="comma-separated: auto, xla, im2col")
   p.add_argument("--stream_loops", default="auto", help="comma-separated: auto, scan, host")
-  p.add_argument("--matmul_precision", default="default",
-                 help="jax_default_matmul_precision: default (TF32 on recent GPUs), highest")
+  p.add_argument(
+    "--matmul_precision",
+    default="default",
+    help="jax_default_matmul_precision: default (TF32 on recent GPUs), highest",
+  )
   p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
   a = p.parse_args()
   if a.one:  # one measurement, in this process
     steps = a.steps if a.models == "mlp" else a.resnet_steps
-    print(json.dumps(measure(a.models, a.methods, int(a.seeds), steps, a.repeats, a.iter_fgsm,
-                             a.batching, conv_impl=a.conv_impls, stream_loop=a.stream_loops,
-                             matmul_precision=a.matmul_precision)), flush=True)
+    print(
+      json.dumps(
+        measure(
+          a.models,
+          a.methods,
+          int(a.seeds),
+          steps,
+          a.repeats,
+          a.iter_fgsm,
+          a.batching,
+          conv_impl=a.conv_impls,
+          stream_loop=a.stream_loops,
+          matmul_precision=a.matmul_precision,
+        )
+      ),
+      flush=True,
+    )
     return
   # Every measurement in a fresh process: timings taken after other programs
   # ran in the same process were up to 2x slower on this machine.
@@ -118,12 +162,25 @@ def main():
       for s in a.seeds.split(","):
         for conv_impl in a.conv_impls.split(",") if model_name != "mlp" else ["auto"]:
           for stream_loop in a.stream_loops.split(","):
-            subprocess.run([sys.executable, __file__, "--one", f"--models={model_name}",
-                            f"--methods={method}", f"--seeds={s}", f"--steps={a.steps}",
-                            f"--resnet_steps={a.resnet_steps}", f"--repeats={a.repeats}",
-                            f"--iter_fgsm={a.iter_fgsm}", f"--batching={a.batching}",
-                            f"--conv_impls={conv_impl}", f"--stream_loops={stream_loop}",
-                            f"--matmul_precision={a.matmul_precision}"], check=True)
+            subprocess.run(
+              [
+                sys.executable,
+                __file__,
+                "--one",
+                f"--models={model_name}",
+                f"--methods={method}",
+                f"--seeds={s}",
+                f"--steps={a.steps}",
+                f"--resnet_steps={a.resnet_steps}",
+                f"--repeats={a.repeats}",
+                f"--iter_fgsm={a.iter_fgsm}",
+                f"--batching={a.batching}",
+                f"--conv_impls={conv_impl}",
+                f"--stream_loops={stream_loop}",
+                f"--matmul_precision={a.matmul_precision}",
+              ],
+              check=True,
+            )
 
 
 if __name__ == "__main__":

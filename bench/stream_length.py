@@ -8,16 +8,14 @@ The buffer has a fixed size, so the cost should not grow. JSON lines.
 import argparse
 import json
 import os
-import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "configs"))
+from _common import quiet
 
-import split_fashion_mnist  # noqa: E402
-from _common import quiet  # noqa: E402
-from rar_jax import experiment  # noqa: E402
+from rar_jax import experiment
+from rar_jax.config import load_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main():
@@ -27,15 +25,30 @@ def main():
   a = p.parse_args()
   for method in a.methods.split(","):
     for n in map(int, a.lengths.split(",")):
-      c = split_fashion_mnist.get_config()
-      c.update(methods=method, samples_per_task=n, num_seeds=1, progress=False, plot=False,
-               validation_fraction=0.0, log_every_steps=500)
+      c = load_file(os.path.join(ROOT, "configs", "split_fashion_mnist.py"))
+      c.update(
+        methods=method,
+        samples_per_task=n,
+        num_seeds=1,
+        progress=False,
+        plot=False,
+        validation_fraction=0.0,
+        log_every_steps=500,
+      )
       with tempfile.TemporaryDirectory() as d:
         m = quiet(experiment.train_and_evaluate)(c, d)[method]
-      print(json.dumps({"bench": "stream_length", "method": method, "samples_per_task": n,
-                        "steps": m["steps"],
-                        "ms_per_step": round(1000 * m["train_seconds"] / m["steps"], 4)}),
-            flush=True)
+      print(
+        json.dumps(
+          {
+            "bench": "stream_length",
+            "method": method,
+            "samples_per_task": n,
+            "steps": m["steps"],
+            "ms_per_step": round(1000 * m["train_seconds"] / m["steps"], 4),
+          }
+        ),
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ memory 200), not tuned here: `python bench/quality.py --only resnet
 dataset-fashion-mnist. On the CPU a seed of ER-RAR takes minutes (BENCHMARKS.md).
 """
 
-from rar_jax.config_base import base_config
+from rar_jax.config import base_config
 
 
 def get_config():

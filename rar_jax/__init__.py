@@ -12,13 +12,39 @@ from rar_jax.mixup import mixup
 from rar_jax.models import MLP, ReducedResNet18, create_model
 from rar_jax.neighbors import nearest_neighbors, neighbor_distances
 from rar_jax.retrieval import mir_retrieve, random_retrieve
-from rar_jax.step import TrainState, init_train_state, make_optimizer, make_predict, make_train_step
+from rar_jax.step import (
+  TrainState,
+  init_train_state,
+  make_optimizer,
+  make_predict,
+  make_rar_preview,
+  make_train_step,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "buffer", "mifgsm", "METHODS", "Hyper", "ReplayConfig", "mixup", "MLP", "ReducedResNet18",
-    "create_model", "nearest_neighbors", "neighbor_distances", "mir_retrieve", "random_retrieve",
-    "TrainState", "init_train_state", "make_optimizer", "make_predict", "make_train_step",
-    "stages", "aser_retrieve", "knn_shapley", "parse_method",
+  "buffer",
+  "mifgsm",
+  "METHODS",
+  "Hyper",
+  "ReplayConfig",
+  "mixup",
+  "MLP",
+  "ReducedResNet18",
+  "create_model",
+  "nearest_neighbors",
+  "neighbor_distances",
+  "mir_retrieve",
+  "random_retrieve",
+  "TrainState",
+  "init_train_state",
+  "make_optimizer",
+  "make_predict",
+  "make_train_step",
+  "stages",
+  "aser_retrieve",
+  "knn_shapley",
+  "parse_method",
+  "make_rar_preview",
 ]

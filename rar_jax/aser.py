@@ -17,8 +17,9 @@ import jax.numpy as jnp
 from rar_jax import buffer as buffer_lib
 
 
-def knn_shapley(dist: jax.Array, eval_y: jax.Array, cand_y: jax.Array, k,
-                cand_mask: Optional[jax.Array] = None) -> jax.Array:
+def knn_shapley(
+  dist: jax.Array, eval_y: jax.Array, cand_y: jax.Array, k, cand_mask: Optional[jax.Array] = None
+) -> jax.Array:
   """KNN Shapley value of every candidate for every evaluation point, ``[n_eval, n_cand]``.
 
   ``dist[e, i]``: distance from evaluation point ``e`` to candidate ``i``.
@@ -40,16 +41,20 @@ def knn_shapley(dist: jax.Array, eval_y: jax.Array, cand_y: jax.Array, k,
   hit_next = jnp.concatenate([hit[:, 1:], jnp.zeros((n_eval, 1), hit.dtype)], axis=1)
   i = jnp.arange(1, n_cand + 1, dtype=jnp.float32)
   k = jnp.asarray(k, jnp.float32)
-  factor = jnp.where(i < n_valid, jnp.minimum(k, i) / (i * k),
-                     jnp.where(i == n_valid, 1.0 / jnp.maximum(n_valid, 1.0), 0.0))
+  factor = jnp.where(
+    i < n_valid,
+    jnp.minimum(k, i) / (i * k),
+    jnp.where(i == n_valid, 1.0 / jnp.maximum(n_valid, 1.0), 0.0),
+  )
   # s(alpha_i) is the sum of the increments from i to N: a reversed cumsum.
   sorted_sv = jnp.cumsum((hit - hit_next)[:, ::-1] * factor[::-1], axis=1)[:, ::-1]
   rows = jnp.arange(n_eval)[:, None]
   return jnp.zeros((n_eval, n_cand), jnp.float32).at[rows, order].set(sorted_sv)
 
 
-def sample_indices(buf: buffer_lib.BufferState, key: jax.Array, n: int,
-                   exclude_labels: Optional[jax.Array] = None):
+def sample_indices(
+  buf: buffer_lib.BufferState, key: jax.Array, n: int, exclude_labels: Optional[jax.Array] = None
+):
   """``n`` distinct uniformly drawn eligible slots: ``(index, mask)``, as `buffer.sample`."""
   cap = buf.y.shape[0]
   eligible = jnp.arange(cap) < buf.size
@@ -60,8 +65,9 @@ def sample_indices(buf: buffer_lib.BufferState, key: jax.Array, n: int,
   return idx, eligible[idx]
 
 
-def class_balanced_indices(buf: buffer_lib.BufferState, key: jax.Array, n: int,
-                           pool: jax.Array, num_classes: int):
+def class_balanced_indices(
+  buf: buffer_lib.BufferState, key: jax.Array, n: int, pool: jax.Array, num_classes: int
+):
   """``n`` distinct slots of ``pool`` (bool ``[capacity]``) drawn without replacement
   with weights inversely proportional to their class's count in the pool
   (the paper's code's `sample_class_balanced`, `torch.multinomial`): Gumbel top-k."""
@@ -96,9 +102,21 @@ def aser_scores(sv_adv, adv_mask, sv_coop, coop_mask, aser_type: str):
   return _masked_mean(sv_coop, coop_mask) - _masked_mean(sv_adv, adv_mask)  # asvm
 
 
-def aser_retrieve(buf: buffer_lib.BufferState, key: jax.Array, n: int, features, x, y, *,
-                  num_candidates: int, coop_size: int, k, num_classes: int,
-                  aser_type: str = "asvm", exclude_labels: Optional[jax.Array] = None):
+def aser_retrieve(
+  buf: buffer_lib.BufferState,
+  key: jax.Array,
+  n: int,
+  features,
+  x,
+  y,
+  *,
+  num_candidates: int,
+  coop_size: int,
+  k,
+  num_classes: int,
+  aser_type: str = "asvm",
+  exclude_labels: Optional[jax.Array] = None,
+):
   """ASER retrieval: ``(x, y, mask)`` of the ``n`` best-scored candidates.
 
   ``num_candidates`` random eligible buffer samples (current labels excluded
@@ -112,8 +130,7 @@ def aser_retrieve(buf: buffer_lib.BufferState, key: jax.Array, n: int, features,
   mx = jnp.ones(y.shape, bool)
   if aser_type == "neg_sv":  # no cooperative set
     fx, fc = features([x, xc], [mx, mc])
-    score = aser_scores(knn_shapley(_sq_distances(fx, fc), y, yc, k, mc), mx, None, None,
-                        aser_type)
+    score = aser_scores(knn_shapley(_sq_distances(fx, fc), y, yc, k, mc), mx, None, None, aser_type)
   else:
     cap = buf.y.shape[0]
     pool = (jnp.arange(cap) < buf.size) & ~jnp.zeros((cap,), bool).at[ic].set(mc)

@@ -16,15 +16,17 @@ def _check_nonneg(name, value):
     raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
-def mifgsm(loss_fn: Callable[[jax.Array], jax.Array],
-           x: jax.Array,
-           *,
-           epsilon,
-           alpha,
-           steps,
-           decay=1.0,
-           clip_min=0.0,
-           clip_max=1.0) -> jax.Array:
+def mifgsm(
+  loss_fn: Callable[[jax.Array], jax.Array],
+  x: jax.Array,
+  *,
+  epsilon,
+  alpha,
+  steps,
+  decay=1.0,
+  clip_min=0.0,
+  clip_max=1.0,
+) -> jax.Array:
   """Perturbs ``x`` to lower ``loss_fn`` inside an L-inf ball.
 
   ``loss_fn(x)`` returns per-sample losses ``[n]``. Each of ``steps`` steps:
@@ -35,10 +37,13 @@ def mifgsm(loss_fn: Callable[[jax.Array], jax.Array],
   """
   for name, value in (("epsilon", epsilon), ("alpha", alpha), ("steps", steps), ("decay", decay)):
     _check_nonneg(name, value)
-  if isinstance(steps, numbers.Number) and int(steps) != steps:
+  if isinstance(steps, numbers.Real) and float(steps) != round(float(steps)):
     raise ValueError(f"steps must be an integer, got {steps!r}")
-  if (isinstance(clip_min, numbers.Number) and isinstance(clip_max, numbers.Number)
-      and clip_min > clip_max):
+  if (
+    isinstance(clip_min, numbers.Real)
+    and isinstance(clip_max, numbers.Real)
+    and clip_min > clip_max
+  ):
     raise ValueError(f"clip_min {clip_min} > clip_max {clip_max}")
   x0 = x
   grad_fn = jax.grad(lambda z: jnp.sum(loss_fn(z)))

@@ -25,8 +25,7 @@ from flax import struct
 POLICIES = ("reservoir", "class_balanced")
 
 
-@struct.dataclass
-class BufferState:
+class BufferState(struct.PyTreeNode):
   """Replay memory. Slots ``[0, size)`` hold items; the rest are empty."""
 
   x: jax.Array  # [capacity, *x_shape]
@@ -37,38 +36,37 @@ class BufferState:
   policy: str = struct.field(pytree_node=False, default="reservoir")
 
 
-def init(capacity: int,
-         x_shape: Sequence[int],
-         x_dtype=jnp.float32,
-         *,
-         policy: str = "reservoir",
-         num_classes: int = 1) -> BufferState:
+def init(
+  capacity: int, x_shape: Sequence[int], *, policy: str = "reservoir", num_classes: int = 1
+) -> BufferState:
   """An empty buffer of ``capacity`` items of shape ``x_shape``."""
   if not isinstance(capacity, int) or capacity < 1:
     raise ValueError(f"buffer capacity (mem_size) must be a positive int, got {capacity!r}")
   if policy not in POLICIES:
     raise ValueError(f"storage_policy must be one of {POLICIES}, got {policy!r}")
   if policy == "class_balanced" and num_classes < 1:
-    raise ValueError("class_balanced storage needs num_classes >= 1, "
-                     f"got {num_classes!r}")
+    raise ValueError(f"class_balanced storage needs num_classes >= 1, got {num_classes!r}")
   x_shape = tuple(int(d) for d in x_shape)
   return BufferState(
-      x=jnp.zeros((capacity, *x_shape), x_dtype),
-      y=jnp.zeros((capacity,), jnp.int32),
-      size=jnp.zeros((), jnp.int32),
-      seen=jnp.zeros((), jnp.int32),
-      class_seen=jnp.zeros((max(num_classes, 1),), jnp.int32),
-      policy=policy,
+    x=jnp.zeros((capacity, *x_shape), jnp.float32),
+    y=jnp.zeros((capacity,), jnp.int32),
+    size=jnp.zeros((), jnp.int32),
+    seen=jnp.zeros((), jnp.int32),
+    class_seen=jnp.zeros((max(num_classes, 1),), jnp.int32),
+    policy=policy,
   )
 
 
 def _check_batch(state: BufferState, x: jax.Array, y: jax.Array) -> None:
   if state.y.ndim != 1:
-    raise ValueError("buffer functions act on one buffer; use jax.vmap for a "
-                     f"stack of them (y has shape {state.y.shape})")
+    raise ValueError(
+      "buffer functions act on one buffer; use jax.vmap for a "
+      f"stack of them (y has shape {state.y.shape})"
+    )
   if x.shape[1:] != state.x.shape[1:]:
-    raise ValueError(f"items of shape {x.shape[1:]} offered to a buffer of "
-                     f"items of shape {state.x.shape[1:]}")
+    raise ValueError(
+      f"items of shape {x.shape[1:]} offered to a buffer of items of shape {state.x.shape[1:]}"
+    )
   if y.shape != x.shape[:1]:
     raise ValueError(f"labels of shape {y.shape} do not match {x.shape[0]} items")
 
@@ -91,14 +89,11 @@ def _class_balanced_slot(state: BufferState, y_item, key):
   own_is_largest = counts[y_item] >= counts[largest]
   victim_class = jnp.where(own_is_largest, y_item, largest)
   # A uniformly random held slot of victim_class (Gumbel-free: top-1 of uniforms).
-  scores = jnp.where(held & (state.y == victim_class),
-                     jax.random.uniform(k_slot, (cap,)), -1.0)
+  scores = jnp.where(held & (state.y == victim_class), jax.random.uniform(k_slot, (cap,)), -1.0)
   victim = jnp.argmax(scores)
   # Reservoir within a largest class: keep with probability held / seen.
   seen_y = state.class_seen[y_item] + 1
-  keep = jnp.where(own_is_largest,
-                   jax.random.randint(k_keep, (), 0, seen_y) < counts[y_item],
-                   True)
+  keep = jnp.where(own_is_largest, jax.random.randint(k_keep, (), 0, seen_y) < counts[y_item], True)
   full_slot = jnp.where(keep, victim, cap)
   return jnp.where(state.size < cap, state.size, full_slot)
 
@@ -115,12 +110,13 @@ def _add_one(state: BufferState, item):
   new_x = jnp.where(write, x_item, state.x[slot])
   new_y = jnp.where(write, y_item, state.y[slot])
   return state.replace(
-      x=jax.lax.dynamic_update_index_in_dim(state.x, new_x, slot, 0),
-      y=state.y.at[slot].set(new_y),
-      size=jnp.minimum(state.size + 1, cap),
-      seen=state.seen + 1,
-      class_seen=(state.class_seen.at[y_item].add(1)
-                  if state.policy == "class_balanced" else state.class_seen),
+    x=jax.lax.dynamic_update_index_in_dim(state.x, new_x, slot, 0),
+    y=state.y.at[slot].set(new_y),
+    size=jnp.minimum(state.size + 1, cap),
+    seen=state.seen + 1,
+    class_seen=(
+      state.class_seen.at[y_item].add(1) if state.policy == "class_balanced" else state.class_seen
+    ),
   ), None
 
 
@@ -132,10 +128,7 @@ def add(state: BufferState, x: jax.Array, y: jax.Array, key: jax.Array) -> Buffe
   return state
 
 
-def sample(state: BufferState,
-           key: jax.Array,
-           n: int,
-           exclude_labels: Optional[jax.Array] = None):
+def sample(state: BufferState, key: jax.Array, n: int, exclude_labels: Optional[jax.Array] = None):
   """Draws ``n`` distinct slots uniformly among the eligible ones.
 
   A slot is eligible when it holds an item whose label is not in
@@ -147,7 +140,9 @@ def sample(state: BufferState,
   if state.y.ndim != 1:
     raise ValueError("buffer.sample acts on one buffer; use jax.vmap for a stack")
   if not isinstance(n, int) or not 1 <= n <= cap:
-    raise ValueError(f"sample size (batch_size_mem) must be an int in [1, mem_size={cap}], got {n!r}")
+    raise ValueError(
+      f"sample size (batch_size_mem) must be an int in [1, mem_size={cap}], got {n!r}"
+    )
   eligible = jnp.arange(cap) < state.size
   if exclude_labels is not None:
     exclude_labels = jnp.asarray(exclude_labels).reshape(-1)
@@ -159,10 +154,4 @@ def sample(state: BufferState,
   return state.x[idx], state.y[idx], eligible[idx]
 
 
-def class_counts(state: BufferState, num_classes: int) -> jax.Array:
-  """Items held per class, ``[num_classes]``."""
-  held = (jnp.arange(state.y.shape[-1]) < state.size).astype(jnp.int32)
-  return jnp.zeros((num_classes,), jnp.int32).at[state.y].add(held)
-
-
-__all__ = ["BufferState", "init", "add", "sample", "class_counts", "POLICIES"]
+__all__ = ["BufferState", "init", "add", "sample", "POLICIES"]

@@ -22,9 +22,11 @@ class Checkpointer:
   def __init__(self, directory: str, keep: int):
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=False))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=False
+      ),
+    )
 
   def save(self, step: int, payload: Any) -> None:
     self._manager.save(step, args=ocp.args.StandardSave(payload), force=True)
@@ -40,9 +42,14 @@ class Checkpointer:
         return step, self._manager.restore(step, args=ocp.args.StandardRestore(target))
       except Exception as e:  # damaged files surface as many error types
         aside = self._set_aside(step)
-        logging.warning("checkpoint %d in %s is unreadable (%s: %s); moved to %s, trying the "
-                        "previous one", step, self.directory, type(e).__name__,
-                        (str(e).splitlines() or [""])[0][:200], aside)
+        logging.warning(
+          "checkpoint %d in %s is unreadable (%s: %s); moved to %s, trying the previous one",
+          step,
+          self.directory,
+          type(e).__name__,
+          (str(e).splitlines() or [""])[0][:200],
+          aside,
+        )
     return None
 
   def _set_aside(self, step: int) -> str:

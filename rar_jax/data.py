@@ -17,25 +17,23 @@ from typing import Optional
 
 import numpy as np
 
+from rar_jax.errors import DataError
+
 DATASETS = {  # name -> (num_classes, image shape)
-    "digits": (10, (8, 8, 1)),
-    "mnist": (10, (28, 28, 1)),
-    "fashion_mnist": (10, (28, 28, 1)),
-    "cifar10": (10, (32, 32, 3)),
-    "cifar100": (100, (32, 32, 3)),
+  "digits": (10, (8, 8, 1)),
+  "mnist": (10, (28, 28, 1)),
+  "fashion_mnist": (10, (28, 28, 1)),
+  "cifar10": (10, (32, 32, 3)),
+  "cifar100": (100, (32, 32, 3)),
 }
 SOURCES = ("auto", "embedded", "idx", "tfds")
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 IDX_FILES = {
-    "train_x": "train-images-idx3-ubyte",
-    "train_y": "train-labels-idx1-ubyte",
-    "test_x": "t10k-images-idx3-ubyte",
-    "test_y": "t10k-labels-idx1-ubyte",
+  "train_x": "train-images-idx3-ubyte",
+  "train_y": "train-labels-idx1-ubyte",
+  "test_x": "t10k-images-idx3-ubyte",
+  "test_y": "t10k-labels-idx1-ubyte",
 }
-
-
-class DataError(RuntimeError):
-  """Data could not be had or is not usable; the message says what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +68,9 @@ def validate_arrays(name: str, x: np.ndarray, y: np.ndarray, num_classes: int) -
     raise DataError(f"{name}: images contain NaN or Inf")
   lo, hi = float(x.min()), float(x.max())
   if lo < 0.0 or hi > 1.0:
-    raise DataError(f"{name}: pixel values must lie in [0, 1] (the attack clips there), "
-                    f"got [{lo}, {hi}]")
+    raise DataError(
+      f"{name}: pixel values must lie in [0, 1] (the attack clips there), got [{lo}, {hi}]"
+    )
 
 
 def _finish(name, source, train_x, train_y, test_x, test_y) -> Dataset:
@@ -86,6 +85,7 @@ def _finish(name, source, train_x, train_y, test_x, test_y) -> Dataset:
 
 def _load_digits() -> Dataset:
   from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
+
   d = load_digits()
   x = (d.images / 16.0).astype(np.float32)[..., None]
   y = d.target.astype(np.int32)
@@ -103,14 +103,16 @@ def _read_idx(path: str) -> np.ndarray:
     with opener(path, "rb") as f:
       raw = f.read()
   except (OSError, EOFError, zlib.error) as e:  # a cut-off or damaged .gz, an unreadable file
-    raise DataError(f"{path}: unreadable ({type(e).__name__}: {e}); the file is truncated or "
-                    "corrupt, fetch it again") from None
+    raise DataError(
+      f"{path}: unreadable ({type(e).__name__}: {e}); the file is truncated or "
+      "corrupt, fetch it again"
+    ) from None
   if len(raw) < 4:
     raise DataError(f"{path}: not an IDX file (too short)")
   zero, dtype_code, ndim = _struct.unpack(">HBB", raw[:4])
   if zero != 0 or dtype_code != 0x08:
     raise DataError(f"{path}: not an unsigned-byte IDX file")
-  dims = _struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+  dims = _struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
   data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
   if data.size != int(np.prod(dims)):
     raise DataError(f"{path}: truncated ({data.size} values for shape {dims})")
@@ -129,14 +131,21 @@ def _load_idx(name: str, data_dir: str) -> Dataset:
   paths = {k: _find_idx(data_dir, stem) for k, stem in IDX_FILES.items()}
   missing = [IDX_FILES[k] for k, p in paths.items() if p is None]
   if missing:
-    hint = (" (on Debian: apt-get install dataset-fashion-mnist)"
-            if name == "fashion_mnist" else "")
-    raise DataError(f"{name}: IDX files {missing} (optionally .gz) not found in "
-                    f"{data_dir!r}; put the four MNIST-format files there{hint}, or use "
-                    "--config.data_source=tfds")
-  arrays = {k: _read_idx(p) for k, p in paths.items()}
-  return _finish(name, "idx", arrays["train_x"][..., None], arrays["train_y"],
-                 arrays["test_x"][..., None], arrays["test_y"])
+    hint = " (on Debian: apt-get install dataset-fashion-mnist)" if name == "fashion_mnist" else ""
+    raise DataError(
+      f"{name}: IDX files {missing} (optionally .gz) not found in "
+      f"{data_dir!r}; put the four MNIST-format files there{hint}, or use "
+      "--config.data_source=tfds"
+    )
+  arrays = {k: _read_idx(p) for k, p in paths.items() if p is not None}
+  return _finish(
+    name,
+    "idx",
+    arrays["train_x"][..., None],
+    arrays["train_y"],
+    arrays["test_x"][..., None],
+    arrays["test_y"],
+  )
 
 
 # TFDS fetches prepared data and the source files from Google Cloud Storage.
@@ -177,8 +186,9 @@ def _first_line(e: BaseException) -> str:
 
 
 def _tfds_arrays(tfds, name: str, data_dir: Optional[str], download: bool):
-  splits = tfds.load(name, split=["train", "test"], as_supervised=True, data_dir=data_dir,
-                     download=download)
+  splits = tfds.load(
+    name, split=["train", "test"], as_supervised=True, data_dir=data_dir, download=download
+  )
   # Batches of 4096, not batch_size=-1: TF 2.21 aborts on the latter when
   # the split's size is unknown (as under tfds.testing.mock_data).
   return [[np.concatenate(a) for a in zip(*tfds.as_numpy(s.batch(4096)))] for s in splits]
@@ -191,8 +201,10 @@ def _load_tfds(name: str, data_dir: Optional[str]) -> Dataset:
     import tensorflow_datasets as tfds
     from absl import logging as absl_logging
   except ImportError as e:
-    raise DataError(f"{name}: the TFDS source needs tensorflow and tensorflow-datasets "
-                    f"({e}); pip install 'rar_jax[tfds]'") from None
+    raise DataError(
+      f"{name}: the TFDS source needs tensorflow and tensorflow-datasets "
+      f"({e}); pip install 'rar_jax[tfds]'"
+    ) from None
   # As in the Flax examples: keep TensorFlow off every accelerator.
   tf.config.set_visible_devices([], "GPU")
   try:
@@ -210,22 +222,27 @@ def _load_tfds(name: str, data_dir: Optional[str]) -> Dataset:
   except AssertionError:  # TFDS's "could not find data in DIR"
     arrays = None
   except Exception as e:  # prepared, but damaged or unreadable
-    raise DataError(f"{name}: the TFDS data in {where!r} are unreadable ({_first_line(e)}); "
-                    f"prepare them again with `tfds build {name} --data_dir=DIR`") from None
+    raise DataError(
+      f"{name}: the TFDS data in {where!r} are unreadable ({_first_line(e)}); "
+      f"prepare them again with `tfds build {name} --data_dir=DIR`"
+    ) from None
   finally:
     absl_logging.set_verbosity(verbosity)
   if arrays is None:
     if not _reachable(*TFDS_DOWNLOAD_HOST):
       raise DataError(
-          f"{name}: no prepared TFDS data in {where!r}, and {TFDS_DOWNLOAD_HOST[0]} is "
-          f"unreachable (offline?); on a machine with internet run `tfds build {name} "
-          f"--data_dir=DIR`, copy DIR here and pass --config.data_dir=DIR")
+        f"{name}: no prepared TFDS data in {where!r}, and {TFDS_DOWNLOAD_HOST[0]} is "
+        f"unreachable (offline?); on a machine with internet run `tfds build {name} "
+        f"--data_dir=DIR`, copy DIR here and pass --config.data_dir=DIR"
+      )
     try:
       arrays = _tfds_arrays(tfds, name, data_dir, download=True)
     except Exception as e:  # TFDS raises many types for "could not download/prepare"
-      raise DataError(f"{name}: TFDS could not download the data into {where!r}: "
-                      f"{_first_line(e)}. Without internet, prepare it elsewhere with `tfds "
-                      f"build {name} --data_dir=DIR` and pass --config.data_dir=DIR") from None
+      raise DataError(
+        f"{name}: TFDS could not download the data into {where!r}: "
+        f"{_first_line(e)}. Without internet, prepare it elsewhere with `tfds "
+        f"build {name} --data_dir=DIR` and pass --config.data_dir=DIR"
+      ) from None
   (tx, ty), (vx, vy) = arrays
   return _finish(name, "tfds", tx.astype(np.uint8), ty, vx.astype(np.uint8), vy)
 
@@ -255,8 +272,12 @@ def load(name: str, source: str = "auto", data_dir: Optional[str] = None) -> Dat
     if idx_dir is None:
       raise DataError(f"{name}: data_source='idx' needs --config.data_dir=DIR with the IDX files")
     return _load_idx(name, idx_dir)
-  if source == "auto" and idx_dir and not name.startswith("cifar") and _find_idx(
-      idx_dir, IDX_FILES["train_x"]):
+  if (
+    source == "auto"
+    and idx_dir
+    and not name.startswith("cifar")
+    and _find_idx(idx_dir, IDX_FILES["train_x"])
+  ):
     return _load_idx(name, idx_dir)
   return _load_tfds(name, data_dir)
 
@@ -292,8 +313,15 @@ class Streams:
   dropped_samples: int  # per seed, to make every task the same number of full batches
 
 
-def make_streams(y: np.ndarray, num_classes: int, num_tasks: int, samples_per_task: int,
-                 batch_size: int, seeds, shuffle_classes: bool) -> Streams:
+def make_streams(
+  y: np.ndarray,
+  num_classes: int,
+  num_tasks: int,
+  samples_per_task: int,
+  batch_size: int,
+  seeds,
+  shuffle_classes: bool,
+) -> Streams:
   """Class-incremental streams: task t holds classes ``order[t*k:(t+1)*k]``.
 
   Each seed draws its own class order (when shuffled), its own subsample of
@@ -302,8 +330,10 @@ def make_streams(y: np.ndarray, num_classes: int, num_tasks: int, samples_per_ta
   compiled scan serves all tasks and seeds.
   """
   if num_tasks < 1 or num_tasks > num_classes or num_classes % num_tasks:
-    raise DataError(f"num_tasks={num_tasks} must divide num_classes={num_classes} "
-                    "(each task holds the same number of classes)")
+    raise DataError(
+      f"num_tasks={num_tasks} must divide num_classes={num_classes} "
+      "(each task holds the same number of classes)"
+    )
   per_task = num_classes // num_tasks
   per_seed = []
   for seed in seeds:
@@ -311,9 +341,9 @@ def make_streams(y: np.ndarray, num_classes: int, num_tasks: int, samples_per_ta
     order = class_order(num_classes, shuffle_classes, rng)
     tasks = []
     for t in range(num_tasks):
-      idx = np.flatnonzero(np.isin(y, order[t * per_task:(t + 1) * per_task]))
+      idx = np.flatnonzero(np.isin(y, order[t * per_task : (t + 1) * per_task]))
       if len(idx) == 0:
-        raise DataError(f"task {t} (classes {order[t * per_task:(t + 1) * per_task]}) is empty")
+        raise DataError(f"task {t} (classes {order[t * per_task : (t + 1) * per_task]}) is empty")
       idx = rng.permutation(idx)
       if samples_per_task:
         idx = idx[:samples_per_task]
@@ -322,10 +352,16 @@ def make_streams(y: np.ndarray, num_classes: int, num_tasks: int, samples_per_ta
   steps = min(len(ix) for _, tasks in per_seed for ix in tasks) // batch_size
   if steps == 0:
     raise DataError(f"a task holds fewer samples than one minibatch ({batch_size})")
-  index = np.stack([np.stack([ix[:steps * batch_size].reshape(steps, batch_size) for ix in tasks])
-                    for _, tasks in per_seed]).astype(np.int32)
+  index = np.stack(
+    [
+      np.stack([ix[: steps * batch_size].reshape(steps, batch_size) for ix in tasks])
+      for _, tasks in per_seed
+    ]
+  ).astype(np.int32)
   task_of_class = np.zeros((len(per_seed), num_classes), np.int32)
   for s, (order, _) in enumerate(per_seed):
     task_of_class[s, order] = np.arange(num_classes) // per_task
-  dropped = max(sum(len(ix) for ix in tasks) for _, tasks in per_seed) - num_tasks * steps * batch_size
+  dropped = (
+    max(sum(len(ix) for ix in tasks) for _, tasks in per_seed) - num_tasks * steps * batch_size
+  )
   return Streams(index, task_of_class, int(dropped))

@@ -24,9 +24,17 @@ def seed_keys(seeds: Sequence[int]) -> jax.Array:
   return jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
 
 
-def init_states(module: nn.Module, tx: optax.GradientTransformation, cfg: ReplayConfig,
-                hyper: Hyper, keys: jax.Array, sample_x, *, learning_rates=None,
-                sharding=None) -> TrainState:
+def init_states(
+  module: nn.Module,
+  tx: optax.GradientTransformation,
+  cfg: ReplayConfig,
+  hyper: Hyper,
+  keys: jax.Array,
+  sample_x,
+  *,
+  learning_rates=None,
+  sharding=None,
+) -> TrainState:
   """A stack of independent initial states, one per key (leading axis).
 
   ``hyper`` is one `Hyper` for all runs, or a stack with the same leading
@@ -41,8 +49,11 @@ def init_states(module: nn.Module, tx: optax.GradientTransformation, cfg: Replay
   def init(key, h, lr):
     state = init_train_state(module, tx, cfg, h, key, sample_x)
     if lr is not None:
-      state = state.replace(opt_state=state.opt_state._replace(
-          hyperparams={**state.opt_state.hyperparams, "learning_rate": lr}))
+      state = state.replace(
+        opt_state=state.opt_state._replace(
+          hyperparams={**state.opt_state.hyperparams, "learning_rate": lr}
+        )
+      )
     return state
 
   lr_axis = None if learning_rates is None else 0
@@ -54,8 +65,9 @@ BATCHINGS = ("vmap", "map")
 STREAM_LOOPS = ("scan", "host")
 
 
-def make_stream_runner(train_step: Callable, batching: str = "vmap",
-                       stream_loop: str = "scan") -> Callable:
+def make_stream_runner(
+  train_step: Callable, batching: str = "vmap", stream_loop: str = "scan"
+) -> Callable:
   """``run(states, data_x, data_y, index[runs, steps, batch]) -> (states, metrics)``.
 
   ``batching`` is how runs share the device: ``"vmap"`` advances them together
@@ -84,6 +96,7 @@ def make_stream_runner(train_step: Callable, batching: str = "vmap",
   def run_one(state, data_x, data_y, index):
     def body(s, idx):
       return train_step(s, data_x[idx], data_y[idx])
+
     return jax.lax.scan(body, state, index)
 
   if batching == "vmap":
@@ -180,8 +193,9 @@ def default_stream_loop(platform: str, conv_model: bool, conv_impl: str) -> str:
   return "host" if platform == "cpu" and conv_model and conv_impl == "xla" else "scan"
 
 
-def resolve_execution(conv_impl: str, stream_loop: str, conv_model: bool,
-                      runs_per_device: int) -> dict:
+def resolve_execution(
+  conv_impl: str, stream_loop: str, conv_model: bool, runs_per_device: int
+) -> dict:
   """``conv_impl`` and ``stream_loop`` with "auto" resolved for this platform."""
   platform = jax.devices()[0].platform
   if conv_impl == "auto":
@@ -203,8 +217,9 @@ def make_buffer_filler() -> Callable:
   return jax.jit(jax.vmap(fill_one, in_axes=(0, None, None, 0)))
 
 
-def make_evaluator(module: nn.Module, num_tasks: int, chunk: int = 1000,
-                   eval_protocol: str = "class") -> Callable:
+def make_evaluator(
+  module: nn.Module, num_tasks: int, chunk: int = 1000, eval_protocol: str = "class"
+) -> Callable:
   """``evaluate(states, x, y, task_of_class[seeds, C]) -> accuracy[seeds, num_tasks]``.
 
   The evaluation set is walked in chunks (`lax.map`) to bound memory for
@@ -248,8 +263,9 @@ RUNS_AXIS = "runs"
 def runs_mesh() -> jax.sharding.Mesh:
   """A 1-D mesh over every device of every process, along the runs axis."""
   # Auto axes: XLA propagates the runs sharding through the vmapped step.
-  return jax.make_mesh((jax.device_count(),), (RUNS_AXIS,),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.make_mesh(
+    (jax.device_count(),), (RUNS_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
+  )
 
 
 def runs_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:

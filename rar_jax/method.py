@@ -16,26 +16,33 @@ from rar_jax import buffer as buffer_lib
 # optionally a mix, a perturbation and a loss. Name -> stage names; any chain
 # can also be named directly by its stages joined with "+" ("aser+mixup+rar").
 METHODS = {
-    "finetune": (),
-    "er": ("random",),
-    "er_mix": ("random", "mixup"),
-    "er_rar": ("random", "rar"),
-    "er_mix_rar": ("random", "mixup", "rar"),
-    "mir": ("mir",),
-    "mir_mix": ("mir", "mixup"),
-    "mir_rar": ("mir", "rar"),
-    "mir_mix_rar": ("mir", "mixup", "rar"),
-    "aser": ("aser",),
-    "aser_mix": ("aser", "mixup"),
-    "aser_rar": ("aser", "rar"),
-    "aser_mix_rar": ("aser", "mixup", "rar"),
-    "er_ace": ("random", "ace"),
-    "er_ace_rar": ("random", "rar", "ace"),
-    "er_mix_ace_rar": ("random", "mixup", "rar", "ace"),
+  "finetune": (),
+  "er": ("random",),
+  "er_mix": ("random", "mixup"),
+  "er_rar": ("random", "rar"),
+  "er_mix_rar": ("random", "mixup", "rar"),
+  "mir": ("mir",),
+  "mir_mix": ("mir", "mixup"),
+  "mir_rar": ("mir", "rar"),
+  "mir_mix_rar": ("mir", "mixup", "rar"),
+  "aser": ("aser",),
+  "aser_mix": ("aser", "mixup"),
+  "aser_rar": ("aser", "rar"),
+  "aser_mix_rar": ("aser", "mixup", "rar"),
+  "er_ace": ("random", "ace"),
+  "er_ace_rar": ("random", "rar", "ace"),
+  "er_mix_ace_rar": ("random", "mixup", "rar", "ace"),
 }
 # Stage name -> kind, in chain order.
-STAGES = {"random": "retrieve", "mir": "retrieve", "aser": "retrieve", "mixup": "mix",
-          "rar": "perturb", "ce": "loss", "ace": "loss"}
+STAGES = {
+  "random": "retrieve",
+  "mir": "retrieve",
+  "aser": "retrieve",
+  "mixup": "mix",
+  "rar": "perturb",
+  "ce": "loss",
+  "ace": "loss",
+}
 STAGE_KINDS = ("retrieve", "mix", "perturb", "loss")
 RETRIEVALS = ("none", "random", "mir", "aser")
 LOSSES = ("ce", "ace")
@@ -43,6 +50,8 @@ ASER_TYPES = ("asvm", "asv", "neg_sv")
 ATTACK_PARAMS = ("lookahead", "current")
 ATTACK_TARGETS = ("features", "label")
 BUFFER_UPDATES = ("online", "per_experience")
+# Inputs are floats in [0, 1] (`rar_jax.data.to_unit_float`); RAR clips to this range.
+DATA_RANGE = (0.0, 1.0)
 
 
 def _require(ok: bool, name: str, value, allowed: str):
@@ -56,8 +65,11 @@ def _is_int(v) -> bool:
 
 def _stages_help() -> str:
   kinds = {k: "|".join(n for n, kind in STAGES.items() if kind == k) for k in STAGE_KINDS}
-  return ("stage names joined by '+' in the order retrieve, mix, perturb, loss ("
-          + "; ".join(f"{k}: {v}" for k, v in kinds.items()) + ")")
+  return (
+    "stage names joined by '+' in the order retrieve, mix, perturb, loss ("
+    + "; ".join(f"{k}: {v}" for k, v in kinds.items())
+    + ")"
+  )
 
 
 def parse_method(method: str) -> dict:
@@ -69,19 +81,35 @@ def parse_method(method: str) -> dict:
     names = METHODS[method]
   else:
     names = tuple(n.strip() for n in method.split("+"))
-    _require(len(names) > 1 or names[0] in STAGES, "method", method,
-             f"one of {tuple(METHODS)}, or {_stages_help()}")
+    _require(
+      len(names) > 1 or names[0] in STAGES,
+      "method",
+      method,
+      f"one of {tuple(METHODS)}, or {_stages_help()}",
+    )
     for n in names:
       _require(n in STAGES, "method", method, f"unknown stage {n!r}; {_stages_help()}")
   kinds = [STAGES[n] for n in names]
-  _require(len(set(kinds)) == len(kinds), "method", method, "at most one stage of each kind; "
-           + _stages_help())
+  _require(
+    len(set(kinds)) == len(kinds),
+    "method",
+    method,
+    "at most one stage of each kind; " + _stages_help(),
+  )
   _require(kinds == sorted(kinds, key=STAGE_KINDS.index), "method", method, _stages_help())
   by_kind = dict(zip(kinds, names))
-  _require("retrieve" in by_kind or len(by_kind) == 0 or set(by_kind) == {"loss"}, "method",
-           method, "mix and perturb stages need a retrieve stage")
-  return dict(retrieval=by_kind.get("retrieve", "none"), mixup="mix" in by_kind,
-              use_adversarial_replay="perturb" in by_kind, loss=by_kind.get("loss", "ce"))
+  _require(
+    "retrieve" in by_kind or len(by_kind) == 0 or set(by_kind) == {"loss"},
+    "method",
+    method,
+    "mix and perturb stages need a retrieve stage",
+  )
+  return dict(
+    retrieval=by_kind.get("retrieve", "none"),
+    mixup="mix" in by_kind,
+    use_adversarial_replay="perturb" in by_kind,
+    loss=by_kind.get("loss", "ce"),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,50 +137,64 @@ class ReplayConfig:
   feature_layer: str = "penultimate"
   storage_policy: str = "reservoir"
   buffer_update: str = "online"
-  data_min: float = 0.0
-  data_max: float = 1.0
 
   def __post_init__(self):
-    _require(_is_int(self.num_classes) and self.num_classes >= 2, "num_classes",
-             self.num_classes, "an int >= 2")
-    _require(self.retrieval in RETRIEVALS, "retrieval", self.retrieval, f"one of {RETRIEVALS}")
-    _require(self.loss in LOSSES, "loss", self.loss, f"one of {LOSSES}")
-    _require(_is_int(self.mem_size) and self.mem_size >= 1, "mem_size", self.mem_size,
-             "an int >= 1")
-    _require(_is_int(self.batch_size_mem) and 1 <= self.batch_size_mem <= self.mem_size,
-             "batch_size_mem", self.batch_size_mem, f"an int in [1, mem_size={self.mem_size}]")
-    if self.retrieval == "mir":
-      _require(_is_int(self.mir_candidates)
-               and self.batch_size_mem <= self.mir_candidates <= self.mem_size,
-               "mir_candidates", self.mir_candidates,
-               f"an int in [batch_size_mem={self.batch_size_mem}, mem_size={self.mem_size}]")
-    if self.retrieval == "aser":
-      _require(_is_int(self.aser_candidates)
-               and self.batch_size_mem <= self.aser_candidates <= self.mem_size,
-               "aser_candidates", self.aser_candidates,
-               f"an int in [batch_size_mem={self.batch_size_mem}, mem_size={self.mem_size}]")
-      _require(_is_int(self.aser_k) and 1 <= self.aser_k <= self.aser_candidates, "aser_k",
-               self.aser_k, f"an int in [1, aser_candidates={self.aser_candidates}]")
-      _require(_is_int(self.aser_coop_size) and 1 <= self.aser_coop_size <= self.mem_size,
-               "aser_coop_size", self.aser_coop_size, f"an int in [1, mem_size={self.mem_size}]")
-    _require(self.aser_type in ASER_TYPES, "aser_type", self.aser_type, f"one of {ASER_TYPES}")
-    _require(self.attack_params in ATTACK_PARAMS, "attack_params", self.attack_params,
-             f"one of {ATTACK_PARAMS}")
-    _require(_is_int(self.replay_iters) and self.replay_iters >= 1, "replay_iters",
-             self.replay_iters, "an int >= 1 (1 = one update per incoming batch, the paper)")
-    _require(self.exclude_current_labels in (None, True, False), "exclude_current_labels",
-             self.exclude_current_labels, "True, False or None (the loss's rule)")
-    _require(self.attack_target in ATTACK_TARGETS, "attack_target", self.attack_target,
-             f"one of {ATTACK_TARGETS}")
-    _require(self.storage_policy in buffer_lib.POLICIES, "storage_policy", self.storage_policy,
-             f"one of {buffer_lib.POLICIES}")
-    _require(self.buffer_update in BUFFER_UPDATES, "buffer_update", self.buffer_update,
-             f"one of {BUFFER_UPDATES}")
-    _require(self.data_min < self.data_max, "data_min", self.data_min,
-             f"below data_max={self.data_max}")
+    self._check_choices()
+    self._check_sizes()
     if self.use_adversarial_replay or self.mixup:
-      _require(self.retrieval != "none", "retrieval", self.retrieval,
-               "adversarial replay and MixUp need a replay retrieval")
+      _require(
+        self.retrieval != "none",
+        "retrieval",
+        self.retrieval,
+        "adversarial replay and MixUp need a replay retrieval",
+      )
+
+  def _check_choices(self) -> None:
+    for name, allowed in (
+      ("retrieval", RETRIEVALS),
+      ("loss", LOSSES),
+      ("aser_type", ASER_TYPES),
+      ("attack_params", ATTACK_PARAMS),
+      ("attack_target", ATTACK_TARGETS),
+      ("storage_policy", buffer_lib.POLICIES),
+      ("buffer_update", BUFFER_UPDATES),
+    ):
+      value = getattr(self, name)
+      _require(value in allowed, name, value, f"one of {allowed}")
+    _require(
+      self.exclude_current_labels in (None, True, False),
+      "exclude_current_labels",
+      self.exclude_current_labels,
+      "True, False or None (the loss's rule)",
+    )
+
+  def _check_sizes(self) -> None:
+    """Integer keys and their ranges, each range in terms of the others."""
+    mem, batch = self.mem_size, self.batch_size_mem
+    checks = [
+      ("num_classes", 2, None, "an int >= 2"),
+      ("mem_size", 1, None, "an int >= 1"),
+      ("batch_size_mem", 1, mem, f"an int in [1, mem_size={mem}]"),
+      ("replay_iters", 1, None, "an int >= 1 (1 = one update per incoming batch, the paper)"),
+    ]
+    in_memory = f"an int in [batch_size_mem={batch}, mem_size={mem}]"
+    if self.retrieval == "mir":
+      checks.append(("mir_candidates", batch, mem, in_memory))
+    if self.retrieval == "aser":
+      checks += [
+        ("aser_candidates", batch, mem, in_memory),
+        (
+          "aser_k",
+          1,
+          self.aser_candidates,
+          f"an int in [1, aser_candidates={self.aser_candidates}]",
+        ),
+        ("aser_coop_size", 1, mem, f"an int in [1, mem_size={mem}]"),
+      ]
+    for name, low, high, allowed in checks:
+      v = getattr(self, name)
+      ok = _is_int(v) and v >= low and (high is None or (_is_int(high) and v <= high))
+      _require(ok, name, v, allowed)
 
   @classmethod
   def from_method(cls, method: str, **kwargs) -> "ReplayConfig":
@@ -164,8 +206,7 @@ class ReplayConfig:
     return self.use_adversarial_replay or self.retrieval == "mir"
 
 
-@struct.dataclass
-class Hyper:
+class Hyper(struct.PyTreeNode):
   """Numeric hyper-parameters of the step; leaves may carry a sweep axis."""
 
   beta_coef: jnp.ndarray
@@ -177,27 +218,53 @@ class Hyper:
   mixup_alpha: jnp.ndarray
 
   @classmethod
-  def create(cls, *, opt_lr, beta_coef=0.5, epsilon_fgsm=0.0314, alpha_fgsm=None, iter_fgsm=2,
-             decay_factor_fgsm=1.0, mixup_alpha=1.0) -> "Hyper":
+  def create(
+    cls,
+    *,
+    opt_lr,
+    beta_coef=0.5,
+    epsilon_fgsm=0.0314,
+    alpha_fgsm=None,
+    iter_fgsm=2,
+    decay_factor_fgsm=1.0,
+    mixup_alpha=1.0,
+  ) -> "Hyper":
     """Validates and packs; ``alpha_fgsm=None`` means ``epsilon_fgsm / iter_fgsm``."""
     _require(_is_int(iter_fgsm) and iter_fgsm >= 1, "iter_fgsm", iter_fgsm, "an int >= 1")
     if alpha_fgsm is None:
       alpha_fgsm = epsilon_fgsm / iter_fgsm
-    for name, value, lo, hi in (("beta_coef", beta_coef, 0.0, 1.0),
-                                ("epsilon_fgsm", epsilon_fgsm, 0.0, None),
-                                ("alpha_fgsm", alpha_fgsm, 0.0, None),
-                                ("decay_factor_fgsm", decay_factor_fgsm, 0.0, None),
-                                ("opt_lr", opt_lr, 0.0, None),
-                                ("mixup_alpha", mixup_alpha, 0.0, None)):
-      ok = isinstance(value, numbers.Real) and value == value and value >= lo and (
-          hi is None or value <= hi) and abs(value) != float("inf")
+    for name, value, lo, hi in (
+      ("beta_coef", beta_coef, 0.0, 1.0),
+      ("epsilon_fgsm", epsilon_fgsm, 0.0, None),
+      ("alpha_fgsm", alpha_fgsm, 0.0, None),
+      ("decay_factor_fgsm", decay_factor_fgsm, 0.0, None),
+      ("opt_lr", opt_lr, 0.0, None),
+      ("mixup_alpha", mixup_alpha, 0.0, None),
+    ):
+      ok = (
+        isinstance(value, numbers.Real)
+        and value == value
+        and float(value) >= lo
+        and (hi is None or float(value) <= hi)
+        and abs(float(value)) != float("inf")
+      )
       if name == "mixup_alpha":
         ok = ok and value > 0
-      _require(ok, name, value,
-               f"a finite number in [{lo}, {hi}]" if hi is not None else
-               ("a finite number > 0" if name == "mixup_alpha" else f"a finite number >= {lo}"))
+      _require(
+        ok,
+        name,
+        value,
+        f"a finite number in [{lo}, {hi}]"
+        if hi is not None
+        else ("a finite number > 0" if name == "mixup_alpha" else f"a finite number >= {lo}"),
+      )
     f = lambda v: jnp.asarray(v, jnp.float32)
-    return cls(beta_coef=f(beta_coef), epsilon_fgsm=f(epsilon_fgsm), alpha_fgsm=f(alpha_fgsm),
-               iter_fgsm=jnp.asarray(iter_fgsm, jnp.int32),
-               decay_factor_fgsm=f(decay_factor_fgsm), opt_lr=f(opt_lr),
-               mixup_alpha=f(mixup_alpha))
+    return cls(
+      beta_coef=f(beta_coef),
+      epsilon_fgsm=f(epsilon_fgsm),
+      alpha_fgsm=f(alpha_fgsm),
+      iter_fgsm=jnp.asarray(iter_fgsm, jnp.int32),
+      decay_factor_fgsm=f(decay_factor_fgsm),
+      opt_lr=f(opt_lr),
+      mixup_alpha=f(mixup_alpha),
+    )

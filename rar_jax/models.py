@@ -49,8 +49,18 @@ def _bn(train: bool, mask: Optional[jnp.ndarray], name: str):
 CONV_IMPLS = ("xla", "im2col")
 
 
-def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                dimension_numbers=None, feature_group_count=1, precision=None, **unused):
+def im2col_conv(
+  lhs,
+  rhs,
+  window_strides,
+  padding,
+  lhs_dilation=None,
+  rhs_dilation=None,
+  dimension_numbers=None,
+  feature_group_count=1,
+  precision=None,
+  **unused,
+):
   """``lax.conv_general_dilated`` for NHWC inputs and HWIO kernels as one matmul
   over shifted copies of the input (im2col).
 
@@ -61,8 +71,11 @@ def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
   function as XLA's convolution, summed in another order.
   """
   del unused
-  if (lhs_dilation not in (None, (1, 1)) or rhs_dilation not in (None, (1, 1))
-      or feature_group_count != 1):
+  if (
+    lhs_dilation not in (None, (1, 1))
+    or rhs_dilation not in (None, (1, 1))
+    or feature_group_count != 1
+  ):
     raise NotImplementedError("im2col_conv: no dilation or feature groups")
   if dimension_numbers is not None and tuple(dimension_numbers.lhs_spec) != (0, 3, 1, 2):
     raise NotImplementedError("im2col_conv: NHWC inputs only")
@@ -73,8 +86,11 @@ def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
   sh, sw = window_strides
   ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
   # Column order (i, j, c) matches the HWIO kernel flattened to [kh*kw*cin, cout].
-  cols = [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
-          for i in range(kh) for j in range(kw)]
+  cols = [
+    x[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
+    for i in range(kh)
+    for j in range(kw)
+  ]
   patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
   return jnp.dot(patches, rhs.reshape(-1, cout), precision=precision)
 
@@ -82,9 +98,15 @@ def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
 def _conv(conv_impl: str, features: int, kernel: int, stride: int, name: str, padding=1):
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f"conv_impl={conv_impl!r} is invalid: one of {CONV_IMPLS}")
-  return nn.Conv(features, (kernel, kernel), (stride, stride), padding=padding, use_bias=False,
-                 name=name,
-                 conv_general_dilated=im2col_conv if conv_impl == "im2col" else None)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    (stride, stride),
+    padding=padding,
+    use_bias=False,
+    name=name,
+    conv_general_dilated=im2col_conv if conv_impl == "im2col" else None,
+  )
 
 
 class BasicBlock(nn.Module):
@@ -99,8 +121,7 @@ class BasicBlock(nn.Module):
     out = _bn(train, mask, "bn2")(conv(self.planes, 1, "conv2")(out))
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.planes:
-      shortcut = _conv(self.conv_impl, self.planes, 1, self.stride, "shortcut_conv",
-                       padding=0)(x)
+      shortcut = _conv(self.conv_impl, self.planes, 1, self.stride, "shortcut_conv", padding=0)(x)
       shortcut = _bn(train, mask, "shortcut_bn")(shortcut)
     return nn.relu(out + shortcut)
 
@@ -123,7 +144,7 @@ class ReducedResNet18(nn.Module):
   def min_side(self) -> int:
     # Each stage after the first halves the side (rounding up); the average
     # pool needs a 4x4 map at the end.
-    return 4 * 2**(len(self.blocks) - 1) - 2**(len(self.blocks) - 1) + 1
+    return 4 * 2 ** (len(self.blocks) - 1) - 2 ** (len(self.blocks) - 1) + 1
 
   @nn.compact
   def __call__(self, x, train: bool = False, mask=None):
@@ -134,8 +155,9 @@ class ReducedResNet18(nn.Module):
     for stage, n_blocks in enumerate(self.blocks):
       for b in range(n_blocks):
         stride = 2 if (stage > 0 and b == 0) else 1
-        h = BasicBlock(self.nf * 2**stage, stride, self.conv_impl,
-                       name=f"layer{stage + 1}_{b}")(h, train, mask)
+        h = BasicBlock(self.nf * 2**stage, stride, self.conv_impl, name=f"layer{stage + 1}_{b}")(
+          h, train, mask
+        )
       self.sow(FEATURES, f"layer{stage + 1}", h)
     h = nn.avg_pool(h, (4, 4), (4, 4)).reshape((h.shape[0], -1))
     self.sow(FEATURES, PENULTIMATE, h)
@@ -160,7 +182,9 @@ def check_input_shape(name: str, module: nn.Module, shape: Tuple[int, ...]) -> N
   if isinstance(module, ReducedResNet18):
     need = module.min_side
     if len(shape) != 3 or min(shape[:2]) < need:
-      raise ValueError(f"model {name} cannot take inputs of shape {tuple(shape)}: it needs "
-                       f"images (H, W, C) with H, W >= {need} (e.g. 28x28x1 or 32x32x3)")
+      raise ValueError(
+        f"model {name} cannot take inputs of shape {tuple(shape)}: it needs "
+        f"images (H, W, C) with H, W >= {need} (e.g. 28x28x1 or 32x32x3)"
+      )
   elif isinstance(module, MLP) and math.prod(shape) < 1:
     raise ValueError(f"model {name} cannot take inputs of shape {tuple(shape)}: empty")

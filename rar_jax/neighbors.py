@@ -8,10 +8,12 @@ import jax
 import jax.numpy as jnp
 
 
-def neighbor_distances(query: jax.Array,
-                       reference: jax.Array,
-                       query_labels: Optional[jax.Array] = None,
-                       reference_labels: Optional[jax.Array] = None) -> jax.Array:
+def neighbor_distances(
+  query: jax.Array,
+  reference: jax.Array,
+  query_labels: Optional[jax.Array] = None,
+  reference_labels: Optional[jax.Array] = None,
+) -> jax.Array:
   """Squared Euclidean distances ``[n_query, n_reference]`` over flattened rows.
 
   With both label arrays, pairs with the same label are at ``inf``.
@@ -19,8 +21,10 @@ def neighbor_distances(query: jax.Array,
   if (query_labels is None) != (reference_labels is None):
     raise ValueError("give both query_labels and reference_labels, or neither")
   if query.shape[0] == 0 or reference.shape[0] == 0:
-    raise ValueError(f"nearest_neighbors needs non-empty inputs, got {query.shape[0]} "
-                     f"queries and {reference.shape[0]} references")
+    raise ValueError(
+      f"nearest_neighbors needs non-empty inputs, got {query.shape[0]} "
+      f"queries and {reference.shape[0]} references"
+    )
   q = query.reshape(query.shape[0], -1)
   r = reference.reshape(reference.shape[0], -1)
   if q.shape[1] != r.shape[1]:
@@ -34,10 +38,12 @@ def neighbor_distances(query: jax.Array,
   return d
 
 
-def nearest_neighbors(query: jax.Array,
-                      reference: jax.Array,
-                      query_labels: Optional[jax.Array] = None,
-                      reference_labels: Optional[jax.Array] = None) -> jax.Array:
+def nearest_neighbors(
+  query: jax.Array,
+  reference: jax.Array,
+  query_labels: Optional[jax.Array] = None,
+  reference_labels: Optional[jax.Array] = None,
+) -> jax.Array:
   """For each query row, the index of the nearest reference row.
 
   Distances are Euclidean over flattened rows; ties go to the lowest index.

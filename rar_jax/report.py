@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from rar_jax import metrics as metrics_lib
+from rar_jax import sweep as sweep_lib
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -46,8 +47,10 @@ def write_acc_csv(path: str, acc: np.ndarray) -> None:
 
 def _pyplot():
   import matplotlib
+
   matplotlib.use("Agg")  # files only: no display needed
   import matplotlib.pyplot as plt
+
   return plt
 
 
@@ -56,7 +59,7 @@ def _mean_and_2se(curves: np.ndarray):
   mean = curves.mean(axis=0)
   if len(curves) < 2:
     return mean, np.zeros_like(mean)
-  return mean, 2 * curves.std(axis=0, ddof=1) / np.sqrt(len(curves))
+  return mean, metrics_lib.two_se(curves)
 
 
 def _save(fig, path: str) -> None:
@@ -81,14 +84,26 @@ def accuracy_figure(acc: np.ndarray, title: str):
       color = "black" if mean[i, j] > 0.6 else "white"
       ax0.text(j, i, f"{mean[i, j]:.2f}", ha="center", va="center", color=color, fontsize=8)
   names = [str(k + 1) for k in range(t)]
-  ax0.set(xlabel="evaluated on task", ylabel="after training task", title="accuracy (seed mean)",
-          xticks=range(t), yticks=range(t), xticklabels=names, yticklabels=names)
+  ax0.set(
+    xlabel="evaluated on task",
+    ylabel="after training task",
+    title="accuracy (seed mean)",
+    xticks=range(t),
+    yticks=range(t),
+    xticklabels=names,
+    yticklabels=names,
+  )
   fig.colorbar(im, ax=ax0)
   xs = np.arange(1, t + 1)
   m, se2 = _mean_and_2se(metrics_lib.average_accuracy_curve(acc))
   ax1.errorbar(xs, m, yerr=se2, marker="o", capsize=3)
-  ax1.set(xlabel="tasks learned", ylabel="average accuracy on seen tasks", ylim=(0, 1),
-          title="average accuracy (± 2SE)", xticks=xs)
+  ax1.set(
+    xlabel="tasks learned",
+    ylabel="average accuracy on seen tasks",
+    ylim=(0, 1),
+    title="average accuracy (± 2SE)",
+    xticks=xs,
+  )
   fig.suptitle(title)
   fig.tight_layout()
   return fig
@@ -106,11 +121,16 @@ def comparison_figure(accs: Mapping[str, np.ndarray], title: str):
   for name, acc in accs.items():
     m, se2 = _mean_and_2se(metrics_lib.average_accuracy_curve(acc))
     xs = np.arange(1, len(m) + 1)
-    line, = ax.plot(xs, m, marker="o", label=name)
+    (line,) = ax.plot(xs, m, marker="o", label=name)
     ax.fill_between(xs, m - se2, m + se2, color=line.get_color(), alpha=0.2, linewidth=0)
   t = max(len(metrics_lib.average_accuracy_curve(a)[0]) for a in accs.values())
-  ax.set(xlabel="tasks learned", ylabel="average accuracy on seen tasks", ylim=(0, 1),
-         xticks=np.arange(1, t + 1), title=title)
+  ax.set(
+    xlabel="tasks learned",
+    ylabel="average accuracy on seen tasks",
+    ylim=(0, 1),
+    xticks=np.arange(1, t + 1),
+    title=title,
+  )
   ax.grid(alpha=0.3)
   ax.legend(title="method (± 2SE band)")
   fig.tight_layout()
@@ -121,31 +141,97 @@ def plot_comparison(path: str, accs: Mapping[str, np.ndarray], title: str) -> No
   _save(comparison_figure(accs, title), path)
 
 
-def _pm(summary: Mapping) -> str:
-  se2 = summary["se2"]
+def plus_minus(summary: Mapping) -> str:
+  """``"mean ± 2SE"`` of a `rar_jax.metrics.summarize` dict (the mean alone for one seed)."""
+  se2 = summary.get("se2")
   return f"{summary['mean']:.3f} ± {se2:.3f}" if se2 is not None else f"{summary['mean']:.3f}"
 
 
 def comparison_table(results: Sequence[Mapping]) -> str:
   """A Markdown table, one row per method's metrics dict."""
-  rows = ["| method | final avg accuracy (± 2SE) | forgetting (± 2SE) | seeds | steps/s |",
-          "| --- | --- | --- | --- | --- |"]
+  rows = [
+    "| method | final avg accuracy (± 2SE) | forgetting (± 2SE) | seeds | steps/s |",
+    "| --- | --- | --- | --- | --- |",
+  ]
   for r in results:
-    rows.append(f"| {r['method']} | {_pm(r['final_avg_accuracy'])} | "
-                f"{_pm(r['final_forgetting'])} | {r['num_seeds']} | {r['steps_per_second']:.0f} |")
+    rows.append(
+      f"| {r['method']} | {plus_minus(r['final_avg_accuracy'])} | "
+      f"{plus_minus(r['final_forgetting'])} | {r['num_seeds']} | {r['steps_per_second']:.0f} |"
+    )
   # Say what the speed counts: it is easily read as per seed, or as wall time.
-  rows += ["", "steps/s: minibatch steps per second of training time (compilation, evaluation",
-           "and checkpoints excluded), all seeds of a method advancing together, as the",
-           "progress lines show it (seed-steps per second: steps/s x seeds)."]
+  rows += [
+    "",
+    "steps/s: minibatch steps per second of training time (compilation, evaluation",
+    "and checkpoints excluded), all seeds of a method advancing together, as the",
+    "progress lines show it (seed-steps per second: steps/s x seeds).",
+  ]
   return "\n".join(rows)
 
 
 def sweep_table(result: Mapping) -> str:
   """A Markdown table of a sweep's cells, best first."""
   cells = sorted(result["cells"], key=lambda r: -r["final_avg_accuracy"]["mean"])
-  rows = [f"{result['method']}, {result['num_seeds']} seeds per cell, {result['eval_split']} split",
-          "", "| cell | final avg accuracy (± 2SE) | forgetting (± 2SE) |", "| --- | --- | --- |"]
+  rows = [
+    f"{result['method']}, {result['num_seeds']} seeds per cell, {result['eval_split']} split",
+    "",
+    "| cell | final avg accuracy (± 2SE) | forgetting (± 2SE) |",
+    "| --- | --- | --- |",
+  ]
   for r in cells:
-    name = ",".join(f"{k}={v:g}" for k, v in r["overrides"].items())
-    rows.append(f"| {name} | {_pm(r['final_avg_accuracy'])} | {_pm(r['final_forgetting'])} |")
+    name = sweep_lib.cell_name(r["overrides"])
+    acc, forgetting = plus_minus(r["final_avg_accuracy"]), plus_minus(r["final_forgetting"])
+    rows.append(f"| {name} | {acc} | {forgetting} |")
   return "\n".join(rows)
+
+
+def _label(targets: np.ndarray) -> str:
+  """A hard label as its class; a MixUp target as its two classes and weights."""
+  order = np.argsort(-targets)
+  if targets[order[0]] > 0.999:
+    return f"class {order[0]}"
+  return f"{order[0]} ({targets[order[0]]:.2f}) + {order[1]} ({targets[order[1]]:.2f})"
+
+
+def _show(ax, image: np.ndarray, **kwargs) -> None:
+  ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, **kwargs)
+  ax.set_xticks([])
+  ax.set_yticks([])
+
+
+def rar_samples_figure(preview: Mapping[str, np.ndarray], num: int, title: str):
+  """Columns: replay samples (first the ones RAR moved). Rows: the sample,
+  its perturbed version, the difference (red up, blue down, scaled to the
+  largest change shown), and the incoming sample it was pushed towards."""
+  plt = _pyplot()
+  order = np.argsort(~(preview["found"] & preview["mask"]), kind="stable")
+  cols = [i for i in order if preview["mask"][i]][:num]
+  if not cols:
+    raise ValueError("the replay draw is empty: nothing to show")
+  diff = preview["x_adv"] - preview["x_mem"]
+  scale = max(float(np.abs(diff[cols]).max()), 1e-12)
+  fig, axes = plt.subplots(4, len(cols), figsize=(1.7 * len(cols), 7.4), squeeze=False)
+  gray = dict(cmap="gray", vmin=0.0, vmax=1.0)
+  for c, i in enumerate(cols):
+    j = int(preview["nearest"][i])
+    _show(axes[0, c], preview["x_mem"][i], **gray)
+    axes[0, c].set_title(_label(preview["targets"][i]), fontsize=7)
+    _show(axes[1, c], np.clip(preview["x_adv"][i], 0, 1), **gray)
+    _show(axes[2, c], diff[i].mean(-1, keepdims=True), cmap="RdBu_r", vmin=-scale, vmax=scale)
+    axes[2, c].set_title(f"max |d| {np.abs(diff[i]).max():.3f}", fontsize=7)
+    if preview["found"][i]:
+      _show(axes[3, c], preview["x"][j], **gray)
+      axes[3, c].set_title(f"class {int(preview['y'][j])}", fontsize=7)
+    else:
+      axes[3, c].axis("off")
+      axes[3, c].set_title("no neighbour", fontsize=7)
+  for r, name in enumerate(("replay", "perturbed", "difference", "pushed towards")):
+    axes[r, 0].set_ylabel(name, fontsize=8)
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  return fig
+
+
+def plot_rar_samples(path: str, preview: Mapping[str, np.ndarray], num: int, title: str) -> None:
+  """`rar_samples_figure` as a PNG (``preview``: `rar_jax.step.make_rar_preview`'s
+  output plus the incoming batch as ``x`` and ``y``)."""
+  _save(rar_samples_figure(preview, num, title), path)

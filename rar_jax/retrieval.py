@@ -10,15 +10,22 @@ import jax.numpy as jnp
 from rar_jax import buffer as buffer_lib
 
 
-def random_retrieve(buf: buffer_lib.BufferState, key: jax.Array, n: int,
-                    exclude_labels: Optional[jax.Array] = None):
+def random_retrieve(
+  buf: buffer_lib.BufferState, key: jax.Array, n: int, exclude_labels: Optional[jax.Array] = None
+):
   """``n`` uniformly drawn eligible samples: ``(x, y, mask)``."""
   return buffer_lib.sample(buf, key, n, exclude_labels)
 
 
-def mir_retrieve(buf: buffer_lib.BufferState, key: jax.Array, n: int, num_candidates: int,
-                 loss_now: Callable, loss_lookahead: Callable,
-                 exclude_labels: Optional[jax.Array] = None):
+def mir_retrieve(
+  buf: buffer_lib.BufferState,
+  key: jax.Array,
+  n: int,
+  num_candidates: int,
+  loss_now: Callable,
+  loss_lookahead: Callable,
+  exclude_labels: Optional[jax.Array] = None,
+):
   """Maximally Interfered Retrieval (Aljundi et al., 2019).
 
   From ``num_candidates`` random eligible samples keep the ``n`` whose loss

@@ -20,7 +20,7 @@ for. ``make_train_step(module, tx, cfg, chain=...)`` runs a user's chain.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,7 @@ import optax
 from rar_jax import buffer as buffer_lib
 from rar_jax.aser import aser_retrieve
 from rar_jax.attack import mifgsm
-from rar_jax.method import STAGE_KINDS, Hyper, ReplayConfig
+from rar_jax.method import DATA_RANGE, STAGE_KINDS, Hyper, ReplayConfig
 from rar_jax.mixup import mixup as mixup_fn
 from rar_jax.neighbors import neighbor_distances
 from rar_jax.retrieval import mir_retrieve
@@ -81,8 +81,7 @@ class Chain(NamedTuple):
 
   @property
   def needs_lookahead(self) -> bool:
-    return any(s is not None and s.needs_lookahead for s in (self.retrieve, self.mix,
-                                                             self.perturb))
+    return any(s is not None and s.needs_lookahead for s in (self.retrieve, self.mix, self.perturb))
 
   def excludes_current(self, cfg: ReplayConfig) -> bool:
     """The config decides when it says; otherwise the loss's replay rule."""
@@ -93,19 +92,23 @@ class Chain(NamedTuple):
 
 def chain(*stages: Stage) -> Chain:
   """Stages in any order, at most one of each kind; the loss defaults to CE."""
-  by_kind = {}
+  by_kind: Dict[str, Stage] = {}
   for s in stages:
     if not isinstance(s, Stage) or s.kind not in STAGE_KINDS:
-      raise ValueError(f"chain: {s!r} is not a stage; build stages with rar_jax.stages "
-                       f"(kinds {STAGE_KINDS})")
+      raise ValueError(
+        f"chain: {s!r} is not a stage; build stages with rar_jax.stages (kinds {STAGE_KINDS})"
+      )
     if s.kind in by_kind:
-      raise ValueError(f"chain: two {s.kind} stages ({by_kind[s.kind].name}, {s.name}); "
-                       "give at most one of each kind")
+      raise ValueError(
+        f"chain: two {s.kind} stages ({by_kind[s.kind].name}, {s.name}); "
+        "give at most one of each kind"
+      )
     by_kind[s.kind] = s
   if ("mix" in by_kind or "perturb" in by_kind) and "retrieve" not in by_kind:
     raise ValueError("chain: mix and perturb stages need a retrieve stage")
-  return Chain(by_kind.get("retrieve"), by_kind.get("mix"), by_kind.get("perturb"),
-               by_kind.get("loss", ce()))
+  return Chain(
+    by_kind.get("retrieve"), by_kind.get("mix"), by_kind.get("perturb"), by_kind.get("loss", ce())
+  )
 
 
 # ---------------------------------------------------------------- retrieve
@@ -118,18 +121,25 @@ def retrieve(fn: Callable, name: str = "user", *, needs_lookahead: bool = False)
 
 def random_replay() -> Stage:
   """ER: a uniform draw of ``batch_size_mem`` eligible buffer samples."""
-  return retrieve(lambda ctx, key: buffer_lib.sample(ctx.buffer, key, ctx.cfg.batch_size_mem,
-                                                     ctx.exclude), "random")
+  return retrieve(
+    lambda ctx, key: buffer_lib.sample(ctx.buffer, key, ctx.cfg.batch_size_mem, ctx.exclude),
+    "random",
+  )
 
 
 def mir() -> Stage:
   """MIR: of ``mir_candidates`` random samples, those the look-ahead step hurts most."""
 
   def fn(ctx: StepContext, key):
-    return mir_retrieve(ctx.buffer, key, ctx.cfg.batch_size_mem, ctx.cfg.mir_candidates,
-                        lambda x, y, m: ctx.per_sample_loss(ctx.params, x, y, m),
-                        lambda x, y, m: ctx.per_sample_loss(ctx.lookahead, x, y, m),
-                        ctx.exclude)
+    return mir_retrieve(
+      ctx.buffer,
+      key,
+      ctx.cfg.batch_size_mem,
+      ctx.cfg.mir_candidates,
+      lambda x, y, m: ctx.per_sample_loss(ctx.params, x, y, m),
+      lambda x, y, m: ctx.per_sample_loss(ctx.lookahead, x, y, m),
+      ctx.exclude,
+    )
 
   return retrieve(fn, "mir", needs_lookahead=True)
 
@@ -141,14 +151,23 @@ def aser() -> Stage:
     cfg = ctx.cfg
 
     def features(xs, masks):
-      _, feats, _ = ctx.model.forward_groups(ctx.params, ctx.batch_stats, xs, masks,
-                                             features=True)
+      _, feats, _ = ctx.model.forward_groups(ctx.params, ctx.batch_stats, xs, masks, features=True)
       return feats
 
-    return aser_retrieve(ctx.buffer, key, cfg.batch_size_mem, features, ctx.x, ctx.y,
-                         num_candidates=cfg.aser_candidates, coop_size=cfg.aser_coop_size,
-                         k=cfg.aser_k, num_classes=cfg.num_classes, aser_type=cfg.aser_type,
-                         exclude_labels=ctx.exclude)
+    return aser_retrieve(
+      ctx.buffer,
+      key,
+      cfg.batch_size_mem,
+      features,
+      ctx.x,
+      ctx.y,
+      num_candidates=cfg.aser_candidates,
+      coop_size=cfg.aser_coop_size,
+      k=cfg.aser_k,
+      num_classes=cfg.num_classes,
+      aser_type=cfg.aser_type,
+      exclude_labels=ctx.exclude,
+    )
 
   return retrieve(fn, "aser")
 
@@ -158,56 +177,86 @@ def aser() -> Stage:
 
 def mixup() -> Stage:
   """MixUp of the replay batch, one Beta(mixup_alpha, mixup_alpha) λ per batch."""
-  return Stage("mix", "mixup",
-               lambda ctx, key, x, t, m: mixup_fn(key, x, t, m, ctx.hyper.mixup_alpha))
+  return Stage(
+    "mix", "mixup", lambda ctx, key, x, t, m: mixup_fn(key, x, t, m, ctx.hyper.mixup_alpha)
+  )
 
 
 # ---------------------------------------------------------------- perturb
 
 
+class RarAttack(NamedTuple):
+  """What RAR did to a replay batch (for the step, metrics and pictures)."""
+
+  x_adv: jax.Array  # the perturbed replay rows
+  nearest: jax.Array  # [n] int: each replay row's nearest incoming row in feature space
+  found: jax.Array  # [n] bool: valid rows that had a neighbour (others stay unperturbed)
+
+
+def rar_attack(ctx: StepContext, xm, tm, mm, params: Optional[str] = None) -> RarAttack:
+  """Each replay row moved (MI-FGSM) towards its nearest incoming row in the
+  feature space of θ' (``params="lookahead"``, the paper) or θ (``"current"``)."""
+  cfg, hyper = ctx.cfg, ctx.hyper
+  theta = ctx.lookahead if (params or cfg.attack_params) == "lookahead" else ctx.params
+  model, bs, x, y = ctx.model, ctx.batch_stats, ctx.x, ctx.y
+  ym = jnp.argmax(tm, -1)
+  _, (fm, fc), _ = model.forward_groups(
+    theta, bs, [xm, x], [mm, jnp.ones_like(y, bool)], features=True
+  )
+  if ctx.exclude is not None:
+    d = neighbor_distances(fm, fc)  # replay labels are never in the batch
+  else:
+    d = neighbor_distances(fm, fc, ym, y)
+  nearest = jnp.argmin(d, axis=1)
+  found = jnp.isfinite(jnp.min(d, axis=1)) & mm
+  if cfg.attack_target == "features":
+    target = jax.lax.stop_gradient(fc[nearest])
+
+    def loss_fn(z):
+      _, f, _ = model(theta, bs, z, mm, features=True)
+      return jnp.where(found, jnp.mean(jnp.square(f - target), axis=-1), 0.0)
+  else:  # Avalanche's variant: cross-entropy towards the neighbour's label
+    target_y = y[nearest]
+
+    def loss_fn(z):
+      logits, _, _ = model(theta, bs, z, mm)
+      return jnp.where(
+        found, optax.softmax_cross_entropy_with_integer_labels(logits, target_y), 0.0
+      )
+
+  xa = mifgsm(
+    loss_fn,
+    xm,
+    epsilon=hyper.epsilon_fgsm,
+    alpha=hyper.alpha_fgsm,
+    steps=hyper.iter_fgsm,
+    decay=hyper.decay_factor_fgsm,
+    clip_min=DATA_RANGE[0],
+    clip_max=DATA_RANGE[1],
+  )
+  return RarAttack(jax.lax.stop_gradient(xa), nearest, found)
+
+
+def perturbation_sizes(xm, xa, mm) -> dict:
+  """Mean and max L-inf size of the perturbation over the valid replay rows."""
+  linf = jnp.max(jnp.abs(xa - xm).reshape(xm.shape[0], -1), axis=1)
+  return {
+    "perturbation_mean": jnp.sum(jnp.where(mm, linf, 0.0)) / jnp.maximum(jnp.sum(mm), 1),
+    "perturbation_max": jnp.max(jnp.where(mm, linf, 0.0)),
+  }
+
+
 def rar(params: Optional[str] = None) -> Stage:
-  """RAR: each replay row moved (MI-FGSM) towards its nearest incoming row in
-  feature space; replay loss ``(1-beta)*clean + beta*perturbed``.
+  """RAR (`rar_attack`): replay loss ``(1-beta)*clean + beta*perturbed``.
 
   ``params``: ``"lookahead"`` (the paper, θ') or ``"current"`` (θ; what the
   paper's code does after ASER retrieval); None = ``cfg.attack_params``.
   """
 
   def fn(ctx: StepContext, xm, tm, mm):
-    cfg, hyper = ctx.cfg, ctx.hyper
-    which = params or cfg.attack_params
-    theta = ctx.lookahead if which == "lookahead" else ctx.params
-    model, bs, x, y = ctx.model, ctx.batch_stats, ctx.x, ctx.y
-    ym = jnp.argmax(tm, -1)
-    _, (fm, fc), _ = model.forward_groups(theta, bs, [xm, x], [mm, jnp.ones_like(y, bool)],
-                                          features=True)
-    if ctx.exclude is not None:
-      d = neighbor_distances(fm, fc)  # replay labels are never in the batch
-    else:
-      d = neighbor_distances(fm, fc, ym, y)
-    nearest = jnp.argmin(d, axis=1)
-    found = jnp.isfinite(jnp.min(d, axis=1)) & mm
-    if cfg.attack_target == "features":
-      target = jax.lax.stop_gradient(fc[nearest])
-
-      def loss_fn(z):
-        _, f, _ = model(theta, bs, z, mm, features=True)
-        return jnp.where(found, jnp.mean(jnp.square(f - target), axis=-1), 0.0)
-    else:  # Avalanche's variant: cross-entropy towards the neighbour's label
-      target_y = y[nearest]
-
-      def loss_fn(z):
-        logits, _, _ = model(theta, bs, z, mm)
-        return jnp.where(found, optax.softmax_cross_entropy_with_integer_labels(logits, target_y),
-                         0.0)
-
-    xa = mifgsm(loss_fn, xm, epsilon=hyper.epsilon_fgsm, alpha=hyper.alpha_fgsm,
-                steps=hyper.iter_fgsm, decay=hyper.decay_factor_fgsm,
-                clip_min=cfg.data_min, clip_max=cfg.data_max)
-    xa = jax.lax.stop_gradient(xa)
-    linf = jnp.max(jnp.where(mm, jnp.max(jnp.abs(xa - xm).reshape(xm.shape[0], -1), axis=1),
-                             0.0))
-    return [(xm, 1.0 - hyper.beta_coef), (xa, hyper.beta_coef)], {"perturbation_linf": linf}
+    xa = rar_attack(ctx, xm, tm, mm, params).x_adv
+    beta = ctx.hyper.beta_coef
+    return [(xm, 1.0 - beta), (xa, beta)], perturbation_sizes(xm, xa, mm)
 
   # Even on θ the update takes the incoming gradient first, as the paper's code
   # does (unused, θ' costs nothing: XLA drops it).
@@ -219,8 +268,12 @@ def rar(params: Optional[str] = None) -> Stage:
 
 def ce() -> Stage:
   """Cross-entropy over every logit, incoming and replay rows alike."""
-  return Stage("loss", "ce", lambda logits, targets, ctx, replay:
-               optax.softmax_cross_entropy(logits, targets), exclude_current_labels=True)
+  return Stage(
+    "loss",
+    "ce",
+    lambda logits, targets, ctx, replay: optax.softmax_cross_entropy(logits, targets),
+    exclude_current_labels=True,
+  )
 
 
 def masked_cross_entropy(logits, targets, allowed):
@@ -243,8 +296,15 @@ def ace() -> Stage:
 
 # ---------------------------------------------------------------- names
 
-_BY_NAME = {"random": random_replay, "mir": mir, "aser": aser, "mixup": mixup, "rar": rar,
-            "ce": ce, "ace": ace}
+_BY_NAME = {
+  "random": random_replay,
+  "mir": mir,
+  "aser": aser,
+  "mixup": mixup,
+  "rar": rar,
+  "ce": ce,
+  "ace": ace,
+}
 
 
 def from_config(cfg: ReplayConfig) -> Chain:

@@ -21,8 +21,7 @@ from rar_jax import stages as stages_lib
 from rar_jax.method import Hyper, ReplayConfig
 
 
-@struct.dataclass
-class TrainState:
+class TrainState(struct.PyTreeNode):
   """Everything a run carries from one step to the next."""
 
   params: Any
@@ -31,7 +30,6 @@ class TrainState:
   buffer: buffer_lib.BufferState
   key: jax.Array
   hyper: Hyper
-  step: jax.Array
   seen_classes: jax.Array  # [num_classes] bool: labels offered so far (ACE's replay classes)
 
 
@@ -88,11 +86,15 @@ class _Model:
     step is bound by reading the weights, so fewer passes is faster); with it,
     one pass per group, as the paper's code does, so statistics stay per group."""
     if not batch_stats:
-      logits, feats, _ = self(params, batch_stats, jnp.concatenate(xs), jnp.concatenate(masks),
-                              features=features)
+      logits, feats, _ = self(
+        params, batch_stats, jnp.concatenate(xs), jnp.concatenate(masks), features=features
+      )
       splits = [sum(x.shape[0] for x in xs[:i]) for i in range(1, len(xs))]
-      return (jnp.split(logits, splits), jnp.split(feats, splits) if features else None,
-              batch_stats)
+      return (
+        jnp.split(logits, splits),
+        jnp.split(feats, splits) if features else None,
+        batch_stats,
+      )
     outs = []
     for x, m in zip(xs, masks):
       logits, feats, batch_stats = self(params, batch_stats, x, m, features=features)
@@ -100,8 +102,14 @@ class _Model:
     return [o[0] for o in outs], ([o[1] for o in outs] if features else None), batch_stats
 
 
-def init_train_state(module: nn.Module, tx: optax.GradientTransformation, cfg: ReplayConfig,
-                     hyper: Hyper, key: jax.Array, sample_x: jax.Array) -> TrainState:
+def init_train_state(
+  module: nn.Module,
+  tx: optax.GradientTransformation,
+  cfg: ReplayConfig,
+  hyper: Hyper,
+  key: jax.Array,
+  sample_x: jax.Array,
+) -> TrainState:
   """Initialises parameters, optimiser and an empty buffer for one run.
 
   ``sample_x`` is one batch of inputs (its first axis is ignored).
@@ -112,91 +120,154 @@ def init_train_state(module: nn.Module, tx: optax.GradientTransformation, cfg: R
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
   feats = jax.eval_shape(
-      lambda: module.apply(variables, x1, train=False, mutable=[models.FEATURES])[1])
+    lambda: module.apply(variables, x1, train=False, mutable=[models.FEATURES])[1]
+  )
   layers = tuple(feats.get(models.FEATURES, {}).keys())
   if cfg.feature_layer not in layers:
-    raise ValueError(f"feature_layer={cfg.feature_layer!r} is not sown by "
-                     f"{type(module).__name__}; it sows {layers}")
-  buf = buffer_lib.init(cfg.mem_size, sample_x.shape[1:], policy=cfg.storage_policy,
-                        num_classes=cfg.num_classes)
-  return TrainState(params=params, batch_stats=batch_stats, opt_state=tx.init(params),
-                    buffer=buf, key=k_run, hyper=hyper, step=jnp.zeros((), jnp.int32),
-                    seen_classes=jnp.zeros((cfg.num_classes,), bool))
+    raise ValueError(
+      f"feature_layer={cfg.feature_layer!r} is not sown by "
+      f"{type(module).__name__}; it sows {layers}"
+    )
+  buf = buffer_lib.init(
+    cfg.mem_size, sample_x.shape[1:], policy=cfg.storage_policy, num_classes=cfg.num_classes
+  )
+  return TrainState(
+    params=params,
+    batch_stats=batch_stats,
+    opt_state=tx.init(params),
+    buffer=buf,
+    key=k_run,
+    hyper=hyper,
+    seen_classes=jnp.zeros((cfg.num_classes,), bool),
+  )
 
 
-def make_train_step(module: nn.Module, tx: optax.GradientTransformation, cfg: ReplayConfig,
-                    chain: Optional[stages_lib.Chain] = None):
+class _Update:
+  """One optimiser step on an incoming batch and a fresh replay draw, through
+  a chain's stages; `make_train_step` wraps it into a step over the stream."""
+
+  def __init__(
+    self,
+    module: nn.Module,
+    tx: optax.GradientTransformation,
+    cfg: ReplayConfig,
+    chain: stages_lib.Chain,
+  ):
+    self.tx, self.cfg, self.chain = tx, cfg, chain
+    self.model = _Model(module, cfg.feature_layer)
+    self.exclude_current = chain.excludes_current(cfg)
+    # Without a look-ahead the replay batch does not depend on the incoming
+    # gradient, so incoming and replay rows share one pass.
+    self.fused = chain.perturb is None and not chain.needs_lookahead
+    self.grad_fn = jax.value_and_grad(self._objective, has_aux=True)
+
+  def one_hot(self, y):
+    return jax.nn.one_hot(y, self.cfg.num_classes)
+
+  def _objective(self, params, batch_stats, groups: Sequence[Group], ctx):
+    logits, _, batch_stats = self.model.forward_groups(
+      params, batch_stats, [g.x for g in groups], [g.mask for g in groups]
+    )
+    terms = [
+      _masked_mean(self.chain.loss.fn(l, g.targets, ctx, g.replay), g.mask)
+      for l, g in zip(logits, groups)
+    ]
+    return sum(g.weight * t for g, t in zip(groups, terms)), (batch_stats, terms)
+
+  def context(self, state: TrainState, params, batch_stats, x, y, present, seen):
+    return stages_lib.StepContext(
+      cfg=self.cfg,
+      hyper=state.hyper,
+      model=self.model,
+      params=params,
+      lookahead=None,
+      batch_stats=batch_stats,
+      x=x,
+      y=y,
+      buffer=state.buffer,
+      exclude=y if self.exclude_current else None,
+      present=present,
+      seen=seen,
+    )
+
+  def current_group(self, ctx) -> Group:
+    return Group(ctx.x, self.one_hot(ctx.y), jnp.ones(ctx.y.shape, bool), 1.0)
+
+  def with_lookahead(self, ctx):
+    """The incoming gradient, and ``ctx`` with θ' = θ - opt_lr * that gradient."""
+    (loss, (batch_stats, _)), grads = self.grad_fn(
+      ctx.params, ctx.batch_stats, [self.current_group(ctx)], ctx
+    )
+    lookahead = jax.tree.map(lambda p, g: p - ctx.hyper.opt_lr * g, ctx.params, grads)
+    return loss, grads, ctx._replace(lookahead=lookahead, batch_stats=batch_stats)
+
+  def replay_batch(self, ctx, k_ret, k_mix):
+    """Retrieve, then mix: ``(x, soft targets, mask)``."""
+    xm, ym, mm = self.chain.retrieve.fn(ctx, k_ret)
+    tm = self.one_hot(ym)
+    if self.chain.mix is not None:
+      xm, tm = self.chain.mix.fn(ctx, k_mix, xm, tm, mm)
+    return xm, tm, mm
+
+  def gradients(self, ctx, k_ret, k_mix):
+    """``(grads, batch_stats, loss_current, loss_replay, replay_count, metrics)``."""
+    zero = jnp.zeros((), jnp.float32)
+    if self.chain.retrieve is None:
+      (loss, (stats, _)), grads = self.grad_fn(
+        ctx.params, ctx.batch_stats, [self.current_group(ctx)], ctx
+      )
+      return grads, stats, loss, zero, zero, {}
+    if self.fused:
+      xm, tm, mm = self.replay_batch(ctx, k_ret, k_mix)
+      groups = [self.current_group(ctx), Group(xm, tm, mm, 1.0, True)]
+      (_, (stats, terms)), grads = self.grad_fn(ctx.params, ctx.batch_stats, groups, ctx)
+      return grads, stats, terms[0], terms[1], jnp.sum(mm), {}
+    loss_cur, g_cur, ctx = self.with_lookahead(ctx)
+    xm, tm, mm = self.replay_batch(ctx, k_ret, k_mix)
+    metrics, parts = {}, [(xm, 1.0)]
+    if self.chain.perturb is not None:
+      parts, metrics = self.chain.perturb.fn(ctx, xm, tm, mm)
+    groups = [Group(gx, tm, mm, w, True) for gx, w in parts]
+    (loss_rep, (stats, _)), g_rep = self.grad_fn(ctx.params, ctx.batch_stats, groups, ctx)
+    return jax.tree.map(jnp.add, g_cur, g_rep), stats, loss_cur, loss_rep, jnp.sum(mm), metrics
+
+  def __call__(
+    self, state: TrainState, params, batch_stats, opt_state, x, y, k_ret, k_mix, present, seen
+  ):
+    ctx = self.context(state, params, batch_stats, x, y, present, seen)
+    grads, batch_stats, loss_cur, loss_rep, n_rep, metrics = self.gradients(ctx, k_ret, k_mix)
+    updates, opt_state = self.tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    metrics = dict(
+      metrics,
+      loss_current=loss_cur,
+      loss_replay=jnp.asarray(loss_rep, jnp.float32),
+      replay_count=jnp.asarray(n_rep, jnp.int32),
+    )
+    return params, batch_stats, opt_state, metrics
+
+
+def _chain_for(cfg: ReplayConfig, chain: Optional[stages_lib.Chain]) -> stages_lib.Chain:
+  chain = stages_lib.from_config(cfg) if chain is None else chain
+  if not isinstance(chain, stages_lib.Chain):
+    raise ValueError(f"chain={chain!r} is invalid: build it with rar_jax.stages.chain(...)")
+  return chain
+
+
+def make_train_step(
+  module: nn.Module,
+  tx: optax.GradientTransformation,
+  cfg: ReplayConfig,
+  chain: Optional[stages_lib.Chain] = None,
+):
   """Returns ``train_step(state, x, y) -> (state, metrics)`` for one minibatch.
 
   ``chain`` (`rar_jax.stages.chain`) replaces the stages ``cfg``'s method names
   (`rar_jax.stages.from_config`). Pure and jittable; scan it over a stream and
-  vmap it over seeds.
+  vmap it over seeds. Metrics: ``loss_current``, ``loss_replay``,
+  ``replay_count``, and for RAR ``perturbation_mean`` / ``perturbation_max``.
   """
-  chain = stages_lib.from_config(cfg) if chain is None else chain
-  if not isinstance(chain, stages_lib.Chain):
-    raise ValueError(f"chain={chain!r} is invalid: build it with rar_jax.stages.chain(...)")
-  model = _Model(module, cfg.feature_layer)
-  one_hot = lambda y: jax.nn.one_hot(y, cfg.num_classes)
-  exclude_current = chain.excludes_current(cfg)
-  # Without a look-ahead the replay batch does not depend on the incoming
-  # gradient, so incoming and replay rows share one pass.
-  fused = chain.perturb is None and not chain.needs_lookahead
-
-  def objective(params, batch_stats, groups: Sequence[Group], ctx):
-    logits, _, batch_stats = model.forward_groups(
-        params, batch_stats, [g.x for g in groups], [g.mask for g in groups])
-    terms = [_masked_mean(chain.loss.fn(l, g.targets, ctx, g.replay), g.mask)
-             for l, g in zip(logits, groups)]
-    return sum(g.weight * t for g, t in zip(groups, terms)), (batch_stats, terms)
-
-  grad_fn = jax.value_and_grad(objective, has_aux=True)
-
-  def update(state: TrainState, params, batch_stats, opt_state, x, y, k_ret, k_mix, present,
-             seen):
-    """One optimiser step on the incoming batch and a fresh replay draw."""
-    hyper = state.hyper
-    ctx = stages_lib.StepContext(
-        cfg=cfg, hyper=hyper, model=model, params=params, lookahead=None,
-        batch_stats=batch_stats, x=x, y=y, buffer=state.buffer,
-        exclude=y if exclude_current else None, present=present, seen=seen)
-    current = Group(x, one_hot(y), jnp.ones(y.shape, bool), 1.0)
-    zero = jnp.zeros((), jnp.float32)
-    metrics = {}
-
-    if chain.retrieve is None:
-      (loss, (batch_stats, _)), grads = grad_fn(params, batch_stats, [current], ctx)
-      loss_cur, loss_rep, n_rep = loss, zero, zero
-    elif fused:
-      xm, ym, mm = chain.retrieve.fn(ctx, k_ret)
-      tm = one_hot(ym)
-      if chain.mix is not None:
-        xm, tm = chain.mix.fn(ctx, k_mix, xm, tm, mm)
-      (_, (batch_stats, terms)), grads = grad_fn(params, batch_stats,
-                                                 [current, Group(xm, tm, mm, 1.0, True)], ctx)
-      loss_cur, loss_rep, n_rep = terms[0], terms[1], jnp.sum(mm)
-    else:
-      (loss_cur, (batch_stats, _)), g_cur = grad_fn(params, batch_stats, [current], ctx)
-      lookahead = jax.tree.map(lambda p, g: p - hyper.opt_lr * g, params, g_cur)
-      ctx = ctx._replace(lookahead=lookahead, batch_stats=batch_stats)
-      xm, ym, mm = chain.retrieve.fn(ctx, k_ret)
-      tm = one_hot(ym)
-      if chain.mix is not None:
-        xm, tm = chain.mix.fn(ctx, k_mix, xm, tm, mm)
-      if chain.perturb is not None:
-        parts, perturb_metrics = chain.perturb.fn(ctx, xm, tm, mm)
-        metrics.update(perturb_metrics)
-      else:
-        parts = [(xm, 1.0)]
-      groups = [Group(gx, tm, mm, w, True) for gx, w in parts]
-      (loss_rep, (batch_stats, _)), g_rep = grad_fn(params, batch_stats, groups, ctx)
-      grads = jax.tree.map(jnp.add, g_cur, g_rep)
-      n_rep = jnp.sum(mm)
-
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    metrics.update(loss_current=loss_cur, loss_replay=jnp.asarray(loss_rep, jnp.float32),
-                   replay_count=jnp.asarray(n_rep, jnp.int32))
-    return params, batch_stats, opt_state, metrics
+  update = _Update(module, tx, cfg, _chain_for(cfg, chain))
 
   def train_step(state: TrainState, x: jax.Array, y: jax.Array):
     key, k_ret, k_mix, k_add = jax.random.split(state.key, 4)
@@ -204,29 +275,78 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, cfg: Re
     seen = state.seen_classes | present
     if cfg.replay_iters == 1:
       params, batch_stats, opt_state, metrics = update(
-          state, state.params, state.batch_stats, state.opt_state, x, y, k_ret, k_mix, present,
-          seen)
+        state, state.params, state.batch_stats, state.opt_state, x, y, k_ret, k_mix, present, seen
+      )
     else:
       # Several updates on the same incoming batch, each with a fresh replay
       # draw; the batch enters the buffer once, after them.
       def body(carry, i):
-        out = update(state, *carry, x, y, jax.random.fold_in(k_ret, i),
-                     jax.random.fold_in(k_mix, i), present, seen)
+        out = update(
+          state,
+          *carry,
+          x,
+          y,
+          jax.random.fold_in(k_ret, i),
+          jax.random.fold_in(k_mix, i),
+          present,
+          seen,
+        )
         return out[:3], out[3]
 
       (params, batch_stats, opt_state), stacked = jax.lax.scan(
-          body, (state.params, state.batch_stats, state.opt_state),
-          jnp.arange(cfg.replay_iters))
+        body, (state.params, state.batch_stats, state.opt_state), jnp.arange(cfg.replay_iters)
+      )
       # The first update's losses are the online ones (before any step on x).
       metrics = jax.tree.map(lambda m: m[0], stacked)
     buf = state.buffer
     if cfg.buffer_update == "online":
       buf = buffer_lib.add(buf, x, y, k_add)
-    new_state = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state,
-                              buffer=buf, key=key, step=state.step + 1, seen_classes=seen)
+    new_state = state.replace(
+      params=params,
+      batch_stats=batch_stats,
+      opt_state=opt_state,
+      buffer=buf,
+      key=key,
+      seen_classes=seen,
+    )
     return new_state, metrics
 
   return train_step
+
+
+def make_rar_preview(
+  module: nn.Module,
+  tx: optax.GradientTransformation,
+  cfg: ReplayConfig,
+  chain: Optional[stages_lib.Chain] = None,
+):
+  """Returns ``preview(state, x, y, key) -> dict`` of what RAR does to one
+  replay draw for the incoming batch ``(x, y)``, as the step does it but
+  without updating anything: ``x_mem``, ``targets``, ``mask`` (the replay
+  batch), ``x_adv`` (perturbed), ``nearest`` (index into ``x``) and ``found``."""
+  update = _Update(module, tx, cfg, _chain_for(cfg, chain))
+  if update.chain.retrieve is None or update.chain.perturb is None:
+    raise ValueError("a RAR preview needs a chain with a retrieve and a perturb stage")
+
+  def preview(state: TrainState, x: jax.Array, y: jax.Array, key: jax.Array):
+    k_ret, k_mix = jax.random.split(key)
+    present = jnp.zeros((cfg.num_classes,), bool).at[y].set(True)
+    ctx = update.context(
+      state, state.params, state.batch_stats, x, y, present, state.seen_classes | present
+    )
+    _, _, ctx = update.with_lookahead(ctx)
+    xm, tm, mm = update.replay_batch(ctx, k_ret, k_mix)
+    attack = stages_lib.rar_attack(ctx, xm, tm, mm)
+    return {
+      "x_mem": xm,
+      "targets": tm,
+      "mask": mm,
+      "x_adv": attack.x_adv,
+      "nearest": attack.nearest,
+      "found": attack.found,
+    }
+
+  return preview
 
 
 def make_predict(module: nn.Module):

@@ -9,23 +9,29 @@ method share one compiled program (`vmap`), spread over the devices by
 from __future__ import annotations
 
 import itertools
-from typing import Dict, List
+from typing import Dict, List, Tuple
+
+from rar_jax.errors import SweepError
 
 # Numeric keys a sweep may vary: they live in the state (`Hyper`, the optimiser's
 # injected learning rate), so cells differ only in data, not in program.
-SWEEPABLE = ("beta_coef", "epsilon_fgsm", "alpha_fgsm", "iter_fgsm", "decay_factor_fgsm",
-             "opt_lr", "mixup_alpha", "learning_rate")
-
-
-class SweepError(ValueError):
-  pass
+SWEEPABLE = (
+  "beta_coef",
+  "epsilon_fgsm",
+  "alpha_fgsm",
+  "iter_fgsm",
+  "decay_factor_fgsm",
+  "opt_lr",
+  "mixup_alpha",
+  "learning_rate",
+)
 
 
 def parse_sweep(spec: str) -> List[Dict[str, float]]:
   """The grid's cells as override dicts; ``""`` is one cell with no overrides."""
   if not spec or not spec.strip():
     return [{}]
-  axes = []
+  axes: List[Tuple[str, List[float]]] = []
   for part in spec.split(";"):
     if not part.strip():
       continue
@@ -43,8 +49,9 @@ def parse_sweep(spec: str) -> List[Dict[str, float]]:
     if not parsed:
       raise SweepError(f"sweep key {key!r} has no values")
     axes.append((key, parsed))
-  return [dict(zip([k for k, _ in axes], combo))
-          for combo in itertools.product(*[v for _, v in axes])]
+  return [
+    dict(zip([k for k, _ in axes], combo)) for combo in itertools.product(*[v for _, v in axes])
+  ]
 
 
 def cell_name(overrides: Dict[str, float]) -> str:

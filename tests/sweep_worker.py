@@ -9,7 +9,7 @@ import tempfile
 import jax
 
 from rar_jax import experiment
-from rar_jax.config_base import base_config
+from rar_jax.config import base_config
 from rar_jax.sweep import parse_sweep
 
 SWEEP = "beta_coef=0.1,0.5,0.9;epsilon_fgsm=0.3"  # 3 cells
@@ -17,8 +17,18 @@ SWEEP = "beta_coef=0.1,0.5,0.9;epsilon_fgsm=0.3"  # 3 cells
 
 def config(**overrides):
   c = base_config()
-  c.update(dataset="digits", methods="er_rar", num_seeds=2, samples_per_task=100, mem_size=40,
-           progress=False, plot=False, iter_fgsm=3, log_every_steps=5, keep_checkpoints=0)
+  c.update(
+    dataset="digits",
+    methods="er_rar",
+    num_seeds=2,
+    samples_per_task=100,
+    mem_size=40,
+    progress=False,
+    plot=False,
+    iter_fgsm=3,
+    log_every_steps=5,
+    keep_checkpoints=0,
+  )
   c.update(overrides)
   return c
 
@@ -28,8 +38,9 @@ def main(mode):
   with tempfile.TemporaryDirectory() as d:
     if mode == "sweep":
       r = experiment.train_and_evaluate(config(sweep=SWEEP), d)["er_rar"]
-      out["cells"] = {json.dumps(c["overrides"], sort_keys=True): c["acc_matrix"]
-                      for c in r["cells"]}
+      out["cells"] = {
+        json.dumps(c["overrides"], sort_keys=True): c["acc_matrix"] for c in r["cells"]
+      }
       out["num_runs"] = r["num_runs"]
     else:
       out["cells"] = {}

@@ -16,22 +16,20 @@ def test_masked_cross_entropy_is_cross_entropy_over_the_kept_logits():
   logits = rng.normal(size=(5, C)).astype(np.float32)
   y = np.array([0, 2, 2, 0, 2])
   allowed = np.array([True, False, True, False])
-  got = stages.masked_cross_entropy(jnp.asarray(logits), jax.nn.one_hot(y, C),
-                                    jnp.asarray(allowed))
+  got = stages.masked_cross_entropy(jnp.asarray(logits), jax.nn.one_hot(y, C), jnp.asarray(allowed))
   kept = logits[:, allowed]  # classes 0 and 2 -> columns 0 and 1
   logp = kept - np.log(np.exp(kept).sum(1, keepdims=True))
   np.testing.assert_allclose(np.asarray(got), -logp[np.arange(5), y // 2], rtol=1e-6)
   # The dropped logits get no gradient.
-  g = jax.grad(lambda l: stages.masked_cross_entropy(l, jax.nn.one_hot(y, C),
-                                                     jnp.asarray(allowed)).sum())(
-                                                         jnp.asarray(logits))
+  g = jax.grad(
+    lambda l: stages.masked_cross_entropy(l, jax.nn.one_hot(y, C), jnp.asarray(allowed)).sum()
+  )(jnp.asarray(logits))
   assert np.all(np.asarray(g)[:, ~allowed] == 0) and np.all(np.isfinite(np.asarray(g)))
 
 
 def _parts(method, **kw):
   module = rar_jax.MLP(C, hidden=(16,))
-  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=C, mem_size=20, batch_size_mem=5,
-                                         **kw)
+  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=C, mem_size=20, batch_size_mem=5, **kw)
   tx = rar_jax.make_optimizer(0.1)
   hyper = rar_jax.Hyper.create(opt_lr=0.1, beta_coef=0.3, epsilon_fgsm=0.3, iter_fgsm=3)
   return module, cfg, tx, hyper
@@ -51,7 +49,7 @@ def test_er_ace_step_equals_the_hand_composed_one():
   state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(0), x0[:10])
   step = jax.jit(rar_jax.make_train_step(module, tx, cfg))
   for i in range(0, 20, 10):
-    state, _ = step(state, x0[i:i + 10], y0[i:i + 10])
+    state, _ = step(state, x0[i : i + 10], y0[i : i + 10])
   x, y = _blobs([2, 2, 2, 2, 2, 2, 2, 2, 2, 2], 2)  # one class only
   new_state, m = step(state, x, y)
 
@@ -78,8 +76,9 @@ def test_er_ace_step_equals_the_hand_composed_one():
 def test_ace_replays_from_the_whole_buffer_unless_told_otherwise():
   chain = stages.from_config(rar_jax.ReplayConfig.from_method("er_ace", num_classes=C))
   assert not chain.excludes_current(rar_jax.ReplayConfig.from_method("er_ace", num_classes=C))
-  assert chain.excludes_current(rar_jax.ReplayConfig.from_method(
-      "er_ace", num_classes=C, exclude_current_labels=True))
+  assert chain.excludes_current(
+    rar_jax.ReplayConfig.from_method("er_ace", num_classes=C, exclude_current_labels=True)
+  )
   er = rar_jax.ReplayConfig.from_method("er", num_classes=C)
   assert stages.from_config(er).excludes_current(er)
 
@@ -95,7 +94,7 @@ def test_er_ace_reduces_forgetting_against_finetune():
     state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(0), x[:10])
     step = jax.jit(rar_jax.make_train_step(module, tx, cfg))
     for i in range(0, 200, 10):
-      state, m = step(state, x[i:i + 10], y[i:i + 10])
+      state, m = step(state, x[i : i + 10], y[i : i + 10])
       assert np.isfinite(float(m["loss_current"])) and np.isfinite(float(m["loss_replay"]))
     pred = module.apply({"params": state.params}, xt)
     acc[method] = float((pred.argmax(-1) == yt).mean())
@@ -107,5 +106,8 @@ def test_ace_loss_stage_is_optax_cross_entropy_on_allowed_classes_only():
   logits = jnp.asarray(np.random.default_rng(1).normal(size=(3, C)), jnp.float32)
   t = jax.nn.one_hot(jnp.array([0, 1, 1]), C)
   everything = jnp.ones((C,), bool)
-  np.testing.assert_allclose(stages.masked_cross_entropy(logits, t, everything),
-                             optax.softmax_cross_entropy(logits, t), rtol=1e-6)
+  np.testing.assert_allclose(
+    stages.masked_cross_entropy(logits, t, everything),
+    optax.softmax_cross_entropy(logits, t),
+    rtol=1e-6,
+  )

@@ -28,8 +28,9 @@ def brute_force_shapley(dist, cand_y, y_e, k):
     for size in range(n):
       w = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
       for s in itertools.combinations(others, size):
-        sv[i] += w * (knn_utility(s + (i,), dist, cand_y, y_e, k)
-                      - knn_utility(s, dist, cand_y, y_e, k))
+        sv[i] += w * (
+          knn_utility(s + (i,), dist, cand_y, y_e, k) - knn_utility(s, dist, cand_y, y_e, k)
+        )
   return sv
 
 
@@ -51,11 +52,9 @@ def test_knn_shapley_equals_the_definition(seed):
   dist = rng.permutation(n_eval * n).reshape(n_eval, n).astype(np.float32)  # distinct
   cand_y = rng.integers(0, 3, n)
   eval_y = rng.integers(0, 3, n_eval)
-  sv = np.asarray(aser.knn_shapley(jnp.asarray(dist), jnp.asarray(eval_y), jnp.asarray(cand_y),
-                                   k))
+  sv = np.asarray(aser.knn_shapley(jnp.asarray(dist), jnp.asarray(eval_y), jnp.asarray(cand_y), k))
   for e in range(n_eval):
-    np.testing.assert_allclose(sv[e], brute_force_shapley(dist[e], cand_y, eval_y[e], k),
-                               atol=1e-6)
+    np.testing.assert_allclose(sv[e], brute_force_shapley(dist[e], cand_y, eval_y[e], k), atol=1e-6)
     # Efficiency: the values sum to the utility of the whole candidate set.
     assert abs(sv[e].sum() - knn_utility(range(n), dist[e], cand_y, eval_y[e], k)) < 1e-6
 
@@ -65,13 +64,16 @@ def test_masked_candidates_take_no_part():
   dist = rng.permutation(12).reshape(2, 6).astype(np.float32)
   cand_y, eval_y = rng.integers(0, 2, 6), np.array([0, 1])
   mask = np.array([True, False, True, True, False, True])
-  sv = np.asarray(aser.knn_shapley(jnp.asarray(dist), jnp.asarray(eval_y), jnp.asarray(cand_y),
-                                   2, jnp.asarray(mask)))
+  sv = np.asarray(
+    aser.knn_shapley(
+      jnp.asarray(dist), jnp.asarray(eval_y), jnp.asarray(cand_y), 2, jnp.asarray(mask)
+    )
+  )
   keep = np.flatnonzero(mask)
   for e in range(2):
-    np.testing.assert_allclose(sv[e, keep],
-                               brute_force_shapley(dist[e, keep], cand_y[keep], eval_y[e], 2),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+      sv[e, keep], brute_force_shapley(dist[e, keep], cand_y[keep], eval_y[e], 2), atol=1e-6
+    )
     np.testing.assert_array_equal(sv[e, ~mask], 0.0)
 
 
@@ -92,15 +94,27 @@ def test_aser_retrieve_keeps_the_best_scored_candidates(aser_type, exclude):
   # 16 buffered points in 2-D, labels 0..3; the incoming batch has labels 0, 1.
   bx = rng.normal(size=(16, 2)).astype(np.float32)
   by = np.arange(16) % 4
-  buf = buffer.add(buffer.init(16, (2,), num_classes=4), jnp.asarray(bx), jnp.asarray(by),
-                   jax.random.PRNGKey(0))
+  buf = buffer.add(
+    buffer.init(16, (2,), num_classes=4), jnp.asarray(bx), jnp.asarray(by), jax.random.PRNGKey(0)
+  )
   x = jnp.asarray(rng.normal(size=(4, 2)), jnp.float32)
   y = jnp.array([0, 1, 0, 1])
   key, n_cand = jax.random.PRNGKey(5), 6
   excl = y if exclude else None
-  xm, ym, mm = aser.aser_retrieve(buf, key, 3, lambda xs, masks: xs, x, y,
-                                  num_candidates=n_cand, coop_size=16 - n_cand, k=2,
-                                  num_classes=4, aser_type=aser_type, exclude_labels=excl)
+  xm, ym, mm = aser.aser_retrieve(
+    buf,
+    key,
+    3,
+    lambda xs, masks: xs,
+    x,
+    y,
+    num_candidates=n_cand,
+    coop_size=16 - n_cand,
+    k=2,
+    num_classes=4,
+    aser_type=aser_type,
+    exclude_labels=excl,
+  )
   assert bool(mm.all())
   # Re-score the same candidates (the draw is the step's) with the definition;
   # the cooperative set is the whole rest of the buffer, so its draw fixes nothing.
@@ -111,14 +125,22 @@ def test_aser_retrieve_keeps_the_best_scored_candidates(aser_type, exclude):
   if exclude:
     assert set(hy[cand].tolist()) <= {2, 3}
   d = lambda a, b: ((a[:, None] - b[None]) ** 2).sum(-1)
-  adv = np.stack([brute_force_shapley(row, hy[cand], ye, 2)
-                  for row, ye in zip(d(np.asarray(x), hx[cand]), np.asarray(y))])
-  cop = np.stack([brute_force_shapley(row, hy[cand], ye, 2)
-                  for row, ye in zip(d(hx[coop], hx[cand]), hy[coop])])
+  adv = np.stack(
+    [
+      brute_force_shapley(row, hy[cand], ye, 2)
+      for row, ye in zip(d(np.asarray(x), hx[cand]), np.asarray(y))
+    ]
+  )
+  cop = np.stack(
+    [brute_force_shapley(row, hy[cand], ye, 2) for row, ye in zip(d(hx[coop], hx[cand]), hy[coop])]
+  )
   if exclude:  # no candidate shares an incoming label: the adversarial values vanish
     np.testing.assert_array_equal(adv, 0.0)
-  score = {"asvm": cop.mean(0) - adv.mean(0), "asv": cop.max(0) - adv.min(0),
-           "neg_sv": -adv.sum(0)}[aser_type]
+  score = {
+    "asvm": cop.mean(0) - adv.mean(0),
+    "asv": cop.max(0) - adv.min(0),
+    "neg_sv": -adv.sum(0),
+  }[aser_type]
   # The kept rows are candidates whose scores are the three highest (ties allowed).
   row_of = {tuple(hx[c]): j for j, c in enumerate(cand)}
   kept = [row_of[tuple(r)] for r in np.asarray(xm)]
@@ -129,16 +151,34 @@ def test_aser_retrieve_keeps_the_best_scored_candidates(aser_type, exclude):
 def test_aser_with_fewer_eligible_items_than_asked_pads_with_masked_rows():
   buf = buffer.init(8, (2,), num_classes=4)
   buf = buffer.add(buf, jnp.ones((4, 2)), jnp.array([0, 0, 0, 2]), jax.random.PRNGKey(0))
-  xm, ym, mm = aser.aser_retrieve(buf, jax.random.PRNGKey(1), 3, lambda xs, ms: xs,
-                                  jnp.zeros((2, 2)), jnp.array([0, 1]), num_candidates=5,
-                                  coop_size=4, k=3, num_classes=4, exclude_labels=jnp.array([0, 1]))
+  xm, ym, mm = aser.aser_retrieve(
+    buf,
+    jax.random.PRNGKey(1),
+    3,
+    lambda xs, ms: xs,
+    jnp.zeros((2, 2)),
+    jnp.array([0, 1]),
+    num_candidates=5,
+    coop_size=4,
+    k=3,
+    num_classes=4,
+    exclude_labels=jnp.array([0, 1]),
+  )
   assert int(mm.sum()) == 1 and int(ym[np.argmax(np.asarray(mm))]) == 2
 
 
 def _run_two_tasks(method, **kw):
   module = rar_jax.MLP(4, hidden=(16,))
-  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=4, mem_size=20, batch_size_mem=5,
-                                         aser_candidates=10, aser_coop_size=10, aser_k=3, **kw)
+  cfg = rar_jax.ReplayConfig.from_method(
+    method,
+    num_classes=4,
+    mem_size=20,
+    batch_size_mem=5,
+    aser_candidates=10,
+    aser_coop_size=10,
+    aser_k=3,
+    **kw,
+  )
   tx = rar_jax.make_optimizer(0.1)
   hyper = rar_jax.Hyper.create(opt_lr=0.1, beta_coef=0.3, epsilon_fgsm=0.3, iter_fgsm=3)
   rng = np.random.default_rng(0)
@@ -147,7 +187,7 @@ def _run_two_tasks(method, **kw):
   state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(0), x[:10])
   step = jax.jit(rar_jax.make_train_step(module, tx, cfg))
   for i in range(0, 40, 10):
-    state, m = step(state, x[i:i + 10], y[i:i + 10])
+    state, m = step(state, x[i : i + 10], y[i : i + 10])
   return state, m
 
 
@@ -156,7 +196,8 @@ def test_aser_rar_attacks_through_the_chosen_parameters():
   cur, m_cur = _run_two_tasks("aser_rar", attack_params="current")
   for m in (m_look, m_cur):
     assert int(m["replay_count"]) == 5
-    assert 0 < float(m["perturbation_linf"]) <= 0.3 + 1e-6
+    assert 0 < float(m["perturbation_max"]) <= 0.3 + 1e-6
   # Same draws, different attack model: the replayed rows, hence the updates, differ.
-  assert not np.allclose(np.asarray(look.params["head"]["kernel"]),
-                         np.asarray(cur.params["head"]["kernel"]))
+  assert not np.allclose(
+    np.asarray(look.params["head"]["kernel"]), np.asarray(cur.params["head"]["kernel"])
+  )

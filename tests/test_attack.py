@@ -2,7 +2,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rar_jax
 
@@ -20,7 +21,7 @@ def numpy_mifgsm(x, target, eps, alpha, steps, decay, lo=0.0, hi=1.0):
   for _ in range(steps):
     h = features_np(xa)
     dh = 2.0 * (h - target) / h.shape[1]
-    g = (dh * (1 - h ** 2)) @ W.T
+    g = (dh * (1 - h**2)) @ W.T
     g = g / np.maximum(np.abs(g).sum(axis=1, keepdims=True), 1e-12)
     m = decay * m + g
     xa = xa - alpha * np.sign(m)
@@ -32,21 +33,24 @@ def jax_loss(target):
   return lambda z: jnp.mean((jnp.tanh(z @ W) - target) ** 2, axis=-1)
 
 
-@pytest.mark.parametrize("eps,alpha,steps,decay", [(0.3, 0.075, 5, 1.0), (0.1, 0.05, 3, 0.5),
-                                                   (0.0314, 0.0314, 2, 1.0)])
+@pytest.mark.parametrize(
+  "eps,alpha,steps,decay", [(0.3, 0.075, 5, 1.0), (0.1, 0.05, 3, 0.5), (0.0314, 0.0314, 2, 1.0)]
+)
 def test_matches_numpy_loop(eps, alpha, steps, decay):
   x = RNG.uniform(size=(5, 6)).astype(np.float32)
   target = features_np(RNG.uniform(size=(5, 6)).astype(np.float32))
-  got = rar_jax.mifgsm(jax_loss(target), jnp.asarray(x), epsilon=eps, alpha=alpha, steps=steps,
-                       decay=decay)
+  got = rar_jax.mifgsm(
+    jax_loss(target), jnp.asarray(x), epsilon=eps, alpha=alpha, steps=steps, decay=decay
+  )
   np.testing.assert_allclose(got, numpy_mifgsm(x, target, eps, alpha, steps, decay), atol=1e-6)
 
 
 def test_stays_in_ball_and_range_and_gets_closer():
   x = RNG.uniform(size=(32, 6)).astype(np.float32)
   target = features_np(RNG.uniform(size=(32, 6)).astype(np.float32))
-  xa = np.asarray(rar_jax.mifgsm(jax_loss(target), jnp.asarray(x), epsilon=0.2, alpha=0.05,
-                                 steps=10))
+  xa = np.asarray(
+    rar_jax.mifgsm(jax_loss(target), jnp.asarray(x), epsilon=0.2, alpha=0.05, steps=10)
+  )
   assert np.all(np.abs(xa - x) <= 0.2 + 1e-6)
   assert xa.min() >= 0.0 and xa.max() <= 1.0
   before = ((features_np(x) - target) ** 2).sum(1)
@@ -56,8 +60,7 @@ def test_stays_in_ball_and_range_and_gets_closer():
 
 def test_zero_gradient_is_a_no_op_without_nan():
   x = jnp.full((3, 4), 0.5)
-  xa = rar_jax.mifgsm(lambda z: jnp.zeros(z.shape[0]) * z.sum(), x, epsilon=1.0, alpha=0.5,
-                      steps=3)
+  xa = rar_jax.mifgsm(lambda z: jnp.zeros(z.shape[0]) * z.sum(), x, epsilon=1.0, alpha=0.5, steps=3)
   np.testing.assert_array_equal(xa, x)
 
 
@@ -67,14 +70,21 @@ def test_negative_epsilon_is_rejected():
 
 
 # One compiled attack for every example: epsilon, alpha and steps traced.
-_ATTACK = jax.jit(lambda x, t, eps, alpha, steps: rar_jax.mifgsm(
-    jax_loss(t), x, epsilon=eps, alpha=alpha, steps=steps))
+_ATTACK = jax.jit(
+  lambda x, t, eps, alpha, steps: rar_jax.mifgsm(
+    jax_loss(t), x, epsilon=eps, alpha=alpha, steps=steps
+  )
+)
 _GRAD = jax.jit(jax.grad(lambda x, t: jax_loss(t)(x).sum()))
 
 
 @settings(max_examples=30, deadline=None)
-@given(eps=st.floats(0, 0.375, width=32), alpha=st.floats(0, 0.375, width=32),
-       steps=st.integers(0, 6), seed=st.integers(0, 10**6))
+@given(
+  eps=st.floats(0, 0.375, width=32),
+  alpha=st.floats(0, 0.375, width=32),
+  steps=st.integers(0, 6),
+  seed=st.integers(0, 10**6),
+)
 def test_property_finite_and_projected(eps, alpha, steps, seed):
   # eps below alpha * steps for most draws: the ball's projection binds.
   rng = np.random.default_rng(seed)
@@ -131,6 +141,9 @@ def test_momentum_decay_on_a_loss_whose_gradient_changes_sign(decay):
   got = rar_jax.mifgsm(loss, jnp.asarray(QX), epsilon=eps, alpha=alpha, steps=steps, decay=decay)
   np.testing.assert_allclose(got, expected, atol=1e-6)
   # Traced (swept) decay, as the step passes it, gives the same.
-  traced = jax.jit(lambda dcy: rar_jax.mifgsm(loss, jnp.asarray(QX), epsilon=eps, alpha=alpha,
-                                              steps=steps, decay=dcy))(jnp.float32(decay))
+  traced = jax.jit(
+    lambda dcy: rar_jax.mifgsm(
+      loss, jnp.asarray(QX), epsilon=eps, alpha=alpha, steps=steps, decay=dcy
+    )
+  )(jnp.float32(decay))
   np.testing.assert_allclose(traced, expected, atol=1e-6)

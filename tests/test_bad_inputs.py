@@ -14,44 +14,47 @@ import pytest
 
 import rar_jax
 from rar_jax import data, experiment
-from rar_jax.config_base import base_config
+from rar_jax.config import base_config
 
 # (overrides, fragments the message must contain)
 BAD_CONFIGS = [
-    (dict(mem_size=0), ["mem_size=0", "int >= 1"]),
-    (dict(mem_size=-5), ["mem_size=-5"]),
-    (dict(batch_size_mem=300), ["batch_size_mem=300", "mem_size=200"]),
-    (dict(epsilon_fgsm=-0.1), ["epsilon_fgsm=-0.1", ">= 0"]),
-    (dict(beta_coef=1.5), ["beta_coef=1.5", "[0.0, 1.0]"]),
-    (dict(beta_coef=-0.1), ["beta_coef=-0.1"]),
-    (dict(iter_fgsm=0), ["iter_fgsm=0", "int >= 1"]),
-    (dict(alpha_fgsm=-1.0), ["alpha_fgsm=-1.0"]),
-    (dict(mixup_alpha=0.0), ["mixup_alpha=0.0", "> 0"]),
-    (dict(methods="sgd"), ["'sgd'", "er_rar"]),
-    (dict(methods="er,foo"), ["'foo'"]),
-    (dict(methods=""), ["methods=''", "'er,er_rar'"]),
-    (dict(methods="er,er"), ["methods='er,er'", "different"]),
-    (dict(method="mir_rar"), ["config.method='mir_rar'", "config.methods"]),  # the old key
-    (dict(dataset="imagenet"), ["dataset='imagenet'", "fashion_mnist"]),
-    (dict(model="vit"), ["model='vit'", "resnet18_reduced"]),
-    (dict(feature_layer="conv9"), ["feature_layer='conv9'", "penultimate"]),
-    (dict(num_tasks=20), ["num_tasks=20", "divide"]),
-    (dict(num_tasks=3), ["num_tasks=3", "divide"]),
-    (dict(num_seeds=0), ["num_seeds=0"]),
-    (dict(storage_policy="fifo"), ["storage_policy='fifo'", "class_balanced"]),
-    (dict(attack_target="logits"), ["attack_target='logits'", "features"]),
-    (dict(buffer_update="never"), ["buffer_update='never'", "per_experience"]),
-    (dict(data_source="web"), ["data_source='web'", "tfds"]),
-    (dict(mir_candidates=500, methods="mir"), ["mir_candidates=500", "mem_size=200"]),
-    (dict(validation_fraction=1.0), ["validation_fraction=1.0", "[0, 1)"]),
-    (dict(eval_split="validation"), ["validation_fraction > 0"]),
-    (dict(checkpoint_every_steps=150), ["checkpoint_every_steps=150", "multiple"]),
-    (dict(run_batching="pmap"), ["run_batching='pmap'", "vmap"]),
+  (dict(mem_size=0), ["mem_size=0", "int >= 1"]),
+  (dict(mem_size=-5), ["mem_size=-5"]),
+  (dict(batch_size_mem=300), ["batch_size_mem=300", "mem_size=200"]),
+  (dict(epsilon_fgsm=-0.1), ["epsilon_fgsm=-0.1", ">= 0"]),
+  (dict(beta_coef=1.5), ["beta_coef=1.5", "[0.0, 1.0]"]),
+  (dict(beta_coef=-0.1), ["beta_coef=-0.1"]),
+  (dict(iter_fgsm=0), ["iter_fgsm=0", "int >= 1"]),
+  (dict(alpha_fgsm=-1.0), ["alpha_fgsm=-1.0"]),
+  (dict(mixup_alpha=0.0), ["mixup_alpha=0.0", "> 0"]),
+  (dict(methods="sgd"), ["'sgd'", "er_rar"]),
+  (dict(methods="er,foo"), ["'foo'"]),
+  (dict(methods=""), ["methods=''", "'er,er_rar'"]),
+  (dict(methods="er,er"), ["methods='er,er'", "different"]),
+  (dict(method="mir_rar"), ["config.method='mir_rar'", "config.methods"]),  # the old key
+  (dict(dataset="imagenet"), ["dataset='imagenet'", "fashion_mnist"]),
+  (dict(model="vit"), ["model='vit'", "resnet18_reduced"]),
+  (dict(feature_layer="conv9"), ["feature_layer='conv9'", "penultimate"]),
+  (dict(num_tasks=20), ["num_tasks=20", "divide"]),
+  (dict(num_tasks=3), ["num_tasks=3", "divide"]),
+  (dict(num_seeds=0), ["num_seeds=0"]),
+  (dict(storage_policy="fifo"), ["storage_policy='fifo'", "class_balanced"]),
+  (dict(attack_target="logits"), ["attack_target='logits'", "features"]),
+  (dict(buffer_update="never"), ["buffer_update='never'", "per_experience"]),
+  (dict(data_source="web"), ["data_source='web'", "tfds"]),
+  (dict(mir_candidates=500, methods="mir"), ["mir_candidates=500", "mem_size=200"]),
+  (dict(validation_fraction=1.0), ["validation_fraction=1.0", "[0, 1)"]),
+  (dict(eval_split="validation"), ["validation_fraction > 0"]),
+  (dict(checkpoint_every_steps=150), ["checkpoint_every_steps=150", "multiple"]),
+  (dict(run_batching="pmap"), ["run_batching='pmap'", "vmap"]),
 ]
 
 
-@pytest.mark.parametrize("overrides,fragments", BAD_CONFIGS,
-                         ids=[",".join(f"{k}={v}" for k, v in o.items()) for o, _ in BAD_CONFIGS])
+@pytest.mark.parametrize(
+  "overrides,fragments",
+  BAD_CONFIGS,
+  ids=[",".join(f"{k}={v}" for k, v in o.items()) for o, _ in BAD_CONFIGS],
+)
 def test_bad_config_value(overrides, fragments):
   config = base_config()
   with config.unlocked():
@@ -81,6 +84,7 @@ def test_wrong_type():
 
 def test_every_shipped_config_is_valid():
   import importlib.util
+
   root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
   for name in sorted(os.listdir(root)):
     spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(root, name))
@@ -90,6 +94,7 @@ def test_every_shipped_config_is_valid():
 
 
 # Data: see tests/test_data.py for NaN/Inf, range, shape and label errors.
+
 
 def test_empty_task_is_an_error():
   y = np.repeat(np.arange(8), 20)  # classes 8 and 9 never occur
@@ -111,8 +116,9 @@ def test_one_class_per_task_is_documented_to_work():
 def test_numerics_never_nan_with_extreme_epsilon_and_empty_buffer():
   module = rar_jax.MLP(4, hidden=(8,))
   for eps in (0.0, 1e-30, 1e6):
-    cfg = rar_jax.ReplayConfig.from_method("er_mix_rar", num_classes=4, mem_size=10,
-                                           batch_size_mem=5, exclude_current_labels=False)
+    cfg = rar_jax.ReplayConfig.from_method(
+      "er_mix_rar", num_classes=4, mem_size=10, batch_size_mem=5, exclude_current_labels=False
+    )
     hyper = rar_jax.Hyper.create(opt_lr=0.1, epsilon_fgsm=eps, iter_fgsm=3)
     tx = rar_jax.make_optimizer(0.1)
     x = jnp.zeros((10, 2, 2, 1))  # constant inputs: zero attack gradients
@@ -133,8 +139,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def train(*args, cwd=ROOT, timeout=300):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], cwd=cwd,
-                        capture_output=True, text=True, timeout=timeout, env=env)
+  return subprocess.run(
+    [sys.executable, os.path.join(ROOT, "train.py"), *args],
+    cwd=cwd,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    env=env,
+  )
 
 
 def one_line_error(out, *fragments):
@@ -156,8 +168,7 @@ def test_default_config_is_found_from_another_directory(tmp_path):
 
 
 def write_idx_gz(path, array):
-  header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(">" + "I" * array.ndim,
-                                                                *array.shape)
+  header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
   with gzip.open(path, "wb") as f:
     f.write(header + array.astype(np.uint8).tobytes())
 
@@ -165,13 +176,17 @@ def write_idx_gz(path, array):
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_damaged_gz_idx_file_is_named(tmp_path, damage):
   rng = np.random.default_rng(0)
-  arrays = {"train_x": rng.integers(0, 256, (40, 28, 28)), "train_y": np.arange(40) % 10,
-            "test_x": rng.integers(0, 256, (20, 28, 28)), "test_y": np.arange(20) % 10}
+  arrays = {
+    "train_x": rng.integers(0, 256, (40, 28, 28)),
+    "train_y": np.arange(40) % 10,
+    "test_x": rng.integers(0, 256, (20, 28, 28)),
+    "test_y": np.arange(20) % 10,
+  }
   for key, stem in data.IDX_FILES.items():
     write_idx_gz(tmp_path / (stem + ".gz"), arrays[key])
   path = tmp_path / (data.IDX_FILES["train_x"] + ".gz")
   raw = path.read_bytes()
-  path.write_bytes(raw[:len(raw) // 2] if damage == "truncated" else b"\x1f\x8bnot deflate")
+  path.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"\x1f\x8bnot deflate")
   with pytest.raises(data.DataError) as e:
     data.load("fashion_mnist", "idx", str(tmp_path))
   assert str(path) in str(e.value) and "corrupt" in str(e.value)
@@ -181,8 +196,14 @@ def test_workdir_that_is_a_file_is_refused_before_the_data_load(tmp_path):
   afile = tmp_path / "afile"
   afile.write_text("")
   # The IDX folder is empty: a data error would mean the workdir was checked too late.
-  out = train("--config", "configs/split_fashion_mnist.py", "--config.data_source=idx",
-              f"--config.data_dir={tmp_path}", "--workdir", str(afile))
+  out = train(
+    "--config",
+    "configs/split_fashion_mnist.py",
+    "--config.data_source=idx",
+    f"--config.data_dir={tmp_path}",
+    "--workdir",
+    str(afile),
+  )
   one_line_error(out, str(afile), "is a file")
 
 
@@ -204,18 +225,21 @@ def test_offline_tfds_fails_fast_with_how_to_prepare(tmp_path):
   home = tmp_path / "home"
   home.mkdir()
   # Offline forced, whatever this machine's network: the test must never download.
-  script = ("from rar_jax import data\n"
-            "data._reachable = lambda *a, **k: False\n"
-            "for name in ('mnist', 'cifar10'):\n"
-            "  try:\n"
-            "    data.load(name, 'tfds')\n"
-            "  except data.DataError as e:\n"
-            "    print(e)\n")
+  script = (
+    "from rar_jax import data\n"
+    "data._reachable = lambda *a, **k: False\n"
+    "for name in ('mnist', 'cifar10'):\n"
+    "  try:\n"
+    "    data.load(name, 'tfds')\n"
+    "  except data.DataError as e:\n"
+    "    print(e)\n"
+  )
   env = {k: v for k, v in os.environ.items() if k != "TFDS_DATA_DIR"}
   env.update(HOME=str(home), JAX_PLATFORMS="cpu")
   try:
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=60, env=env, cwd=ROOT)
+    out = subprocess.run(
+      [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT
+    )
   except subprocess.TimeoutExpired:
     pytest.fail("TFDS without data and without network did not fail within 60 s")
   lines = out.stdout.splitlines()

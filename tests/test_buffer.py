@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from rar_jax import buffer
@@ -69,8 +70,9 @@ def held_sets(capacity, labels, runs, seed, policy="reservoir", num_classes=1):
   y = jnp.asarray(labels, jnp.int32)
 
   def one(key):
-    return buffer.add(buffer.init(capacity, (1,), policy=policy, num_classes=num_classes), x, y,
-                      key)
+    return buffer.add(
+      buffer.init(capacity, (1,), policy=policy, num_classes=num_classes), x, y, key
+    )
 
   states = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(seed), runs))
   assert np.all(np.asarray(states.size) == capacity)
@@ -105,8 +107,11 @@ def test_class_balanced_is_a_reservoir_within_each_class():
   # {4, 5, 6} (3 pairs), each uniform and independent: 18 outcomes.
   labels = [0, 0, 0, 0, 1, 1, 1]
   held = held_sets(4, labels, 3000, seed=5, policy="class_balanced", num_classes=2)
-  outcomes = [a + b for a in itertools.combinations(range(4), 2)
-              for b in itertools.combinations(range(4, 7), 2)]
+  outcomes = [
+    a + b
+    for a in itertools.combinations(range(4), 2)
+    for b in itertools.combinations(range(4, 7), 2)
+  ]
   assert_uniform_over(held, outcomes)
 
 
@@ -120,15 +125,17 @@ def test_class_balanced_keeps_classes_balanced():
   rng = np.random.default_rng(0)
   labels = np.concatenate([np.zeros(800), np.ones(100), np.full(100, 2)]).astype(int)
   labels = rng.permutation(labels)
-  states = run_stream(jax.random.split(jax.random.PRNGKey(2), 8), labels, 60,
-                      policy="class_balanced", num_classes=3)
+  states = run_stream(
+    jax.random.split(jax.random.PRNGKey(2), 8), labels, 60, policy="class_balanced", num_classes=3
+  )
   for s in range(8):
     counts = np.bincount(np.asarray(states.y[s]), minlength=3)
     assert counts.max() - counts.min() <= 1, counts
   # A task-ordered stream: classes arrive one after another.
   ordered = np.repeat(np.arange(3), [334, 333, 333])  # 1000 items: the same program
-  states = run_stream(jax.random.split(jax.random.PRNGKey(3), 8), ordered, 60,
-                      policy="class_balanced", num_classes=3)
+  states = run_stream(
+    jax.random.split(jax.random.PRNGKey(3), 8), ordered, 60, policy="class_balanced", num_classes=3
+  )
   for s in range(8):
     np.testing.assert_array_equal(np.bincount(np.asarray(states.y[s]), minlength=3), [20, 20, 20])
 
@@ -179,10 +186,13 @@ def test_empty_and_fully_excluded_buffers_give_all_false_masks():
   assert not np.asarray(mask).any()
 
 
-@pytest.mark.parametrize("kwargs,match", [
+@pytest.mark.parametrize(
+  "kwargs,match",
+  [
     (dict(capacity=0, x_shape=(2,)), "mem_size"),
     (dict(capacity=5, x_shape=(2,), policy="fifo"), "storage_policy"),
-])
+  ],
+)
 def test_init_rejects_bad_arguments(kwargs, match):
   with pytest.raises(ValueError, match=match):
     buffer.init(**kwargs)
@@ -203,20 +213,27 @@ SAMPLE = jax.jit(buffer.sample, static_argnums=2)
 # Sizes from small sets, so the examples share compiled programs: below,
 # at and above capacity, samples smaller than, equal to and above what is held.
 @settings(max_examples=12, deadline=None)
-@given(cap=st.sampled_from([1, 4, 30]), n=st.sampled_from([0, 3, 40]),
-       k=st.sampled_from([1, 3, 30]), seed=st.integers(0, 1000),
-       policy=st.sampled_from(buffer.POLICIES))
+@given(
+  cap=st.sampled_from([1, 4, 30]),
+  n=st.sampled_from([0, 3, 40]),
+  k=st.sampled_from([1, 3, 30]),
+  seed=st.integers(0, 1000),
+  policy=st.sampled_from(buffer.POLICIES),
+)
 def test_property_size_seen_and_sample(cap, n, k, seed, policy):
   k = min(k, cap)
   rng = np.random.default_rng(seed)
   labels = rng.integers(0, 4, n)
   state = buffer.init(cap, (1,), policy=policy, num_classes=4)
   if n:
-    state = ADD(state, jnp.arange(n, dtype=jnp.float32)[:, None], jnp.asarray(labels),
-                jax.random.PRNGKey(seed))
+    state = ADD(
+      state,
+      jnp.arange(n, dtype=jnp.float32)[:, None],
+      jnp.asarray(labels),
+      jax.random.PRNGKey(seed),
+    )
   assert int(state.size) == min(n, cap) and int(state.seen) == n
-  x, y, mask = map(np.asarray, SAMPLE(state, jax.random.PRNGKey(seed + 1), k,
-                                      jnp.array([1, -1])))
+  x, y, mask = map(np.asarray, SAMPLE(state, jax.random.PRNGKey(seed + 1), k, jnp.array([1, -1])))
   held_labels = labels[np.asarray(state.x[: int(state.size), 0]).astype(int)]
   assert mask.sum() == min(k, int(np.sum(held_labels != 1)))
   assert np.all(y[mask] != 1)

@@ -11,8 +11,7 @@ FASHION = data.DEBIAN_FASHION_MNIST
 
 
 def write_idx(path, array, compress):
-  header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(">" + "I" * array.ndim,
-                                                                *array.shape)
+  header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
   opener = gzip.open if compress else open
   with opener(path + (".gz" if compress else ""), "wb") as f:
     f.write(header + array.astype(np.uint8).tobytes())
@@ -21,8 +20,12 @@ def write_idx(path, array, compress):
 @pytest.fixture
 def idx_dir(tmp_path):
   rng = np.random.default_rng(0)
-  arrays = {"train_x": rng.integers(0, 256, (40, 28, 28)), "train_y": np.arange(40) % 10,
-            "test_x": rng.integers(0, 256, (20, 28, 28)), "test_y": np.arange(20) % 10}
+  arrays = {
+    "train_x": rng.integers(0, 256, (40, 28, 28)),
+    "train_y": np.arange(40) % 10,
+    "test_x": rng.integers(0, 256, (20, 28, 28)),
+    "test_y": np.arange(20) % 10,
+  }
   for i, (key, stem) in enumerate(data.IDX_FILES.items()):
     write_idx(str(tmp_path / stem), arrays[key], compress=i % 2 == 0)
   return tmp_path, arrays
@@ -33,8 +36,9 @@ def test_idx_files_are_read_exactly(idx_dir):
   ds = data.load("mnist", "idx", str(path))
   assert ds.train_x.shape == (40, 28, 28, 1) and ds.test_x.shape == (20, 28, 28, 1)
   np.testing.assert_array_equal(ds.train_x[..., 0], arrays["train_x"])
-  np.testing.assert_allclose(data.to_unit_float(ds.train_x)[..., 0] * 255, arrays["train_x"],
-                             atol=1e-4)
+  np.testing.assert_allclose(
+    data.to_unit_float(ds.train_x)[..., 0] * 255, arrays["train_x"], atol=1e-4
+  )
   np.testing.assert_array_equal(ds.test_y, arrays["test_y"])
   assert ds.source == "idx"
 
@@ -83,13 +87,16 @@ def test_tfds_path_with_mock_data():
   assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
 
 
-@pytest.mark.parametrize("bad,match", [
+@pytest.mark.parametrize(
+  "bad,match",
+  [
     (dict(x=np.full((4, 2, 2, 1), np.nan)), "NaN"),
     (dict(x=np.full((4, 2, 2, 1), 255.0)), r"\[0, 1\]"),
     (dict(y=np.array([0, 1, 2, 10])), "labels"),
     (dict(x=np.zeros((4, 4))), r"\[N, H, W, C\]"),
     (dict(x=np.zeros((0, 2, 2, 1)), y=np.zeros(0, int)), "non-zero"),
-])
+  ],
+)
 def test_bad_arrays_are_rejected(bad, match):
   x = bad.get("x", np.zeros((4, 2, 2, 1)))
   y = bad.get("y", np.array([0, 1, 2, 3]))
@@ -131,6 +138,7 @@ def test_holdout_is_stratified_and_disjoint():
 def test_importing_the_library_does_not_import_tensorflow():
   import subprocess
   import sys
+
   code = "import sys, rar_jax, rar_jax.data, rar_jax.experiment; print('tensorflow' in sys.modules)"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-2000:]

@@ -45,16 +45,19 @@ def test_per_task_accuracy_with_a_partial_last_chunk_and_an_empty_task():
   x[:, 0] = pred
   # Per seed its own class order: seed 0 leaves task 3 without classes, seed
   # 1 gives it only class 5, which has no samples: NaN both times.
-  task_of_class = np.array([[0, 0, 1, 1, 2, 2],
-                            [2, 1, 0, 1, 2, 3]])
+  task_of_class = np.array([[0, 0, 1, 1, 2, 2], [2, 1, 0, 1, 2, 3]])
   module = Oracle(C)
   cfg = rar_jax.ReplayConfig.from_method("finetune", num_classes=C)
   tx = rar_jax.make_optimizer(0.1)
-  states = loop.init_states(module, tx, cfg, rar_jax.Hyper.create(opt_lr=0.1),
-                            loop.seed_keys([0, 1]), jnp.asarray(x[:2]))
+  states = loop.init_states(
+    module, tx, cfg, rar_jax.Hyper.create(opt_lr=0.1), loop.seed_keys([0, 1]), jnp.asarray(x[:2])
+  )
   evaluate = loop.make_evaluator(module, num_tasks, chunk=10)
-  got = np.asarray(evaluate(states, jnp.asarray(x), jnp.asarray(y, jnp.int32),
-                            jnp.asarray(task_of_class, jnp.int32)))
+  got = np.asarray(
+    evaluate(
+      states, jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.asarray(task_of_class, jnp.int32)
+    )
+  )
   assert got.shape == (2, num_tasks)
   for s in range(2):
     expected = numpy_accuracy(pred, y, task_of_class[s], num_tasks)
@@ -72,12 +75,17 @@ def test_chunk_size_does_not_change_the_numbers():
   task_of_class = np.array([[0, 0, 1, 1, 2, 2]])
   module = Oracle(C)
   cfg = rar_jax.ReplayConfig.from_method("finetune", num_classes=C)
-  states = loop.init_states(module, rar_jax.make_optimizer(0.1), cfg,
-                            rar_jax.Hyper.create(opt_lr=0.1), loop.seed_keys([0]),
-                            jnp.asarray(x[:2]))
+  states = loop.init_states(
+    module,
+    rar_jax.make_optimizer(0.1),
+    cfg,
+    rar_jax.Hyper.create(opt_lr=0.1),
+    loop.seed_keys([0]),
+    jnp.asarray(x[:2]),
+  )
   expected = numpy_accuracy(x[:, 0].astype(int), y, task_of_class[0], 3)
   for chunk in (8, 100):  # a partial last chunk; one chunk mostly padding
-    got = loop.make_evaluator(module, 3, chunk=chunk)(states, jnp.asarray(x),
-                                                        jnp.asarray(y, jnp.int32),
-                                                        jnp.asarray(task_of_class, jnp.int32))
+    got = loop.make_evaluator(module, 3, chunk=chunk)(
+      states, jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.asarray(task_of_class, jnp.int32)
+    )
     np.testing.assert_allclose(np.asarray(got)[0], expected, atol=1e-6)

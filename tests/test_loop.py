@@ -23,8 +23,9 @@ def stream(shape, n=60, seed=0):
 
 
 def parts(module, method):
-  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=NUM_CLASSES, mem_size=20,
-                                         batch_size_mem=5, mir_candidates=10)
+  cfg = rar_jax.ReplayConfig.from_method(
+    method, num_classes=NUM_CLASSES, mem_size=20, batch_size_mem=5, mir_candidates=10
+  )
   return cfg, rar_jax.make_optimizer(0.1), rar_jax.Hyper.create(**HYPER)
 
 
@@ -65,8 +66,9 @@ def test_host_loop_equals_scan_bit_for_bit_mlp(batching):
   scan_s, host_s = assert_same_runs(out)
   assert out["host"][1]["loss_current"].shape == (2, 6)
   # The caller's states survive the host loop's donation, and training moved them.
-  assert not np.array_equal(np.asarray(states.params["head"]["kernel"]),
-                            np.asarray(host_s.params["head"]["kernel"]))
+  assert not np.array_equal(
+    np.asarray(states.params["head"]["kernel"]), np.asarray(host_s.params["head"]["kernel"])
+  )
   assert int(host_s.buffer.size[0]) == 20
 
 
@@ -77,24 +79,29 @@ def test_host_loop_equals_scan_bit_for_bit_resnet_im2col():
   assert_same_runs(out)
 
 
-@pytest.mark.parametrize("side,cin,cout,kernel,stride,padding", [
-    (8, 3, 5, 3, 1, 1), (9, 4, 6, 3, 2, 1), (8, 4, 6, 1, 2, 0), (7, 2, 3, 3, 1, "SAME")])
+@pytest.mark.parametrize(
+  "side,cin,cout,kernel,stride,padding",
+  [(8, 3, 5, 3, 1, 1), (9, 4, 6, 3, 2, 1), (8, 4, 6, 1, 2, 0), (7, 2, 3, 3, 1, "SAME")],
+)
 def test_im2col_conv_equals_xla_conv(side, cin, cout, kernel, stride, padding):
   rng = np.random.default_rng(side + cin)
   x = jnp.asarray(rng.normal(size=(2, side, side, cin)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(kernel, kernel, cin, cout)), jnp.float32)
   pads = padding if isinstance(padding, str) else [(padding, padding)] * 2
   dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
-  want = lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=dn,
-                                  precision="highest")
-  got = models.im2col_conv(x, w, (stride, stride), pads, dimension_numbers=dn,
-                           precision="highest")
+  want = lax.conv_general_dilated(
+    x, w, (stride, stride), pads, dimension_numbers=dn, precision="highest"
+  )
+  got = models.im2col_conv(x, w, (stride, stride), pads, dimension_numbers=dn, precision="highest")
   assert got.shape == want.shape
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-5)
   # And its gradients (the step differentiates through it).
-  f = lambda fn: jax.grad(lambda a, b: jnp.sum(jnp.sin(fn(a, b, (stride, stride), pads,
-                                                           dimension_numbers=dn,
-                                                           precision="highest"))), (0, 1))
+  f = lambda fn: jax.grad(
+    lambda a, b: jnp.sum(
+      jnp.sin(fn(a, b, (stride, stride), pads, dimension_numbers=dn, precision="highest"))
+    ),
+    (0, 1),
+  )
   for g1, g2 in zip(f(models.im2col_conv)(x, w), f(lax.conv_general_dilated)(x, w)):
     np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), atol=1e-4, rtol=1e-4)
 
@@ -106,23 +113,34 @@ def test_resnet_conv_impls_share_parameters_and_agree():
   im2col = rar_jax.ReducedResNet18(10, nf=4, blocks=(1, 1), conv_impl="im2col")
   variables = jax.jit(xla.init)(jax.random.PRNGKey(0), x)
   assert jax.tree.structure(variables) == jax.tree.structure(
-      jax.eval_shape(im2col.init, jax.random.PRNGKey(0), x))
+    jax.eval_shape(im2col.init, jax.random.PRNGKey(0), x)
+  )
   a = jax.jit(xla.apply)(variables, x)
   b = jax.jit(im2col.apply)(variables, x)
   assert a.shape == (3, 10)
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("shape,ok", [((28, 28, 1), True), ((32, 32, 3), True),
-                                      ((25, 25, 1), True), ((24, 24, 1), False),
-                                      ((8, 8, 1), False), ((784,), False)])
+@pytest.mark.parametrize(
+  "shape,ok",
+  [
+    ((28, 28, 1), True),
+    ((32, 32, 3), True),
+    ((25, 25, 1), True),
+    ((24, 24, 1), False),
+    ((8, 8, 1), False),
+    ((784,), False),
+  ],
+)
 def test_resnet_input_shape_check(shape, ok):
   module = models.create_model("resnet18_reduced", 10)
   if ok:
     models.check_input_shape("resnet18_reduced", module, shape)
-    out = jax.eval_shape(lambda: module.apply(module.init(jax.random.PRNGKey(0),
-                                                          jnp.zeros((1, *shape))),
-                                              jnp.zeros((2, *shape))))
+    out = jax.eval_shape(
+      lambda: module.apply(
+        module.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape))), jnp.zeros((2, *shape))
+      )
+    )
     assert out.shape == (2, 10)
   else:
     with pytest.raises(ValueError, match=r"resnet18_reduced .*\(H, W, C\) with H, W >= 25"):
@@ -144,24 +162,26 @@ def test_unknown_stream_loop_and_conv_impl_are_rejected():
   with pytest.raises(ValueError, match="stream_loop='while'"):
     loop.make_stream_runner(lambda s, x, y: (s, {}), "map", "while")
   with pytest.raises(ValueError, match="conv_impl='fft'"):
-    rar_jax.ReducedResNet18(4, conv_impl="fft").init(jax.random.PRNGKey(0),
-                                                     jnp.zeros((1, 8, 8, 1)))
+    rar_jax.ReducedResNet18(4, conv_impl="fft").init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))
 
 
 def test_config_with_a_model_that_cannot_take_the_images_fails_before_any_work():
   from rar_jax import experiment
-  from rar_jax.config_base import base_config
+  from rar_jax.config import base_config
+
   config = base_config()
   config.update(dataset="digits", data_source="embedded", model="resnet18_reduced")
-  with pytest.raises(experiment.ConfigError,
-                     match=r"resnet18_reduced.*digits.*\(8, 8, 1\).*H, W >= 25"):
+  with pytest.raises(
+    experiment.ConfigError, match=r"resnet18_reduced.*digits.*\(8, 8, 1\).*H, W >= 25"
+  ):
     experiment.validate_config(config)
 
 
 @pytest.mark.parametrize("key,value", [("stream_loop", "while"), ("conv_impl", "fft")])
 def test_config_rejects_unknown_execution_choices(key, value):
   from rar_jax import experiment
-  from rar_jax.config_base import base_config
+  from rar_jax.config import base_config
+
   config = base_config()
   config[key] = value
   with pytest.raises(experiment.ConfigError, match=f"config.{key}='{value}' is invalid"):

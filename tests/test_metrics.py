@@ -11,19 +11,16 @@ import pytest
 from rar_jax import metrics
 
 # Seed A: task 0's best accuracy (0.8) comes after task 1, not on the diagonal.
-A = [[0.50, 0.90, 0.90],
-     [0.80, 0.70, 0.90],
-     [0.40, 0.60, 0.90]]
+A = [[0.50, 0.90, 0.90], [0.80, 0.70, 0.90], [0.40, 0.60, 0.90]]
 # Seed B: task 0 ends above its earlier best (backward transfer: negative drop).
-B = [[0.60, 0.95, 0.95],
-     [0.50, 0.90, 0.95],
-     [0.70, 0.20, 0.80]]
+B = [[0.60, 0.95, 0.95], [0.50, 0.90, 0.95], [0.70, 0.20, 0.80]]
 ACC = np.array([A, B])
 
 
 def test_final_average_accuracy_by_hand():
-  np.testing.assert_allclose(metrics.final_average_accuracy(ACC),
-                             [(0.4 + 0.6 + 0.9) / 3, (0.7 + 0.2 + 0.8) / 3], atol=1e-12)
+  np.testing.assert_allclose(
+    metrics.final_average_accuracy(ACC), [(0.4 + 0.6 + 0.9) / 3, (0.7 + 0.2 + 0.8) / 3], atol=1e-12
+  )
 
 
 def test_forgetting_uses_the_best_earlier_accuracy_by_hand():
@@ -39,8 +36,9 @@ def test_forgetting_ignores_rows_before_a_task_was_learnt_and_the_last_task():
   changed[:, 0, 1] = 1.0
   changed[:, 0:2, 2] = 1.0
   changed[:, 2, 2] = 0.0
-  np.testing.assert_allclose(metrics.final_forgetting(changed), metrics.final_forgetting(ACC),
-                             atol=1e-12)
+  np.testing.assert_allclose(
+    metrics.final_forgetting(changed), metrics.final_forgetting(ACC), atol=1e-12
+  )
 
 
 def test_one_task_has_zero_forgetting():
@@ -48,9 +46,11 @@ def test_one_task_has_zero_forgetting():
 
 
 def test_curve_averages_only_the_tasks_seen_by_hand():
-  np.testing.assert_allclose(metrics.average_accuracy_curve(ACC),
-                             [[0.5, 0.75, (0.4 + 0.6 + 0.9) / 3],
-                              [0.6, 0.7, (0.7 + 0.2 + 0.8) / 3]], atol=1e-12)
+  np.testing.assert_allclose(
+    metrics.average_accuracy_curve(ACC),
+    [[0.5, 0.75, (0.4 + 0.6 + 0.9) / 3], [0.6, 0.7, (0.7 + 0.2 + 0.8) / 3]],
+    atol=1e-12,
+  )
 
 
 def brute_force(acc):
@@ -62,7 +62,7 @@ def brute_force(acc):
     best = max(acc[i][j] for i in range(j, t - 1))
     drops.append(best - acc[t - 1][j])
   forgetting = sum(drops) / len(drops) if drops else 0.0
-  curve = [sum(acc[i][:i + 1]) / (i + 1) for i in range(t)]
+  curve = [sum(acc[i][: i + 1]) / (i + 1) for i in range(t)]
   return final, forgetting, curve
 
 

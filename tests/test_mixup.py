@@ -21,8 +21,10 @@ def test_mixup_is_one_convex_pairwise_combination_per_batch():
   x = np.random.default_rng(0).normal(size=(n, 3)).astype(np.float32)
   y = np.eye(n, dtype=np.float32)  # one class per row reveals the pairing
   for seed in range(10):
-    xm, ym = map(np.asarray, MIX(jax.random.PRNGKey(seed), jnp.asarray(x), jnp.asarray(y),
-                                 jnp.ones(n, bool), 1.0))
+    xm, ym = map(
+      np.asarray,
+      MIX(jax.random.PRNGKey(seed), jnp.asarray(x), jnp.asarray(y), jnp.ones(n, bool), 1.0),
+    )
     np.testing.assert_allclose(ym.sum(1), 1.0, atol=1e-6)
     lams = []
     partners = []
@@ -62,8 +64,10 @@ def test_mixup_with_a_partial_mask_pairs_valid_rows_only():
   valid = np.flatnonzero(mask)
   swapped = 0
   for seed in range(20):
-    xm, ym = map(np.asarray, MIX(jax.random.PRNGKey(seed), jnp.asarray(x), jnp.asarray(y),
-                                 jnp.asarray(mask), 1.0))
+    xm, ym = map(
+      np.asarray,
+      MIX(jax.random.PRNGKey(seed), jnp.asarray(x), jnp.asarray(y), jnp.asarray(mask), 1.0),
+    )
     assert np.all(ym[valid][:, ~mask] == 0), f"seed {seed}: a valid row mixed with padding"
     partners = []
     for i in valid:

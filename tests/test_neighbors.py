@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rar_jax
 
@@ -51,7 +52,9 @@ def test_one_label_array_is_an_error():
 
 
 @settings(max_examples=30, deadline=None)
-@given(nq=st.integers(1, 12), nr=st.integers(1, 12), d=st.integers(1, 6), seed=st.integers(0, 10**6))
+@given(
+  nq=st.integers(1, 12), nr=st.integers(1, 12), d=st.integers(1, 6), seed=st.integers(0, 10**6)
+)
 def test_property_matches_brute_force(nq, nr, d, seed):
   rng = np.random.default_rng(seed)
   # Integer-valued features keep float32 distances exact, so ties are real ties.

@@ -29,6 +29,8 @@ def test_readme_test_command_is_what_ci_runs():
     ci = f.read()
   command = "pip install -e '.[test]' && python -m pytest"
   assert command in readme and command in ci
+  lint = "ruff check . && ruff format --check . && mypy"
+  assert lint in readme and lint in ci
 
 
 def readme_train_commands():
@@ -40,7 +42,7 @@ def readme_train_commands():
   for block in blocks:
     for line in block.replace("\\\n", " ").splitlines():
       if "python train.py" in line and "..." not in line:
-        commands.append(shlex.split(line[line.index("python train.py"):], comments=True)[2:])
+        commands.append(shlex.split(line[line.index("python train.py") :], comments=True)[2:])
   return commands
 
 
@@ -62,8 +64,14 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 @pytest.mark.parametrize("args", readme_train_commands(), ids=" ".join)
 def test_readme_train_commands_parse_and_run_what_they_say(args):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-c", HARNESS, os.path.join(ROOT, "train.py"), *args],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+  out = subprocess.run(
+    [sys.executable, "-c", HARNESS, os.path.join(ROOT, "train.py"), *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=env,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   run = json.loads(out.stdout.splitlines()[0])
   for arg in args:
@@ -76,6 +84,11 @@ def test_readme_train_commands_parse_and_run_what_they_say(args):
 def test_readme_names_the_files_and_caches_a_run_uses():
   with open(os.path.join(ROOT, "README.md")) as f:
     readme = f.read()
-  for name in ("placement.json", "comparison.png", "~/.cache/rar_jax/xla",
-               "--config.progress=false", "tfds build"):
+  for name in (
+    "placement.json",
+    "comparison.png",
+    "~/.cache/rar_jax/xla",
+    "--config.progress=false",
+    "tfds build",
+  ):
     assert name in readme, name

@@ -46,15 +46,16 @@ _STEPS = {}  # (module, ReplayConfig) -> jitted step, so tests share compilation
 def setup(method, module, replay_labels, n_mem, seed=0, hyper=None, **overrides):
   """A fresh state whose buffer holds exactly one item per replay label, in
   slots 0, 1, ... (a buffer with room stores every item, in order)."""
-  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=C, mem_size=20, batch_size_mem=n_mem,
-                                         **overrides)
+  cfg = rar_jax.ReplayConfig.from_method(
+    method, num_classes=C, mem_size=20, batch_size_mem=n_mem, **overrides
+  )
   tx = rar_jax.make_optimizer(LR)
   hyper = rar_jax.Hyper.create(**(hyper or HYPER))
   xb, yb = blobs(replay_labels, seed + 100)
   state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(seed), xb)
   state = state.replace(buffer=buffer.add(state.buffer, xb, yb, jax.random.PRNGKey(7)))
   assert int(state.buffer.size) == len(replay_labels)
-  np.testing.assert_array_equal(state.buffer.y[:len(replay_labels)], yb)
+  np.testing.assert_array_equal(state.buffer.y[: len(replay_labels)], yb)
   if (id(module), cfg) not in _STEPS:
     _STEPS[id(module), cfg] = jax.jit(rar_jax.make_train_step(module, tx, cfg))
   return state, _STEPS[id(module), cfg], (xb, yb)
@@ -77,8 +78,23 @@ class Mlp:
     return optax.softmax_cross_entropy(self.logits(p, z), t)
 
 
-def reference_update(net, params, x, y, xm, tm, *, exclude=True, target="features", beta=0.3,
-                     eps=0.3, alpha=0.075, steps=5, decay=1.0, perturb=True):
+def reference_update(
+  net,
+  params,
+  x,
+  y,
+  xm,
+  tm,
+  *,
+  exclude=True,
+  target="features",
+  beta=0.3,
+  eps=0.3,
+  alpha=0.075,
+  steps=5,
+  decay=1.0,
+  perturb=True,
+):
   """SGD on CE(current) + (1-beta) CE(replay) + beta CE(perturbed replay).
 
   ``xm, tm``: the valid replay rows and their soft targets. The perturbation
@@ -106,11 +122,12 @@ def reference_update(net, params, x, y, xm, tm, *, exclude=True, target="feature
     else:
       t = jnp.asarray(np.asarray(y)[nearest[found]])
       loss = lambda z: optax.softmax_cross_entropy_with_integer_labels(net.logits(look, z), t)
-    xa[np.asarray(rows)] = np.asarray(rar_jax.mifgsm(loss, xm[rows], epsilon=eps, alpha=alpha,
-                                                     steps=steps, decay=decay))
+    xa[np.asarray(rows)] = np.asarray(
+      rar_jax.mifgsm(loss, xm[rows], epsilon=eps, alpha=alpha, steps=steps, decay=decay)
+    )
   xa = jnp.asarray(xa)
   if perturb:
-    rep = lambda p: ((1 - beta) * net.ce(p, xm, tm).mean() + beta * net.ce(p, xa, tm).mean())
+    rep = lambda p: (1 - beta) * net.ce(p, xm, tm).mean() + beta * net.ce(p, xa, tm).mean()
   else:
     rep = lambda p: net.ce(p, xm, tm).mean()
   g_rep = jax.grad(rep)(params)
@@ -124,8 +141,10 @@ def assert_close(a, b, atol=1e-6):
 
 
 def assert_differ(a, b, atol=1e-4):
-  assert any(np.max(np.abs(np.asarray(u) - np.asarray(v))) > atol
-             for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b))), "the trees are equal"
+  assert any(
+    np.max(np.abs(np.asarray(u) - np.asarray(v))) > atol
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  ), "the trees are equal"
 
 
 MLP = rar_jax.MLP(C, hidden=(32, 32))
@@ -139,8 +158,10 @@ def test_rar_step_equals_the_hand_composed_one():
   new_state, m = step(state, x, y)
   expected, xa, _ = reference_update(NET, state.params, x, y, xb, jax.nn.one_hot(yb, C))
   assert_close(new_state.params, expected)
-  np.testing.assert_allclose(float(m["perturbation_linf"]), np.abs(xa - xb).max(), atol=1e-6)
-  assert float(m["perturbation_linf"]) > 0.2  # the attack moved the rows
+  np.testing.assert_allclose(float(m["perturbation_max"]), np.abs(xa - xb).max(), atol=1e-6)
+  per_row = np.abs(np.asarray(xa) - np.asarray(xb)).reshape(len(xb), -1).max(axis=1)
+  np.testing.assert_allclose(float(m["perturbation_mean"]), per_row.mean(), atol=1e-6)
+  assert float(m["perturbation_max"]) > 0.2  # the attack moved the rows
 
 
 # The label target (Avalanche's variant: cross-entropy towards the nearest
@@ -154,13 +175,21 @@ def test_exclusion_off_leaves_rows_without_another_label_unperturbed(target, dec
   # with another label: they must stay exactly as drawn; rows of labels 0 and
   # 1 move towards their nearest current row (its features, or its label).
   labels = [2, 0, 2, 1, 2]
-  state, step, (xb, yb) = setup("er_rar", MLP, labels, 5, exclude_current_labels=False,
-                                attack_target=target, hyper=dict(HYPER, decay_factor_fgsm=decay))
+  state, step, (xb, yb) = setup(
+    "er_rar",
+    MLP,
+    labels,
+    5,
+    exclude_current_labels=False,
+    attack_target=target,
+    hyper=dict(HYPER, decay_factor_fgsm=decay),
+  )
   x, y = blobs([2] * 10, 1)
   new_state, m = step(state, x, y)
   assert int(m["replay_count"]) == 5
-  expected, xa, found = reference_update(NET, state.params, x, y, xb, jax.nn.one_hot(yb, C),
-                                         exclude=False, target=target, decay=decay)
+  expected, xa, found = reference_update(
+    NET, state.params, x, y, xb, jax.nn.one_hot(yb, C), exclude=False, target=target, decay=decay
+  )
   np.testing.assert_array_equal(found, np.asarray(labels) != 2)
   np.testing.assert_array_equal(xa[~found], xb[~found])
   assert float(jnp.abs(xa - xb).max()) > 0.2
@@ -173,9 +202,10 @@ def test_exclusion_off_with_no_row_of_another_label_is_plain_replay():
   state, step, (xb, yb) = setup("er_rar", MLP, [2, 2, 2, 2, 2], 5, exclude_current_labels=False)
   x, y = blobs([2] * 10, 1)
   new_state, m = step(state, x, y)
-  assert float(m["perturbation_linf"]) == 0.0
-  expected, _, _ = reference_update(NET, state.params, x, y, xb, jax.nn.one_hot(yb, C),
-                                    perturb=False)
+  assert float(m["perturbation_max"]) == 0.0
+  expected, _, _ = reference_update(
+    NET, state.params, x, y, xb, jax.nn.one_hot(yb, C), perturb=False
+  )
   assert_close(new_state.params, expected)
 
 
@@ -232,6 +262,7 @@ def test_mix_rar_with_a_partly_padded_batch_mixes_valid_rows_only():
 
 # ------------------------------------------------------------- batch norm
 
+
 def test_resnet_step_with_padded_replay_rows_equals_a_step_over_the_valid_rows():
   """Batch norm sees only the valid replay rows: a MIR-RAR batch of 5 with 3
   valid rows updates parameters and running statistics as a batch of those 3
@@ -249,8 +280,9 @@ def test_resnet_step_with_padded_replay_rows_equals_a_step_over_the_valid_rows()
   hyper = rar_jax.Hyper.create(**HYPER)
   steps, out = {}, {}
   for n_mem, items in ((5, "valid"), (5, "valid+junk"), (3, "valid"), (5, "junk")):
-    cfg = rar_jax.ReplayConfig.from_method("mir_rar", num_classes=C, mem_size=8,
-                                           batch_size_mem=n_mem, mir_candidates=5)
+    cfg = rar_jax.ReplayConfig.from_method(
+      "mir_rar", num_classes=C, mem_size=8, batch_size_mem=n_mem, mir_candidates=5
+    )
     state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(0), x)
     bx = {"valid": xb, "junk": junk_x, "valid+junk": jnp.concatenate([xb, junk_x])}[items]
     by = {"valid": yb, "junk": junk_y, "valid+junk": jnp.concatenate([yb, junk_y])}[items]
@@ -265,12 +297,42 @@ def test_resnet_step_with_padded_replay_rows_equals_a_step_over_the_valid_rows()
   for padded in (out[5, "valid"], out[5, "valid+junk"]):
     assert_close(padded.params, exact.params, atol=2e-5)
     assert_close(padded.batch_stats, exact.batch_stats, atol=2e-5)
+
   # No valid replay row: one SGD step on the incoming batch, by hand, with the
   # running statistics of that batch alone.
   def loss(p):
-    logits, new = module.apply({"params": p, "batch_stats": state.batch_stats}, x, train=True,
-                               mutable=["batch_stats"])
+    logits, new = module.apply(
+      {"params": p, "batch_stats": state.batch_stats}, x, train=True, mutable=["batch_stats"]
+    )
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new
+
   g, new = jax.grad(loss, has_aux=True)(state.params)
   assert_close(out[5, "junk"].params, jax.tree.map(lambda p, d: p - LR * d, state.params, g))
   assert_close(out[5, "junk"].batch_stats, new["batch_stats"])
+
+
+def test_rar_preview_shows_what_the_step_does():
+  # make_rar_preview (behind rar_samples.png) must draw, match and perturb as
+  # the step does: every replay row against the hand-composed perturbation.
+  state, _, (xb, yb) = setup("er_rar", MLP, [0, 1, 0, 1, 1], 5)
+  cfg = rar_jax.ReplayConfig.from_method("er_rar", num_classes=C, mem_size=20, batch_size_mem=5)
+  preview = jax.jit(rar_jax.step.make_rar_preview(MLP, rar_jax.make_optimizer(LR), cfg))
+  x, y = blobs([2, 3] * 5, 1)
+  out = jax.device_get(preview(state, x, y, jax.random.PRNGKey(3)))
+  _, xa, found = reference_update(NET, state.params, x, y, xb, jax.nn.one_hot(yb, C))
+  assert out["mask"].all() and out["found"].all() and found.all()
+  # The draw is the whole buffer in some order: find each row's buffer slot.
+  slot = [int(np.flatnonzero((np.asarray(xb) == r).all(axis=(1, 2, 3)))[0]) for r in out["x_mem"]]
+  assert sorted(slot) == list(range(5))
+  np.testing.assert_allclose(out["x_adv"], np.asarray(xa)[slot], atol=1e-6)
+  np.testing.assert_array_equal(out["targets"].argmax(-1), np.asarray(yb)[slot])
+  g = jax.grad(lambda p: NET.ce(p, x, jax.nn.one_hot(y, C)).mean())(state.params)
+  look = jax.tree.map(lambda p, gg: p - LR * gg, state.params, g)
+  fm, fc = np.asarray(NET.features(look, out["x_mem"])), np.asarray(NET.features(look, x))
+  np.testing.assert_array_equal(out["nearest"], ((fm[:, None] - fc[None]) ** 2).sum(-1).argmin(1))
+
+
+def test_rar_preview_needs_a_perturb_stage():
+  cfg = rar_jax.ReplayConfig.from_method("er", num_classes=C)
+  with pytest.raises(ValueError, match="needs a chain with a retrieve and a perturb stage"):
+    rar_jax.step.make_rar_preview(MLP, rar_jax.make_optimizer(LR), cfg)

@@ -12,22 +12,35 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A subprocess pipe left open is a leak (and a ResourceWarning in the test log).
-pytestmark = pytest.mark.filterwarnings("error::ResourceWarning",
-                                        "error::pytest.PytestUnraisableExceptionWarning")
+pytestmark = pytest.mark.filterwarnings(
+  "error::ResourceWarning", "error::pytest.PytestUnraisableExceptionWarning"
+)
 # digits: 5 tasks x 28 steps; a checkpoint every 2 steps makes the run slow
 # enough to kill in the middle of a task.
-ARGS = ["--config", "configs/default.py", "--config.methods=er_rar",
-        "--config.num_seeds=2", "--config.log_every_steps=2", "--config.checkpoint_every_steps=2",
-        "--config.plot=false", "--config.progress=false"]
+ARGS = [
+  "--config",
+  "configs/default.py",
+  "--config.methods=er_rar",
+  "--config.num_seeds=2",
+  "--config.log_every_steps=2",
+  "--config.checkpoint_every_steps=2",
+  "--config.plot=false",
+  "--config.progress=false",
+]
 
 
 def start(workdir, *extra, devices=None):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   if devices:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *ARGS, *extra,
-                           "--workdir", str(workdir)], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+    [sys.executable, os.path.join(ROOT, "train.py"), *ARGS, *extra, "--workdir", str(workdir)],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
 
 def finish(proc):
@@ -103,8 +116,7 @@ def test_workdir_with_another_config_is_refused(reference, tmp_path):
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 2 and "Traceback" not in err
   assert "mem_size: 100 -> 50" in err and "overwrite" in err
-  finish(start(workdir, "--config.mem_size=50", "--config.overwrite=true",
-               "--config.num_seeds=1"))
+  finish(start(workdir, "--config.mem_size=50", "--config.overwrite=true", "--config.num_seeds=1"))
   assert metrics(workdir)["num_seeds"] == 1
 
 

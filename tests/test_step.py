@@ -1,4 +1,3 @@
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +16,7 @@ def blobs(n, classes, seed=0, dim=16):
   rng = np.random.default_rng(seed)
   centers = np.random.default_rng(99).uniform(0.2, 0.8, size=(NUM_CLASSES, dim))
   y = np.resize(np.asarray(classes), n)
-  y = np.concatenate([rng.permutation(y[i:i + 10]) for i in range(0, n, 10)])
+  y = np.concatenate([rng.permutation(y[i : i + 10]) for i in range(0, n, 10)])
   x = np.clip(centers[y] + 0.05 * rng.normal(size=(n, dim)), 0, 1)
   return jnp.asarray(x.reshape(n, 4, 4, 1), jnp.float32), jnp.asarray(y, jnp.int32)
 
@@ -28,9 +27,17 @@ _STEPS = {}  # ReplayConfig -> jitted step of the default MLP: one compile per c
 def setup(method, module=None, mem_size=20, seed=0, **overrides):
   cached = module is None
   module = module or rar_jax.MLP(NUM_CLASSES, hidden=(32, 32))
-  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=NUM_CLASSES, mem_size=mem_size,
-                                         batch_size_mem=5, mir_candidates=10, aser_candidates=10,
-                                         aser_coop_size=10, aser_k=3, **overrides)
+  cfg = rar_jax.ReplayConfig.from_method(
+    method,
+    num_classes=NUM_CLASSES,
+    mem_size=mem_size,
+    batch_size_mem=5,
+    mir_candidates=10,
+    aser_candidates=10,
+    aser_coop_size=10,
+    aser_k=3,
+    **overrides,
+  )
   hyper = rar_jax.Hyper.create(**HYPER)
   tx = rar_jax.make_optimizer(0.1)
   x, _ = blobs(10, [0, 1])
@@ -55,7 +62,7 @@ def methods(names):
 def run(step, state, x, y):
   losses = []
   for i in range(0, len(y), 10):
-    state, m = step(state, x[i:i + 10], y[i:i + 10])
+    state, m = step(state, x[i : i + 10], y[i : i + 10])
     losses.append(float(m["loss_current"]))
   return state, np.array(losses)
 
@@ -105,9 +112,14 @@ def test_mir_picks_the_most_interfered_candidates():
   vals = jnp.asarray(np.random.default_rng(0).permutation(12), jnp.float32)[:, None]
   state = buffer.add(state, vals, jnp.arange(12) % 3, jax.random.PRNGKey(0))
   x, y, mask = rar_jax.mir_retrieve(
-      state, jax.random.PRNGKey(1), 3, 12,
-      loss_now=lambda x, y, m: jnp.zeros(x.shape[0]),
-      loss_lookahead=lambda x, y, m: x[:, 0], exclude_labels=jnp.array([0]))
+    state,
+    jax.random.PRNGKey(1),
+    3,
+    12,
+    loss_now=lambda x, y, m: jnp.zeros(x.shape[0]),
+    loss_lookahead=lambda x, y, m: x[:, 0],
+    exclude_labels=jnp.array([0]),
+  )
   held = np.asarray(state.x[:, 0])
   eligible = held[np.asarray(state.y) != 0]
   assert sorted(np.asarray(x[:, 0]).tolist()) == sorted(np.sort(eligible)[-3:].tolist())
@@ -123,15 +135,19 @@ def two_task_stream():
 def small_parts(method, hidden=(32, 32)):
   """A small MLP, its ReplayConfig, optimiser and Hyper for stream-level tests."""
   module = rar_jax.MLP(NUM_CLASSES, hidden=hidden)
-  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=NUM_CLASSES, mem_size=20,
-                                         batch_size_mem=5)
+  cfg = rar_jax.ReplayConfig.from_method(
+    method, num_classes=NUM_CLASSES, mem_size=20, batch_size_mem=5
+  )
   return module, cfg, rar_jax.make_optimizer(0.1), rar_jax.Hyper.create(**HYPER)
 
 
 def two_task_index(rng, num_seeds):
   """Per seed, a shuffled pass over each task of `two_task_stream`: [seeds, 20, 10]."""
-  return jnp.asarray(np.stack([np.concatenate([rng.permutation(100), 100 + rng.permutation(100)])
-                               for _ in range(num_seeds)]).reshape(num_seeds, 20, 10))
+  return jnp.asarray(
+    np.stack(
+      [np.concatenate([rng.permutation(100), 100 + rng.permutation(100)]) for _ in range(num_seeds)]
+    ).reshape(num_seeds, 20, 10)
+  )
 
 
 @pytest.mark.parametrize("method", methods(["er_rar", "mir_mix_rar"]))
@@ -140,10 +156,12 @@ def test_scan_equals_steps_one_by_one(method):
   state, step = setup(method)
   one_by_one, _ = run(step, state, x, y)
   module = rar_jax.MLP(NUM_CLASSES, hidden=(32, 32))
-  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=NUM_CLASSES, mem_size=20,
-                                         batch_size_mem=5, mir_candidates=10)
-  runner = loop.make_stream_runner(rar_jax.make_train_step(module, rar_jax.make_optimizer(0.1),
-                                                           cfg))
+  cfg = rar_jax.ReplayConfig.from_method(
+    method, num_classes=NUM_CLASSES, mem_size=20, batch_size_mem=5, mir_candidates=10
+  )
+  runner = loop.make_stream_runner(
+    rar_jax.make_train_step(module, rar_jax.make_optimizer(0.1), cfg)
+  )
   stacked = jax.tree.map(lambda a: a[None], state)
   index = jnp.arange(200).reshape(1, 20, 10)
   scanned, metrics = runner(stacked, x, y, index)
@@ -161,13 +179,17 @@ def test_vmap_over_seeds_equals_separate_runs_and_seeds_differ():
   together, _ = runner(states, x, y, index)
   for s, seed in enumerate([5, 6, 7]):
     alone = loop.init_states(module, tx, cfg, hyper, loop.seed_keys([seed]), x[:10])
-    alone, _ = runner(alone, x, y, index[s:s + 1])
-    assert_trees_equal(jax.tree.map(lambda a: a[s], together.params),
-                       jax.tree.map(lambda a: a[0], alone.params), atol=1e-5)
+    alone, _ = runner(alone, x, y, index[s : s + 1])
+    assert_trees_equal(
+      jax.tree.map(lambda a: a[s], together.params),
+      jax.tree.map(lambda a: a[0], alone.params),
+      atol=1e-5,
+    )
     np.testing.assert_array_equal(together.buffer.y[s], alone.buffer.y[0])
   # Each run follows its own seed: same stream, different seeds, different runs.
-  finals = [np.concatenate([np.ravel(l[s]) for l in jax.tree.leaves(together.params)])
-            for s in range(3)]
+  finals = [
+    np.concatenate([np.ravel(l[s]) for l in jax.tree.leaves(together.params)]) for s in range(3)
+  ]
   for a in range(3):
     for b in range(a):
       assert np.abs(finals[a] - finals[b]).max() > 1e-3
@@ -196,25 +218,31 @@ def test_replay_reduces_forgetting_on_blobs():
   assert accs["er"] > accs["finetune"] + 0.2, accs
 
 
-@pytest.mark.parametrize("kwargs,match", [
+@pytest.mark.parametrize(
+  "kwargs,match",
+  [
     (dict(method="er", mem_size=0), "mem_size"),
     (dict(method="er", mem_size=5, batch_size_mem=10), "batch_size_mem"),
     (dict(method="sgd"), "method"),
     (dict(method="mir", mem_size=20, mir_candidates=30), "mir_candidates"),
     (dict(method="er_rar", attack_target="logits"), "attack_target"),
-])
+  ],
+)
 def test_replay_config_errors_name_the_argument(kwargs, match):
   method = kwargs.pop("method")
   with pytest.raises(ValueError, match=match):
     rar_jax.ReplayConfig.from_method(method, num_classes=NUM_CLASSES, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs,match", [
+@pytest.mark.parametrize(
+  "kwargs,match",
+  [
     (dict(epsilon_fgsm=-0.1), "epsilon_fgsm"),
     (dict(beta_coef=1.5), "beta_coef"),
     (dict(iter_fgsm=0), "iter_fgsm"),
     (dict(epsilon_fgsm=float("nan")), "epsilon_fgsm"),
-])
+  ],
+)
 def test_hyper_errors_name_the_argument(kwargs, match):
   with pytest.raises(ValueError, match=match):
     rar_jax.Hyper.create(opt_lr=0.1, **kwargs)
@@ -228,11 +256,13 @@ def test_unknown_feature_layer_is_rejected_with_the_known_ones():
 def test_per_experience_buffer_fills_only_at_the_task_boundary():
   x, y = two_task_stream()
   module = rar_jax.MLP(NUM_CLASSES, hidden=(32, 32))
-  cfg = rar_jax.ReplayConfig.from_method("er", num_classes=NUM_CLASSES, mem_size=20,
-                                         batch_size_mem=5, buffer_update="per_experience")
+  cfg = rar_jax.ReplayConfig.from_method(
+    "er", num_classes=NUM_CLASSES, mem_size=20, batch_size_mem=5, buffer_update="per_experience"
+  )
   tx = rar_jax.make_optimizer(0.1)
-  states = loop.init_states(module, tx, cfg, rar_jax.Hyper.create(**HYPER), loop.seed_keys([0]),
-                            x[:10])
+  states = loop.init_states(
+    module, tx, cfg, rar_jax.Hyper.create(**HYPER), loop.seed_keys([0]), x[:10]
+  )
   runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg))
   index = jnp.arange(100).reshape(1, 10, 10)  # task 1
   states, m = runner(states, x, y, index)
@@ -257,9 +287,10 @@ def test_map_batching_runs_each_seed_exactly_as_alone():
   by_vmap, _ = vmapped(states, x, y, index)
   for s, seed in enumerate([3, 4, 5]):
     alone = loop.init_states(module, tx, cfg, hyper, loop.seed_keys([seed]), x[:10])
-    alone, _ = mapped(alone, x, y, index[s:s + 1])
-    assert_trees_equal(jax.tree.map(lambda a: a[s], together.params),
-                       jax.tree.map(lambda a: a[0], alone.params))
+    alone, _ = mapped(alone, x, y, index[s : s + 1])
+    assert_trees_equal(
+      jax.tree.map(lambda a: a[s], together.params), jax.tree.map(lambda a: a[0], alone.params)
+    )
   assert_trees_equal(by_vmap.params, together.params, atol=1e-4)
 
 

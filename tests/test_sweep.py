@@ -19,24 +19,35 @@ def test_parse_sweep_is_a_cartesian_grid():
   assert parse_sweep("") == [{}]
 
 
-@pytest.mark.parametrize("spec,match", [("mem_size=1,2", "cannot be swept"),
-                                        ("beta_coef=a,b", "numbers"),
-                                        ("beta_coef", "KEY=V1"),
-                                        ("beta_coef=0.1;beta_coef=0.2", "twice")])
+@pytest.mark.parametrize(
+  "spec,match",
+  [
+    ("mem_size=1,2", "cannot be swept"),
+    ("beta_coef=a,b", "numbers"),
+    ("beta_coef", "KEY=V1"),
+    ("beta_coef=0.1;beta_coef=0.2", "twice"),
+  ],
+)
 def test_bad_sweeps(spec, match):
   with pytest.raises(SweepError, match=match):
     parse_sweep(spec)
 
 
 def worker(mode, devices):
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  out = subprocess.run([sys.executable, os.path.join(HERE, "sweep_worker.py"), mode],
-                       capture_output=True, text=True, env=env, timeout=600,
-                       cwd=os.path.dirname(HERE))
+  env = dict(
+    os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"
+  )
+  out = subprocess.run(
+    [sys.executable, os.path.join(HERE, "sweep_worker.py"), mode],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=600,
+    cwd=os.path.dirname(HERE),
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  return json.loads(line[len("RESULT "):])
+  return json.loads(line[len("RESULT ") :])
 
 
 @pytest.mark.slow
@@ -59,9 +70,12 @@ def test_sharded_sweep_equals_cells_run_one_by_one():
 
 @pytest.mark.slow
 def test_two_processes_through_jax_distributed_equal_one_process():
-  out = subprocess.run([sys.executable, os.path.join(os.path.dirname(HERE), "bench",
-                                                     "distributed_check.py")],
-                       capture_output=True, text=True, timeout=900)
+  out = subprocess.run(
+    [sys.executable, os.path.join(os.path.dirname(HERE), "bench", "distributed_check.py")],
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result["processes"] == 2 and result["identical"]

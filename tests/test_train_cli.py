@@ -8,16 +8,22 @@ import sys
 import numpy as np
 import pytest
 
-from rar_jax import data, experiment
-from rar_jax.config_base import base_config
+from rar_jax import data, experiment, hooks
+from rar_jax.config import base_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def train(*args, timeout=600):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=timeout, env=env)
+  return subprocess.run(
+    [sys.executable, os.path.join(ROOT, "train.py"), *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    env=env,
+  )
 
 
 def check_metrics(path, method, num_seeds, num_tasks):
@@ -54,11 +60,20 @@ def test_default_config_runs_offline(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(data.DEBIAN_FASHION_MNIST),
-                    reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+  not os.path.isdir(data.DEBIAN_FASHION_MNIST),
+  reason="Debian's dataset-fashion-mnist is not installed",
+)
 def test_split_fashion_mnist_from_idx_files(tmp_path):
-  out = train("--config", "configs/split_fashion_mnist.py", "--config.samples_per_task=200",
-              "--config.num_seeds=2", "--config.mem_size=50", "--workdir", str(tmp_path))
+  out = train(
+    "--config",
+    "configs/split_fashion_mnist.py",
+    "--config.samples_per_task=200",
+    "--config.num_seeds=2",
+    "--config.mem_size=50",
+    "--workdir",
+    str(tmp_path),
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   m = check_metrics(tmp_path / "metrics.json", "er_rar", 2, 5)
   assert m["data_source"] == "idx" and m["steps"] == 100
@@ -68,8 +83,16 @@ def test_split_fashion_mnist_from_idx_files(tmp_path):
 def test_tfds_path_under_mock_data(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   config = base_config()
-  config.update(dataset="mnist", data_source="tfds", num_seeds=2, samples_per_task=20,
-                methods="er_rar", mem_size=20, progress=False, plot=False)
+  config.update(
+    dataset="mnist",
+    data_source="tfds",
+    num_seeds=2,
+    samples_per_task=20,
+    methods="er_rar",
+    mem_size=20,
+    progress=False,
+    plot=False,
+  )
   with tfds.testing.mock_data(num_examples=200):
     results = experiment.train_and_evaluate(config, str(tmp_path))
   assert results["er_rar"]["data_source"] == "tfds"
@@ -85,8 +108,14 @@ def test_bad_config_is_one_line_not_a_traceback(tmp_path):
 
 
 def test_missing_data_is_one_clear_line(tmp_path):
-  out = train("--config", "configs/split_fashion_mnist.py", "--config.data_source=idx",
-              f"--config.data_dir={tmp_path}", "--workdir", str(tmp_path / "run"))
+  out = train(
+    "--config",
+    "configs/split_fashion_mnist.py",
+    "--config.data_source=idx",
+    f"--config.data_dir={tmp_path}",
+    "--workdir",
+    str(tmp_path / "run"),
+  )
   assert out.returncode == 2 and "Traceback" not in out.stderr
   assert "train-images-idx3-ubyte" in out.stderr and str(tmp_path) in out.stderr
 
@@ -99,18 +128,26 @@ def two_methods(tmp_path_factory):
   """A small two-method run, its stderr captured as a log file would (not a terminal)."""
   import contextlib
   import io
+
   workdir = tmp_path_factory.mktemp("two_methods")
   config = base_config()
-  config.update(dataset="digits", methods="er,er_rar", num_seeds=2, samples_per_task=100,
-                mem_size=40, log_every_steps=5, keep_checkpoints=0)
+  config.update(
+    dataset="digits",
+    methods="er,er_rar",
+    num_seeds=2,
+    samples_per_task=100,
+    mem_size=40,
+    log_every_steps=5,
+    keep_checkpoints=0,
+  )
   err, out = io.StringIO(), io.StringIO()
-  old = experiment.LOG_LINE_SECONDS
-  experiment.LOG_LINE_SECONDS = 0.0  # a line per chunk
+  old = hooks.LOG_LINE_SECONDS
+  hooks.LOG_LINE_SECONDS = 0.0  # a line per chunk
   try:
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
       results = experiment.train_and_evaluate(config, str(workdir))
   finally:
-    experiment.LOG_LINE_SECONDS = old
+    hooks.LOG_LINE_SECONDS = old
   return workdir, results, err.getvalue(), out.getvalue()
 
 
@@ -126,8 +163,9 @@ def test_each_method_folder_names_its_own_method(two_methods):
 
 def test_old_method_override_is_refused_not_ignored(tmp_path):
   # configs/default.py sets methods=er,er_rar; the old key once lost to it silently.
-  out = train("--config", "configs/default.py", "--config.method=mir_rar", "--workdir",
-              str(tmp_path))
+  out = train(
+    "--config", "configs/default.py", "--config.method=mir_rar", "--workdir", str(tmp_path)
+  )
   assert out.returncode == 2 and "Traceback" not in out.stderr
   assert "config.methods" in out.stderr and not os.listdir(tmp_path)
 
@@ -155,21 +193,25 @@ def test_progress_speed_is_the_tables_speed(two_methods):
 
 def test_comparison_plot_has_a_line_and_band_per_method(two_methods):
   from matplotlib.collections import PolyCollection
+
   from rar_jax import report
+
   workdir, results, _, _ = two_methods
   assert (workdir / "comparison.png").stat().st_size > 1000
   accs = {n: np.asarray(r["acc_matrix"]) for n, r in results.items()}
   fig = report.comparison_figure(accs, "t")
   ax = fig.axes[0]
   assert [l.get_label() for l in ax.get_lines()] == ["er", "er_rar"]
-  np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), results["er"]["avg_accuracy_curve"],
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    ax.get_lines()[0].get_ydata(), results["er"]["avg_accuracy_curve"], atol=1e-6
+  )
   assert list(ax.get_lines()[0].get_xdata()) == [1, 2, 3, 4, 5]
   assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2
 
 
 def test_heat_map_counts_tasks_from_one_and_labels_stay_readable():
   from rar_jax import report
+
   acc = np.array([[[0.95, 0.1], [0.2, 0.9]]])
   fig = report.accuracy_figure(acc, "t")
   heat = fig.axes[0]
@@ -181,8 +223,16 @@ def test_heat_map_counts_tasks_from_one_and_labels_stay_readable():
 
 def test_nan_message_counts_from_one_and_names_no_missing_checkpoint(tmp_path):
   config = base_config()
-  config.update(dataset="digits", methods="er", num_seeds=1, samples_per_task=100,
-                log_every_steps=5, learning_rate=1e30, progress=False, plot=False)
+  config.update(
+    dataset="digits",
+    methods="er",
+    num_seeds=1,
+    samples_per_task=100,
+    log_every_steps=5,
+    learning_rate=1e30,
+    progress=False,
+    plot=False,
+  )
   with pytest.raises(experiment.TrainingDiverged) as e:
     experiment.train_and_evaluate(config, str(tmp_path))
   msg = str(e.value)
@@ -190,16 +240,35 @@ def test_nan_message_counts_from_one_and_names_no_missing_checkpoint(tmp_path):
   assert "is kept" not in msg
 
 
+def _nan_message(ckpt) -> str:
+  # Task 2 of 5 (0-based 1), its first chunk of 5 steps went NaN.
+  event = hooks.ChunkEnd(
+    position=25,
+    task=1,
+    num_tasks=5,
+    task_position=5,
+    steps_per_task=20,
+    chunk_steps=5,
+    scalars={},
+    finite=False,
+    steps_per_second=1.0,
+    payload=dict,
+  )
+  with pytest.raises(experiment.TrainingDiverged) as e:
+    hooks.NanGuard("er", 0.1, ckpt).on_chunk(event)
+  return str(e.value)
+
+
 def test_nan_message_names_the_checkpoint_that_exists(tmp_path):
   from rar_jax import checkpoint
-  config = base_config()
-  off = experiment._diverged_message(config, "er", checkpoint.NoCheckpoints(), 1, 5, 0, 5)
+
+  off = _nan_message(checkpoint.NoCheckpoints())
   assert "checkpointing is off" in off and "is kept" not in off
   ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), 2)
   ckpt.save(28, {"x": np.zeros(3)})
-  msg = experiment._diverged_message(config, "er", ckpt, 1, 5, 0, 5)
+  msg = _nan_message(ckpt)
   ckpt.close()
-  assert "task 2/5" in msg and "(step 28) is kept in" in msg
+  assert "task 2/5, steps 1-5 of the task" in msg and "(step 28) is kept in" in msg
 
 
 def test_help_is_a_success():
@@ -210,8 +279,58 @@ def test_help_is_a_success():
 def test_too_many_samples_per_task_warns_with_the_number_used(capsys):
   config = base_config()
   config.update(dataset="digits", samples_per_task=5000, num_seeds=1)
-  _, streams, *_ = experiment.prepare_data(config)
+  streams = experiment.prepare_data(config).streams
   used = streams.index.shape[2] * config.batch_size
   assert 0 < used < 5000
   err = capsys.readouterr().err
   assert "samples_per_task=5000" in err and f"every task uses {used} samples" in err
+
+
+def _jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_metric_files_hold_the_run_numbers(two_methods):
+  # metrics.jsonl and the TensorBoard events (read back with TensorBoard's own
+  # reader) carry the numbers metrics.json reports, at the right steps.
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+  workdir, results, _, _ = two_methods
+  for method in ("er", "er_rar"):
+    lines = _jsonl(workdir / method / "metrics.jsonl")
+    train = [l for l in lines if "train/loss_current" in l]
+    evals = [l for l in lines if "eval/average_accuracy" in l]
+    assert [l["step"] for l in train] == list(range(5, 55, 5))  # a line per chunk of 5
+    assert [l["step"] for l in evals] == list(range(10, 60, 10))  # a line per task
+    acc = np.asarray(results[method]["acc_matrix"]).mean(0)  # seed mean [after, on]
+    for t, l in enumerate(evals):
+      np.testing.assert_allclose(
+        [l[f"eval/accuracy_task_{j + 1}"] for j in range(t + 1)], acc[t, : t + 1], atol=1e-6
+      )
+    np.testing.assert_allclose(
+      evals[-1]["eval/average_accuracy"], results[method]["final_avg_accuracy"]["mean"], atol=1e-6
+    )
+    # No replay in the first task (nothing of another label yet), 10 rows after.
+    assert [l["train/replay_count"] for l in train[:2]] == [0, 0]
+    assert all(l["train/replay_count"] == 10 for l in train[2:])
+    events = EventAccumulator(str(workdir / method))
+    events.Reload()
+    scalars = events.Scalars("eval/average_accuracy")
+    assert [e.step for e in scalars] == [l["step"] for l in evals]
+    np.testing.assert_allclose(
+      [e.value for e in scalars], [l["eval/average_accuracy"] for l in evals], atol=1e-6
+    )
+  rar = [l for l in _jsonl(workdir / "er_rar" / "metrics.jsonl") if "train/loss_current" in l]
+  eps = 0.3  # base_config's epsilon_fgsm
+  assert all(
+    0 < l["train/perturbation_mean"] <= l["train/perturbation_max"] <= eps + 1e-6 for l in rar[2:]
+  )
+  er = _jsonl(workdir / "er" / "metrics.jsonl")
+  assert not any("train/perturbation_max" in l for l in er)
+
+
+def test_rar_samples_picture_only_for_rar_methods(two_methods):
+  workdir, _, _, _ = two_methods
+  assert (workdir / "er_rar" / "rar_samples.png").stat().st_size > 5000
+  assert not (workdir / "er" / "rar_samples.png").exists()

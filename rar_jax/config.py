@@ -1,0 +1,315 @@
+"""The config of a run, in one place: every key with its default
+(`base_config`), the allowed values and cross-key checks (`validate_config`,
+run before any work), and what a config means for one method
+(`method_config`, `replay_parts`, `cell_config`).
+
+Configs in ``configs/`` start from `base_config()` and override keys.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from typing import List, Tuple
+
+import jax
+import jax.numpy as jnp
+from ml_collections import ConfigDict, config_dict
+
+from rar_jax import data as data_lib
+from rar_jax import loop, models
+from rar_jax import sweep as sweep_lib
+from rar_jax.errors import ConfigError
+from rar_jax.method import ASER_TYPES, ATTACK_PARAMS, Hyper, ReplayConfig, parse_method
+from rar_jax.step import init_train_state, make_optimizer
+
+# jax.default_matmul_precision's names for float32 dots and convolutions.
+MATMUL_PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16", "highest", "high")
+
+
+def base_config() -> ConfigDict:
+  c = ConfigDict()
+  # Data and stream.
+  c.dataset = "digits"  # digits | mnist | fashion_mnist | cifar10 | cifar100
+  c.data_source = "auto"  # auto | embedded | idx | tfds
+  c.data_dir = config_dict.placeholder(str)  # IDX folder or TFDS data_dir
+  c.num_tasks = 5
+  c.samples_per_task = 0  # 0 = every training sample of the task's classes
+  c.shuffle_classes = False  # class order per seed, else 0..C-1
+  c.validation_fraction = 0.0  # held out of each class's training data (paper: 0.05)
+  c.eval_split = "test"  # test | validation (for tuning)
+  c.eval_protocol = "class"  # class (all logits) | task (the logits of the task's classes)
+  # Model and optimiser.
+  c.model = "mlp"  # mlp | resnet18_reduced
+  c.learning_rate = 0.1
+  c.batch_size = 10
+  # float32 matmul/conv precision: default (TF32 on recent NVIDIA GPUs) | float32 | tensorfloat32 |
+  # bfloat16 (jax.default_matmul_precision); recorded in metrics.json.
+  c.matmul_precision = "default"
+  # Method.
+  # The methods of a run, comma-separated (one: "er_rar"): several run on the same streams.
+  c.methods = "er_rar"
+  c.num_seeds = 5
+  c.seed = 0  # seeds seed, seed+1, ..., seed+num_seeds-1
+  c.mem_size = 200
+  c.batch_size_mem = 10
+  c.storage_policy = "reservoir"  # reservoir | class_balanced
+  c.buffer_update = "online"  # online | per_experience
+  # None = the loss's replay rule: exclude the incoming labels (CE, the paper's
+  # code), replay from the whole buffer (ACE).
+  c.exclude_current_labels = config_dict.placeholder(bool)
+  c.mir_candidates = 50
+  c.replay_iters = 1  # updates per incoming batch, each with a fresh replay draw (paper: 1)
+  # ASER retrieval (the paper's code's knn / subsample / coop_size / aser_type).
+  c.aser_k = 10
+  c.aser_candidates = 50
+  c.aser_coop_size = 100
+  c.aser_type = "asvm"  # asvm | asv | neg_sv
+  # RAR (names as in Avalanche's RARPlugin).
+  c.beta_coef = 0.3
+  c.epsilon_fgsm = 0.3
+  c.alpha_fgsm = config_dict.placeholder(float)  # None = epsilon_fgsm / iter_fgsm
+  c.iter_fgsm = 5
+  c.decay_factor_fgsm = 1.0
+  c.opt_lr = config_dict.placeholder(float)  # look-ahead step; None = learning_rate
+  c.attack_target = "features"  # features (paper) | label (Avalanche)
+  c.attack_params = "lookahead"  # lookahead (paper) | current (the paper's code after ASER)
+  c.feature_layer = "penultimate"  # Avalanche's name_ext_layer
+  c.mixup_alpha = 1.0
+  # Sweep: "KEY=V1,V2;KEY2=..." over numeric keys, all cells x seeds in one program.
+  c.sweep = ""
+  # Running.
+  c.run_batching = "auto"  # auto | vmap | map: how runs share a device (README, Reproducibility)
+  c.stream_loop = "auto"  # auto | scan | host: how a chunk's steps run (README, Execution)
+  c.conv_impl = "auto"  # auto | xla | im2col: how conv nets convolve (README, Execution)
+  c.log_every_steps = 100  # steps per compiled chunk between progress updates
+  c.checkpoint_every_steps = 0  # 0 = only at task boundaries; else every N steps into a task
+  #                                (a multiple of log_every_steps)
+  c.keep_checkpoints = 2  # 0 = no checkpoints (no resume)
+  c.overwrite = False  # start afresh, discarding the workdir's checkpoints
+  c.plot = True  # accuracy.png, comparison.png
+  c.rar_samples = 8  # replay samples shown in rar_samples.png (RAR methods; 0 = no picture)
+  c.progress = True
+  return c
+
+
+def load_file(path: str) -> ConfigDict:
+  """``get_config()`` of a config file (``configs/<name>.py``), as train.py's
+  ``--config`` reads it; for scripts that build configs without flags."""
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  if spec is None or spec.loader is None or not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} not found")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+# Keys that change how a run is watched, not what it computes.
+RUNTIME_KEYS = (
+  "progress",
+  "plot",
+  "overwrite",
+  "keep_checkpoints",
+  "checkpoint_every_steps",
+  "stream_loop",
+  "rar_samples",
+)
+
+
+def method_names(config: ConfigDict) -> List[str]:
+  """The methods of a run: ``config.methods``, comma-separated. One key, so an
+  override on the command line can never be outvoted by another key."""
+  return [m.strip() for m in config.methods.split(",") if m.strip()]
+
+
+def method_config(config: ConfigDict, method: str) -> ConfigDict:
+  """``config`` as one method's run sees it: its folder's config.json names
+  that method alone."""
+  return cell_config(config, {"methods": method})
+
+
+def replay_parts(config: ConfigDict, method: str, num_classes: int) -> Tuple[ReplayConfig, Hyper]:
+  """The static `ReplayConfig` and numeric `Hyper` of ``method`` under ``config``."""
+  cfg = ReplayConfig.from_method(
+    method,
+    num_classes=num_classes,
+    mem_size=config.mem_size,
+    batch_size_mem=config.batch_size_mem,
+    mir_candidates=config.mir_candidates,
+    exclude_current_labels=config.exclude_current_labels,
+    attack_target=config.attack_target,
+    feature_layer=config.feature_layer,
+    storage_policy=config.storage_policy,
+    buffer_update=config.buffer_update,
+    replay_iters=config.replay_iters,
+    aser_k=config.aser_k,
+    aser_candidates=config.aser_candidates,
+    aser_coop_size=config.aser_coop_size,
+    aser_type=config.aser_type,
+    attack_params=config.attack_params,
+  )
+  hyper = Hyper.create(
+    opt_lr=config.learning_rate if config.opt_lr is None else config.opt_lr,
+    beta_coef=config.beta_coef,
+    epsilon_fgsm=config.epsilon_fgsm,
+    alpha_fgsm=config.alpha_fgsm,
+    iter_fgsm=config.iter_fgsm,
+    decay_factor_fgsm=config.decay_factor_fgsm,
+    mixup_alpha=config.mixup_alpha,
+  )
+  return cfg, hyper
+
+
+def cell_config(config: ConfigDict, overrides) -> ConfigDict:
+  """``config`` with one sweep cell's overrides applied."""
+  c = ConfigDict(config.to_dict())
+  c.update(overrides)
+  return c
+
+
+def _one_of(config: ConfigDict, key, allowed):
+  if config[key] not in allowed:
+    raise ConfigError(f"config.{key}={config[key]!r} is invalid: one of {tuple(allowed)}")
+
+
+def _at_least(config: ConfigDict, key, low, kind=int):
+  v = config[key]
+  if not isinstance(v, kind) or isinstance(v, bool) or v < low:
+    raise ConfigError(f"config.{key}={v!r} is invalid: {kind.__name__} >= {low}")
+
+
+def validate_config(config: ConfigDict) -> None:
+  """Every check that needs no data, before any work; raises `ConfigError`."""
+  _check_keys_and_types(config)
+  _check_choices(config)
+  _check_numbers(config)
+  _check_methods_and_model(config)
+
+
+def _check_keys_and_types(config: ConfigDict) -> None:
+  base = base_config()
+  unknown = sorted(set(config.keys()) - set(base.keys()))
+  if "method" in unknown:  # the key before `methods` was the only one
+    raise ConfigError(
+      f"config.method={config.method!r}: the key is now config.methods "
+      f"(comma-separated; one method: methods={config.method!r})"
+    )
+  if unknown:
+    raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(base.keys())}")
+  for key in base.keys():
+    if key not in config:
+      raise ConfigError(f"config is missing key {key!r}; start configs from base_config()")
+    want, got = base[key], config[key]
+    if (
+      want is not None
+      and got is not None
+      and not isinstance(got, type(want))
+      and not (isinstance(want, float) and isinstance(got, int) and not isinstance(got, bool))
+    ):
+      raise ConfigError(
+        f"config.{key}={got!r} has type {type(got).__name__}, expected {type(want).__name__}"
+      )
+
+
+def _check_choices(config: ConfigDict) -> None:
+  _one_of(config, "dataset", data_lib.DATASETS)
+  _one_of(config, "data_source", data_lib.SOURCES)
+  _one_of(config, "model", models.MODELS)
+  _one_of(config, "eval_split", ("test", "validation"))
+  _one_of(config, "run_batching", ("auto",) + loop.BATCHINGS)
+  _one_of(config, "conv_impl", ("auto",) + models.CONV_IMPLS)
+  _one_of(config, "stream_loop", ("auto",) + loop.STREAM_LOOPS)
+  _one_of(config, "eval_protocol", ("class", "task"))
+  _one_of(config, "matmul_precision", MATMUL_PRECISIONS)
+  _one_of(config, "aser_type", ASER_TYPES)
+  _one_of(config, "attack_params", ATTACK_PARAMS)
+  if config.stream_loop == "host" and jax.process_count() > 1:
+    raise ConfigError(
+      "config.stream_loop='host' runs in one process; use 'scan' or 'auto' with several processes"
+    )
+  if config.run_batching == "map" and jax.device_count() > 1:
+    raise ConfigError(
+      f"config.run_batching='map' needs one device, this process sees "
+      f"{jax.device_count()}; use 'vmap' or 'auto'"
+    )
+  if config.model == "mlp" and config.dataset.startswith("cifar"):
+    logging.warning("an MLP on %s: the paper uses resnet18_reduced there", config.dataset)
+
+
+def _check_numbers(config: ConfigDict) -> None:
+  for key, low in (
+    ("num_seeds", 1),
+    ("seed", 0),
+    ("num_tasks", 1),
+    ("samples_per_task", 0),
+    ("batch_size", 1),
+    ("log_every_steps", 1),
+    ("checkpoint_every_steps", 0),
+    ("keep_checkpoints", 0),
+    ("replay_iters", 1),
+    ("rar_samples", 0),
+  ):
+    _at_least(config, key, low)
+  num_classes, _ = data_lib.DATASETS[config.dataset]
+  if config.num_tasks > num_classes or num_classes % config.num_tasks:
+    raise ConfigError(
+      f"config.num_tasks={config.num_tasks} is invalid for {config.dataset}: "
+      f"it must divide its {num_classes} classes"
+    )
+  if not 0.0 <= config.validation_fraction < 1.0:
+    raise ConfigError(
+      f"config.validation_fraction={config.validation_fraction} is invalid: a number in [0, 1)"
+    )
+  if config.eval_split == "validation" and config.validation_fraction == 0:
+    raise ConfigError("config.eval_split='validation' needs config.validation_fraction > 0")
+  if config.checkpoint_every_steps % config.log_every_steps:
+    raise ConfigError(
+      f"config.checkpoint_every_steps={config.checkpoint_every_steps} must be a "
+      f"multiple of config.log_every_steps={config.log_every_steps}"
+    )
+
+
+def _check_methods_and_model(config: ConfigDict) -> None:
+  names = method_names(config)
+  if not names or len(set(names)) != len(names):
+    raise ConfigError(
+      f"config.methods={config.methods!r} is invalid: one or more different "
+      "methods, comma-separated (e.g. 'er_rar' or 'er,er_rar')"
+    )
+  for m in names:
+    try:
+      parse_method(m)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+  num_classes, image_shape = data_lib.DATASETS[config.dataset]
+  try:
+    cells = sweep_lib.parse_sweep(config.sweep)
+  except ConfigError as e:
+    raise ConfigError(f"config.sweep={config.sweep!r}: {e}") from None
+  for overrides in cells[1:] if len(cells) > 1 else []:
+    try:
+      replay_parts(cell_config(config, overrides), names[0], num_classes)
+    except ValueError as e:
+      raise ConfigError(f"config.sweep cell {sweep_lib.cell_name(overrides)}: {e}") from None
+  module = models.create_model(config.model, num_classes)
+  try:
+    models.check_input_shape(config.model, module, image_shape)
+  except ValueError as e:
+    raise ConfigError(f"config.model={config.model!r} on {config.dataset}: {e}") from None
+  for m in names:
+    try:
+      cfg, hyper = replay_parts(config, m, num_classes)
+      # eval_shape: checks feature_layer against the model without any FLOPs.
+      jax.eval_shape(
+        lambda: init_train_state(
+          module,
+          make_optimizer(config.learning_rate),
+          cfg,
+          hyper,
+          jax.random.PRNGKey(0),
+          jnp.zeros((1, *image_shape)),
+        )
+      )
+    except ValueError as e:
+      raise ConfigError(f"config (method {m}): {e}") from None

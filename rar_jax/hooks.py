@@ -1,0 +1,216 @@
+"""What the training loop does besides training, as hooks (in the spirit of
+CLU's periodic actions): the NaN guard, progress, metric writing and
+checkpoints. The loop calls every hook, in order, after each compiled chunk
+(`ChunkEnd`) and after each task's evaluation (`TaskEnd`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Any, Callable, Dict, Sequence
+
+import numpy as np
+
+from rar_jax import checkpoint as checkpoint_lib
+from rar_jax.errors import TrainingDiverged
+from rar_jax.writer import MetricWriter
+
+LOG_LINE_SECONDS = 30.0  # progress in a log: one plain line per this many seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkEnd:
+  position: int  # steps trained so far, over all tasks
+  task: int  # from 0
+  num_tasks: int
+  task_position: int  # steps trained so far in this task
+  steps_per_task: int
+  chunk_steps: int
+  scalars: Dict[str, float]  # chunk means over steps and runs (`perturbation_max`: max)
+  finite: bool
+  steps_per_second: float  # this session's training speed, all runs together
+  payload: Callable[[], Any]  # the checkpoint payload (states, accuracies, position)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskEnd:
+  position: int
+  task: int  # from 0
+  num_tasks: int
+  accuracy: np.ndarray  # [num_tasks] seed-mean accuracy on every task after this one
+  payload: Callable[[], Any]
+
+  @property
+  def average(self) -> float:
+    return float(self.accuracy[: self.task + 1].mean())
+
+
+class Hook:
+  """Does nothing; subclasses override what they need."""
+
+  def on_chunk(self, event: ChunkEnd) -> None:
+    pass
+
+  def on_task(self, event: TaskEnd) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
+def say(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+
+
+class NanGuard(Hook):
+  """Stops at the first chunk whose loss is NaN/Inf, naming where, the
+  checkpoint that really exists and what to try."""
+
+  def __init__(self, method: str, learning_rate: float, checkpointer):
+    self.method, self.learning_rate, self.checkpointer = method, learning_rate, checkpointer
+
+  def on_chunk(self, e: ChunkEnd) -> None:
+    if e.finite:
+      return
+    ckpt = self.checkpointer
+    if not isinstance(ckpt, checkpoint_lib.Checkpointer):
+      where = "checkpointing is off (keep_checkpoints=0)"
+    elif ckpt.steps():
+      where = (
+        f"the last good checkpoint (step {ckpt.steps()[-1]}) is kept in "
+        f"{ckpt.directory}, but resuming it repeats the same steps"
+      )
+    else:
+      where = "no checkpoint was written before it"
+    start = e.task_position - e.chunk_steps
+    raise TrainingDiverged(
+      f"{self.method}: loss became NaN/Inf in task {e.task + 1}/{e.num_tasks}, steps "
+      f"{start + 1}-{e.task_position} of the task (learning_rate={self.learning_rate}); "
+      f"{where}. Try a smaller learning_rate, with --config.overwrite=true or another "
+      "--workdir"
+    )
+
+
+class Progress(Hook):
+  """Training progress on stderr: a tqdm bar on a terminal; plain lines every
+  `LOG_LINE_SECONDS` elsewhere (a bar's carriage-return redraws make a log
+  file unreadable); one line per task with its accuracies."""
+
+  def __init__(self, method: str, total: int, initial: int, enabled: bool, task_lines: bool = True):
+    self.method, self.total, self.position, self.enabled = method, total, initial, enabled
+    self.task_lines = task_lines  # the per-task line, even with the bar off
+    self._last_line = time.monotonic()
+    self._bar = None
+    if enabled and sys.stderr.isatty():
+      from tqdm import tqdm
+
+      self._bar = tqdm(
+        total=total,
+        initial=initial,
+        desc=method,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=0.5,
+        file=sys.stderr,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+        "[{elapsed}<{remaining}{postfix}]",
+      )
+
+  def on_chunk(self, e: ChunkEnd) -> None:
+    self.position = e.position
+    status = (
+      f"task {e.task + 1}/{e.num_tasks}, loss {e.scalars['loss_current']:.3f}, "
+      f"replay {e.scalars['loss_replay']:.3f}, {e.steps_per_second:.0f} steps/s"
+    )
+    if self._bar is not None:
+      self._bar.update(e.chunk_steps)
+      self._bar.set_postfix_str(status)
+    elif self.enabled and time.monotonic() - self._last_line >= LOG_LINE_SECONDS:
+      self._last_line = time.monotonic()
+      say(
+        f"[{self.method}] step {e.position}/{self.total} "
+        f"({100 * e.position // self.total}%), {status}"
+      )
+
+  def on_task(self, e: TaskEnd) -> None:
+    if not self.task_lines:
+      return
+    row = " ".join(f"{a:.3f}" if j <= e.task else "  -  " for j, a in enumerate(e.accuracy))
+    line = (
+      f"[{self.method}] after task {e.task + 1}/{e.num_tasks}: accuracy per task "
+      f"[{row}], average {e.average:.3f}"
+    )
+    if self._bar is not None:
+      self._bar.write(line, file=sys.stderr)  # above the bar
+    else:
+      say(line)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+
+
+class MetricWriting(Hook):
+  """Per chunk the step metrics (``train/...``), per task the accuracy on
+  every task seen and their average (``eval/...``)."""
+
+  def __init__(self, writer: MetricWriter):
+    self.writer = writer
+
+  def on_chunk(self, e: ChunkEnd) -> None:
+    self.writer.write_scalars(e.position, {f"train/{k}": v for k, v in e.scalars.items()})
+
+  def on_task(self, e: TaskEnd) -> None:
+    scalars = {f"eval/accuracy_task_{j + 1}": a for j, a in enumerate(e.accuracy[: e.task + 1])}
+    scalars["eval/average_accuracy"] = e.average
+    self.writer.write_scalars(e.position, scalars)
+
+  def close(self) -> None:
+    self.writer.close()
+
+
+class Checkpointing(Hook):
+  """A checkpoint after every task and, with ``every_steps``, every that many
+  steps into a task (chunk-aligned)."""
+
+  def __init__(self, checkpointer, every_steps: int):
+    self.checkpointer, self.every_steps = checkpointer, every_steps
+
+  def on_chunk(self, e: ChunkEnd) -> None:
+    if (
+      self.every_steps
+      and e.task_position < e.steps_per_task
+      and e.task_position % self.every_steps == 0
+    ):
+      self.checkpointer.save(e.position, e.payload())
+
+  def on_task(self, e: TaskEnd) -> None:
+    self.checkpointer.save(e.position, e.payload())
+
+  def close(self) -> None:
+    self.checkpointer.close()
+
+
+def call(hooks: Sequence[Hook], event) -> None:
+  for h in hooks:
+    (h.on_chunk if isinstance(event, ChunkEnd) else h.on_task)(event)
+
+
+def close_all(hooks: Sequence[Hook]) -> None:
+  for h in hooks:
+    h.close()
+
+
+__all__ = [
+  "ChunkEnd",
+  "TaskEnd",
+  "Hook",
+  "NanGuard",
+  "Progress",
+  "MetricWriting",
+  "Checkpointing",
+  "call",
+  "close_all",
+  "say",
+]

@@ -1,0 +1,90 @@
+"""The run plan of one method: which (sweep cell, seed) runs train together,
+with what hyper-parameters, keys and streams. A pure function of the config
+and the streams: no device, no file."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List
+
+import jax
+import numpy as np
+from ml_collections import ConfigDict
+
+from rar_jax import config as config_lib
+from rar_jax import data as data_lib
+from rar_jax import loop, models
+from rar_jax import sweep as sweep_lib
+from rar_jax.method import Hyper, ReplayConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+  """Runs are cell-major, seed-minor, padded to a multiple of the device count
+  by repeating the last run (padding is dropped from every result)."""
+
+  method: str
+  cells: List[Dict[str, float]]  # one sweep cell's overrides each; [{}] without a sweep
+  seeds: List[int]
+  num_runs: int  # cells x seeds
+  padded: int  # num_runs rounded up to the device count
+  replay: ReplayConfig  # static, shared by every run
+  hypers: Hyper  # numeric hyper-parameters, one row per padded run
+  learning_rates: np.ndarray  # [padded] float32
+  keys: np.ndarray  # [padded, ...] PRNG keys
+  index: np.ndarray  # [padded, tasks, steps, batch] int32 into the training subset
+  task_of_class: np.ndarray  # [padded, num_classes]
+  execution: Dict[str, str]  # conv_impl and stream_loop, "auto" resolved
+  batching: str  # vmap | map
+
+  @property
+  def num_tasks(self) -> int:
+    return self.index.shape[1]
+
+  @property
+  def steps_per_task(self) -> int:
+    return self.index.shape[2]
+
+  def cell_runs(self, i: int) -> slice:
+    """The runs of cell ``i`` (its seeds)."""
+    return slice(i * len(self.seeds), (i + 1) * len(self.seeds))
+
+
+def make_plan(
+  config: ConfigDict, method: str, streams: data_lib.Streams, num_classes: int, num_devices: int
+) -> RunPlan:
+  """The `RunPlan` of ``method`` under ``config`` (one method's config)."""
+  seeds = [config.seed + i for i in range(config.num_seeds)]
+  cells = sweep_lib.parse_sweep(config.sweep)
+  parts = [
+    config_lib.replay_parts(config_lib.cell_config(config, o), method, num_classes)[1]
+    for o in cells
+  ]
+  lrs = [config_lib.cell_config(config, o).learning_rate for o in cells]
+  num_runs = len(cells) * len(seeds)
+  padded = loop.padded_runs(num_runs, num_devices)
+  run = np.minimum(np.arange(padded), num_runs - 1)
+  run_cell, run_seed = run // len(seeds), run % len(seeds)
+  batching = (
+    loop.default_batching(num_devices) if config.run_batching == "auto" else config.run_batching
+  )
+  return RunPlan(
+    method=method,
+    cells=cells,
+    seeds=seeds,
+    num_runs=num_runs,
+    padded=padded,
+    replay=config_lib.replay_parts(config, method, num_classes)[0],
+    hypers=jax.tree.map(lambda *a: np.stack(a)[run_cell], *parts),
+    learning_rates=np.asarray(lrs, np.float32)[run_cell],
+    keys=np.asarray(loop.seed_keys([seeds[i] for i in run_seed])),
+    index=np.asarray(streams.index)[run_seed],
+    task_of_class=np.asarray(streams.task_of_class)[run_seed],
+    execution=loop.resolve_execution(
+      config.conv_impl,
+      config.stream_loop,
+      config.model in models.CONV_MODELS,
+      padded // num_devices,
+    ),
+    batching=batching,
+  )

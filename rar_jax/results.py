@@ -1,0 +1,70 @@
+"""Typed results with one schema: a method's result holds one or more sweep
+cells (a single run is a sweep of one cell); its JSON form (metrics.json) puts
+the best cell's numbers at the top level beside the list of cells."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List
+
+import numpy as np
+
+from rar_jax import metrics as metrics_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class CellResult:
+  method: str
+  overrides: Dict[str, float]
+  seeds: List[int]
+  acc: np.ndarray  # [seeds, tasks, tasks]: accuracy on task j after training task i
+  info: Dict[str, Any]  # dataset, data_source, eval_split, steps_per_task, ...
+
+  @property
+  def final_avg_accuracy(self) -> dict:
+    return metrics_lib.summarize(metrics_lib.final_average_accuracy(self.acc))
+
+  def to_dict(self) -> dict:
+    num_tasks = self.acc.shape[-1]
+    return {
+      "method": self.method,
+      **{k: self.info[k] for k in ("dataset", "data_source", "eval_split")},
+      "overrides": self.overrides,
+      "num_seeds": len(self.seeds),
+      "seeds": self.seeds,
+      "num_tasks": num_tasks,
+      "steps": num_tasks * self.info["steps_per_task"],
+      "steps_per_task": self.info["steps_per_task"],
+      "dropped_samples_per_seed": self.info["dropped_samples_per_seed"],
+      "acc_matrix": self.acc.tolist(),
+      "final_avg_accuracy": self.final_avg_accuracy,
+      "final_forgetting": metrics_lib.summarize(metrics_lib.final_forgetting(self.acc)),
+      "avg_accuracy_curve": metrics_lib.average_accuracy_curve(self.acc).mean(0).tolist(),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodResult:
+  method: str
+  sweep: str  # the config's sweep spec ("" = one cell)
+  cells: List[CellResult]
+  timing: Dict[str, Any]  # train/compile seconds, steps per second, execution choices
+
+  @property
+  def best(self) -> CellResult:
+    """The cell with the highest mean final average accuracy."""
+    return max(self.cells, key=lambda c: c.final_avg_accuracy["mean"])
+
+  def to_dict(self) -> dict:
+    return {
+      **self.best.to_dict(),
+      "sweep": self.sweep,
+      "best_cell": self.best.overrides,
+      "cells": [c.to_dict() for c in self.cells],
+      **self.timing,
+    }
+
+
+def is_sweep(result: dict) -> bool:
+  """Whether a metrics dict (`MethodResult.to_dict`) holds several cells."""
+  return len(result.get("cells", ())) > 1
