@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from rar_jax import metrics
+from rar_jax.report import plot_sensitivity, sensitivity_grid
 from rar_jax.report import plus_minus as pm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -144,6 +145,20 @@ def tuning_tables(m):
   return "\n".join(lines)
 
 
+def sensitivity_pictures(m):
+  """The paper's beta x epsilon heat map for every sweep over both keys (as
+  train.py writes it for new sweeps); returns the PNG paths."""
+  paths = []
+  for (name, method), r in sorted(m.items()):
+    if sensitivity_grid(r) is None:
+      continue
+    png = os.path.join(RES, "quality", name, "sensitivity.png")
+    title = f"{method} ({name}), {r['num_seeds']} seeds per cell, {r['eval_split']} split"
+    plot_sensitivity(png, r, title)
+    paths.append(os.path.relpath(png, ROOT))
+  return paths
+
+
 def table(title, note, columns, cells):
   """A Markdown table headed "**title** (note)"; ``cells``: one list per row."""
   if not cells:
@@ -261,6 +276,8 @@ def main():
     + quality_tables(m)
     + "\n\n## Tuning\n"
     + tuning_tables(m)
+    + "\n\nSensitivity heat maps: "
+    + ", ".join(f"`{p}`" for p in sensitivity_pictures(m))
     + "\n\n## Speed\n"
     + speed_tables()
   )

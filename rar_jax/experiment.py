@@ -254,7 +254,7 @@ def _place(plan: RunPlan, data: PreparedData, mesh) -> _Placed:
 
 
 @dataclasses.dataclass
-class _Progress:
+class _RunState:
   """What a checkpoint holds: the runs' states, the accuracies so far, where
   the stream stands and the training time spent."""
 
@@ -272,7 +272,7 @@ class _Progress:
     }
 
 
-def _init_or_restore(plan: RunPlan, placed: _Placed, module, tx, ckpt, sample_x) -> _Progress:
+def _init_or_restore(plan: RunPlan, placed: _Placed, module, tx, ckpt, sample_x) -> _RunState:
   by_run = placed.by_run
   states = loop.init_states(
     module,
@@ -284,13 +284,13 @@ def _init_or_restore(plan: RunPlan, placed: _Placed, module, tx, ckpt, sample_x)
     learning_rates=loop.put_global(plan.learning_rates, by_run),
     sharding=by_run,
   )
-  run = _Progress(
+  run = _RunState(
     states, np.full((plan.padded, plan.num_tasks, plan.num_tasks), np.nan, np.float32)
   )
   restored = ckpt.restore_latest(run.payload())
   if restored is not None:
     got = restored[1]
-    run = _Progress(
+    run = _RunState(
       got["states"], np.asarray(got["acc"]), int(got["position"]), float(got["train_seconds"])
     )
     _say(
@@ -311,7 +311,7 @@ class _Programs:
   compile_seconds: float
 
 
-def _compile(plan: RunPlan, placed: _Placed, run: _Progress, module, tx, config) -> _Programs:
+def _compile(plan: RunPlan, placed: _Placed, run: _RunState, module, tx, config) -> _Programs:
   """Ahead of time, so compilation is timed apart from training."""
   t0 = time.perf_counter()
   runner: Any = loop.make_stream_runner(
@@ -340,7 +340,7 @@ def _compile(plan: RunPlan, placed: _Placed, run: _Progress, module, tx, config)
 def _train(
   plan: RunPlan,
   placed: _Placed,
-  run: _Progress,
+  run: _RunState,
   programs: _Programs,
   chunk: int,
   hooks: List[hooks_lib.Hook],
@@ -407,7 +407,7 @@ def _summarise(
   config: ConfigDict,
   plan: RunPlan,
   data: PreparedData,
-  run: _Progress,
+  run: _RunState,
   programs: _Programs,
   num_devices: int,
 ) -> MethodResult:
@@ -439,7 +439,7 @@ def _summarise(
 
 
 def _rar_preview(
-  config: ConfigDict, plan: RunPlan, data: PreparedData, run: _Progress, module, tx
+  config: ConfigDict, plan: RunPlan, data: PreparedData, run: _RunState, module, tx
 ) -> dict:
   """What RAR does in run 0 at its end: one replay draw for the last task's
   first minibatch, as host arrays (`rar_jax.step.make_rar_preview`)."""
@@ -469,6 +469,12 @@ def _write_results(
     report.atomic_write_text(
       os.path.join(workdir, "sweep.md"), report.sweep_table(result.to_dict()) + "\n"
     )
+    if config.plot and report.sensitivity_grid(result.to_dict()) is not None:
+      report.plot_sensitivity(
+        os.path.join(workdir, "sensitivity.png"),
+        result.to_dict(),
+        f"{plan.method} on {data.ds.name}, {len(plan.seeds)} seeds, {config.eval_split} split",
+      )
   if preview is not None:
     report.plot_rar_samples(
       os.path.join(workdir, "rar_samples.png"),

@@ -235,3 +235,59 @@ def plot_rar_samples(path: str, preview: Mapping[str, np.ndarray], num: int, tit
   """`rar_samples_figure` as a PNG (``preview``: `rar_jax.step.make_rar_preview`'s
   output plus the incoming batch as ``x`` and ``y``)."""
   _save(rar_samples_figure(preview, num, title), path)
+
+
+SENSITIVITY_KEYS = ("beta_coef", "epsilon_fgsm")
+
+
+def sensitivity_grid(result: Mapping):
+  """``(betas, epsilons, accuracy [beta, eps])`` of a sweep over beta_coef and
+  epsilon_fgsm (the paper's sensitivity analysis): mean final average accuracy
+  per cell, the best over any other swept key; None without both keys."""
+  cells = result.get("cells", ())
+  if not cells or not all(k in cells[0]["overrides"] for k in SENSITIVITY_KEYS):
+    return None
+  betas = sorted({c["overrides"]["beta_coef"] for c in cells})
+  epss = sorted({c["overrides"]["epsilon_fgsm"] for c in cells})
+  grid = np.full((len(betas), len(epss)), np.nan)
+  for c in cells:
+    i, j = betas.index(c["overrides"]["beta_coef"]), epss.index(c["overrides"]["epsilon_fgsm"])
+    grid[i, j] = np.fmax(grid[i, j], c["final_avg_accuracy"]["mean"])
+  return betas, epss, grid
+
+
+def sensitivity_figure(result: Mapping, title: str):
+  plt = _pyplot()
+  betas, epss, grid = sensitivity_grid(result)
+  others = sorted(set(result["cells"][0]["overrides"]) - set(SENSITIVITY_KEYS))
+  fig, ax = plt.subplots(figsize=(1.2 * len(epss) + 3, 0.8 * len(betas) + 2))
+  im = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
+  for i in range(len(betas)):
+    for j in range(len(epss)):
+      ax.text(
+        j,
+        i,
+        f"{grid[i, j]:.3f}",
+        ha="center",
+        va="center",
+        fontsize=8,
+        color="black" if grid[i, j] > np.nanmean(grid) else "white",
+      )
+  ax.set(
+    xticks=range(len(epss)),
+    yticks=range(len(betas)),
+    xlabel="epsilon_fgsm",
+    ylabel="beta_coef",
+    xticklabels=[f"{e:g}" for e in epss],
+    yticklabels=[f"{b:g}" for b in betas],
+  )
+  note = f" (best over {', '.join(others)})" if others else ""
+  ax.set_title(f"{title}\nfinal average accuracy, seed mean{note}", fontsize=9)
+  fig.colorbar(im, ax=ax)
+  fig.tight_layout()
+  return fig
+
+
+def plot_sensitivity(path: str, result: Mapping, title: str) -> None:
+  """`sensitivity_figure` as a PNG."""
+  _save(sensitivity_figure(result, title), path)

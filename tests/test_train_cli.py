@@ -334,3 +334,57 @@ def test_rar_samples_picture_only_for_rar_methods(two_methods):
   workdir, _, _, _ = two_methods
   assert (workdir / "er_rar" / "rar_samples.png").stat().st_size > 5000
   assert not (workdir / "er" / "rar_samples.png").exists()
+
+
+def _cell(beta, eps, acc, **other):
+  return {
+    "overrides": dict(beta_coef=beta, epsilon_fgsm=eps, **other),
+    "final_avg_accuracy": {"mean": acc},
+  }
+
+
+def test_sensitivity_grid_by_hand():
+  from rar_jax import report
+
+  cells = [
+    _cell(0.1, 0.3, 0.70),
+    _cell(0.1, 0.1, 0.60),
+    _cell(0.5, 0.1, 0.50),
+    _cell(0.5, 0.3, 0.40),
+  ]
+  betas, epss, grid = report.sensitivity_grid({"cells": cells})
+  assert betas == [0.1, 0.5] and epss == [0.1, 0.3]
+  np.testing.assert_array_equal(grid, [[0.60, 0.70], [0.50, 0.40]])
+  # Another swept key: the best cell over it.
+  cells += [_cell(0.1, 0.3, 0.75, learning_rate=0.2)]
+  for c in cells[:4]:
+    c["overrides"]["learning_rate"] = 0.1
+  np.testing.assert_array_equal(
+    report.sensitivity_grid({"cells": cells})[2], [[0.60, 0.75], [0.50, 0.40]]
+  )
+  assert report.sensitivity_grid({"cells": [{"overrides": {"beta_coef": 0.1}}]}) is None
+
+
+def test_a_beta_epsilon_sweep_writes_its_sensitivity_picture(tmp_path):
+  config = base_config()
+  config.update(
+    dataset="digits",
+    methods="er_rar",
+    num_seeds=1,
+    samples_per_task=50,
+    mem_size=20,
+    keep_checkpoints=0,
+    progress=False,
+    sweep="beta_coef=0.1,0.5;epsilon_fgsm=0.1,0.3",
+  )
+  result = experiment.train_and_evaluate(config, str(tmp_path))["er_rar"]
+  assert (tmp_path / "sensitivity.png").stat().st_size > 5000
+  from rar_jax import report
+
+  fig = report.sensitivity_figure(result, "t")
+  shown = fig.axes[0].get_images()[0].get_array()
+  by_cell = {
+    (c["overrides"]["beta_coef"], c["overrides"]["epsilon_fgsm"]): c["final_avg_accuracy"]["mean"]
+    for c in result["cells"]
+  }
+  np.testing.assert_allclose(shown, [[by_cell[b, e] for e in (0.1, 0.3)] for b in (0.1, 0.5)])
