@@ -116,11 +116,11 @@ LR_GRID = "learning_rate=0.05,0.1,0.2;beta_coef=0.1,0.3;epsilon_fgsm=0.1,0.3"
 LR_METHODS = ("er", "er_rar", "er_ace", "er_ace_rar")
 
 
-def learning_rate_stage(skip_done):
+def learning_rate_stage(skip_done, methods=LR_METHODS):
   """Tunes the learning rate (with RAR's keys) for ER, ER-RAR, ER-ACE and
   ER-ACE-RAR on the validation split (10 seeds per cell), then runs each
   method's best cell on the test set, 20 seeds, memory 200."""
-  for method in LR_METHODS:
+  for method in methods:
     name = f"tune_lr_{method}"
     if skip_done and os.path.exists(os.path.join(OUT, "quality", name, "metrics.json")):
       continue
@@ -134,7 +134,7 @@ def learning_rate_stage(skip_done):
       alpha_fgsm=None,
       sweep=grid,
     )
-  for method in LR_METHODS:
+  for method in methods:
     best = tuned(method, [f"tune_lr_{method}"])
     run(
       f"test_m200_{method}_lr_tuned",
@@ -152,6 +152,7 @@ def main():
     "--only", choices=("tune", "test", "ablation", "full", "resnet", "lr"), default=None
   )
   p.add_argument("--resnet_seeds", type=int, default=10)
+  p.add_argument("--lr_methods", default=",".join(LR_METHODS), help="methods of the lr stage")
   p.add_argument("--resnet_methods", default="er,er_rar,er_mix_rar")
   p.add_argument(
     "--resnet_tune",
@@ -238,7 +239,7 @@ def main():
     )
     run("ablation_er_rar_avalanche_hp", methods="er_rar", num_seeds=20, **AVALANCHE)
   if a.only == "lr":
-    learning_rate_stage(a.skip_done)
+    learning_rate_stage(a.skip_done, a.lr_methods.split(","))
   if a.only == "resnet":
     # Long runs: checkpoints kept, so rerunning the stage resumes where it stopped.
     resnet = dict(config_module="split_fashion_mnist_resnet", keep_checkpoints=1, overwrite=False)

@@ -219,7 +219,10 @@ def _chunk_summary(m, num_runs: int):
   """Finite flag and chunk means over steps and real runs (the max for
   ``perturbation_max``), reduced on device: one small transfer."""
   m = {k: v[:num_runs].astype(jnp.float32) for k, v in m.items()}
-  finite = jnp.all(jnp.isfinite(m["loss_current"])) & jnp.all(jnp.isfinite(m["loss_replay"]))
+  # Per run, so a sweep can say which cells diverged.
+  finite = jnp.all(jnp.isfinite(m["loss_current"]), axis=1) & jnp.all(
+    jnp.isfinite(m["loss_replay"]), axis=1
+  )
   out = {k: (jnp.max(v) if k == "perturbation_max" else jnp.mean(v)) for k, v in m.items()}
   return finite, out
 
@@ -371,7 +374,8 @@ def _train(
           steps,
           n,
           {k: float(v) for k, v in scalars.items()},
-          bool(finite),
+          bool(np.all(finite)),
+          tuple(int(r) for r in np.flatnonzero(~finite)),
           speed,
           run.payload,
         ),
@@ -396,7 +400,12 @@ def _make_hooks(
 ) -> List[hooks_lib.Hook]:
   total = plan.num_tasks * plan.steps_per_task
   return [
-    hooks_lib.NanGuard(plan.method, config.learning_rate, ckpt),  # first: nothing bad saved
+    hooks_lib.NanGuard(
+      plan.method,
+      config.learning_rate,
+      ckpt,
+      [sweep_lib.cell_name(plan.cells[r // len(plan.seeds)]) for r in range(plan.num_runs)],
+    ),  # first: nothing bad saved
     hooks_lib.Progress(plan.method, total, position, config.progress and lead, lead),
     hooks_lib.MetricWriting(MetricWriter(workdir, enabled=lead)),
     hooks_lib.Checkpointing(ckpt, config.checkpoint_every_steps),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from typing import Any, Callable, Dict, Sequence
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -29,6 +29,7 @@ class ChunkEnd:
   chunk_steps: int
   scalars: Dict[str, float]  # chunk means over steps and runs (`perturbation_max`: max)
   finite: bool
+  diverged_runs: Tuple[int, ...]  # runs whose loss went NaN/Inf in this chunk
   steps_per_second: float  # this session's training speed, all runs together
   payload: Callable[[], Any]  # the checkpoint payload (states, accuracies, position)
 
@@ -67,8 +68,9 @@ class NanGuard(Hook):
   """Stops at the first chunk whose loss is NaN/Inf, naming where, the
   checkpoint that really exists and what to try."""
 
-  def __init__(self, method: str, learning_rate: float, checkpointer):
+  def __init__(self, method: str, learning_rate: float, checkpointer, cells: Sequence = ()):
     self.method, self.learning_rate, self.checkpointer = method, learning_rate, checkpointer
+    self.cells = list(cells)  # each run's sweep cell name: a sweep's message names them
 
   def on_chunk(self, e: ChunkEnd) -> None:
     if e.finite:
@@ -84,9 +86,16 @@ class NanGuard(Hook):
     else:
       where = "no checkpoint was written before it"
     start = e.task_position - e.chunk_steps
+    rate = f"learning_rate={self.learning_rate}"
+    if len(set(self.cells)) > 1:  # a sweep: name the cells whose runs diverged
+      bad = sorted({self.cells[r] for r in e.diverged_runs}, key=self.cells.index)
+      rate = (
+        f"sweep cells {', '.join(bad)}; one diverging run stops the whole sweep, so "
+        "leave those cells out"
+      )
     raise TrainingDiverged(
       f"{self.method}: loss became NaN/Inf in task {e.task + 1}/{e.num_tasks}, steps "
-      f"{start + 1}-{e.task_position} of the task (learning_rate={self.learning_rate}); "
+      f"{start + 1}-{e.task_position} of the task ({rate}); "
       f"{where}. Try a smaller learning_rate, with --config.overwrite=true or another "
       "--workdir"
     )

@@ -251,6 +251,7 @@ def _nan_message(ckpt) -> str:
     chunk_steps=5,
     scalars={},
     finite=False,
+    diverged_runs=(0,),
     steps_per_second=1.0,
     payload=dict,
   )
@@ -388,3 +389,22 @@ def test_a_beta_epsilon_sweep_writes_its_sensitivity_picture(tmp_path):
     for c in result["cells"]
   }
   np.testing.assert_allclose(shown, [[by_cell[b, e] for e in (0.1, 0.3)] for b in (0.1, 0.5)])
+
+
+def test_a_diverging_sweep_cell_is_named(tmp_path):
+  config = base_config()
+  config.update(
+    dataset="digits",
+    methods="er",
+    num_seeds=1,
+    samples_per_task=100,
+    log_every_steps=5,
+    keep_checkpoints=0,
+    progress=False,
+    plot=False,
+    sweep="learning_rate=0.1,1e30",
+  )
+  with pytest.raises(experiment.TrainingDiverged) as e:
+    experiment.train_and_evaluate(config, str(tmp_path))
+  msg = str(e.value)
+  assert "sweep cells learning_rate=1e+30;" in msg and "learning_rate=0.1" not in msg
