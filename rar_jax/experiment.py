@@ -359,7 +359,8 @@ def _train(
       run.states, m = programs.chunks[n](
         run.states, placed.data_x, placed.data_y, placed.index(t, pos, pos + n)
       )
-      finite, scalars = jax.device_get(_chunk_summary(m, plan.num_runs))
+      finite, scalars = _chunk_summary(m, plan.num_runs)
+      finite, scalars = _gather(finite), jax.device_get(scalars)  # per-run flags may be sharded
       run.train_seconds += time.perf_counter() - t1
       pos += n
       run.position += n
