@@ -98,6 +98,11 @@ def run(name, config_module="split_fashion_mnist", **overrides):
   return result
 
 
+def done(name):
+  """Whether the run ``name`` finished (its metrics.json exists)."""
+  return os.path.exists(os.path.join(OUT, "quality", name, "metrics.json"))
+
+
 def tuned(method, names=None):
   """The best cell by validation accuracy over the method's tuning runs."""
   cells = []
@@ -122,7 +127,7 @@ def learning_rate_stage(skip_done, methods=LR_METHODS):
   method's best cell on the test set, 20 seeds, memory 200."""
   for method in methods:
     name = f"tune_lr_{method}"
-    if skip_done and os.path.exists(os.path.join(OUT, "quality", name, "metrics.json")):
+    if skip_done and done(name):
       continue
     grid = LR_GRID if "rar" in method else "learning_rate=0.03,0.05,0.1,0.2,0.3"
     run(
@@ -170,9 +175,7 @@ def main():
     # 16 cells x seeds in one program; on the CPU this is memory-bound (every
     # run reads its own weights), so the MixUp variant is tuned on 5 seeds.
     for method, seeds in (("er_rar", 10), ("er_mix_rar", 5)):
-      if a.skip_done and os.path.exists(
-        os.path.join(OUT, "quality", f"tune_{method}", "metrics.json")
-      ):
+      if a.skip_done and done(f"tune_{method}"):
         continue
       run(
         f"tune_{method}",
@@ -183,10 +186,7 @@ def main():
         alpha_fgsm=None,
         sweep=TUNE_GRID,
       )
-    if not (
-      a.skip_done
-      and os.path.exists(os.path.join(OUT, "quality", "tune_fine_er_rar", "metrics.json"))
-    ):
+    if not (a.skip_done and done("tune_fine_er_rar")):
       run(
         "tune_fine_er_rar",
         methods="er_rar",
@@ -245,10 +245,7 @@ def main():
     resnet = dict(config_module="split_fashion_mnist_resnet", keep_checkpoints=1, overwrite=False)
     best = {}
     if a.resnet_tune:
-      if not (
-        a.skip_done
-        and os.path.exists(os.path.join(OUT, "quality", "resnet_tune_er_rar", "metrics.json"))
-      ):
+      if not (a.skip_done and done("resnet_tune_er_rar")):
         run(
           "resnet_tune_er_rar",
           methods="er_rar",

@@ -464,7 +464,8 @@ def _rar_preview(
 def _write_results(
   config: ConfigDict, plan: RunPlan, data: PreparedData, result: MethodResult, workdir: str, preview
 ) -> None:
-  report.atomic_write_json(os.path.join(workdir, "metrics.json"), result.to_dict())
+  summary = result.to_dict()
+  report.atomic_write_json(os.path.join(workdir, "metrics.json"), summary)
   sweep = len(result.cells) > 1
   for cell in result.cells:
     suffix = "_" + sweep_lib.cell_name(cell.overrides) if sweep else ""
@@ -476,13 +477,11 @@ def _write_results(
       f"{plan.method} on {data.ds.name} ({len(plan.seeds)} seeds)",
     )
   if sweep:
-    report.atomic_write_text(
-      os.path.join(workdir, "sweep.md"), report.sweep_table(result.to_dict()) + "\n"
-    )
-    if config.plot and report.sensitivity_grid(result.to_dict()) is not None:
+    report.atomic_write_text(os.path.join(workdir, "sweep.md"), report.sweep_table(summary) + "\n")
+    if config.plot and report.sensitivity_grid(summary) is not None:
       report.plot_sensitivity(
         os.path.join(workdir, "sensitivity.png"),
-        result.to_dict(),
+        summary,
         f"{plan.method} on {data.ds.name}, {len(plan.seeds)} seeds, {config.eval_split} split",
       )
   if preview is not None:
