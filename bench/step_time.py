@@ -38,17 +38,21 @@ def measure(
   stream_loop="auto",
   matmul_precision="default",
 ):
+  cfg = rar_jax.ReplayConfig.from_method(
+    method, num_classes=10, mem_size=mem_size, batch_size_mem=10
+  )
   execution = loop.resolve_execution(
-    conv_impl, stream_loop, model_name in rar_jax.models.CONV_MODELS, num_seeds
+    conv_impl,
+    stream_loop,
+    model_name in rar_jax.models.CONV_MODELS,
+    num_seeds,
+    input_grads=cfg.use_adversarial_replay,
   )
   conv_impl, stream_loop = execution["conv_impl"], execution["stream_loop"]
   if batching == "auto":
     batching = loop.default_batching(1)
   jax.config.update("jax_default_matmul_precision", matmul_precision)
   module = rar_jax.create_model(model_name, 10, conv_impl)
-  cfg = rar_jax.ReplayConfig.from_method(
-    method, num_classes=10, mem_size=mem_size, batch_size_mem=10
-  )
   hyper = rar_jax.Hyper.create(
     opt_lr=0.1, beta_coef=0.3, epsilon_fgsm=0.3, alpha_fgsm=0.075, iter_fgsm=iter_fgsm
   )

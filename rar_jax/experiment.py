@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Set
 
 import jax
 import jax.numpy as jnp
@@ -216,14 +216,22 @@ def _gather(x) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnums=1)
 def _chunk_summary(m, num_runs: int):
-  """Finite flag and chunk means over steps and real runs (the max for
-  ``perturbation_max``), reduced on device: one small transfer."""
+  """Per-run finite flags and chunk means over steps and the finite real runs
+  (the max for ``perturbation_max``), reduced on device: one small transfer."""
   m = {k: v[:num_runs].astype(jnp.float32) for k, v in m.items()}
   # Per run, so a sweep can say which cells diverged.
   finite = jnp.all(jnp.isfinite(m["loss_current"]), axis=1) & jnp.all(
     jnp.isfinite(m["loss_replay"]), axis=1
   )
-  out = {k: (jnp.max(v) if k == "perturbation_max" else jnp.mean(v)) for k, v in m.items()}
+  # Means over the runs still training: a sweep carries diverged cells on.
+  ok = finite[:, None]
+  count = jnp.maximum(jnp.sum(finite) * next(iter(m.values())).shape[1], 1)
+  out = {
+    k: jnp.max(jnp.where(ok, v, -jnp.inf))
+    if k == "perturbation_max"
+    else jnp.sum(jnp.where(ok, v, 0.0)) / count
+    for k, v in m.items()
+  }
   return finite, out
 
 
@@ -254,6 +262,18 @@ def _place(plan: RunPlan, data: PreparedData, mesh) -> _Placed:
     loop.put_global(data.eval_y, rep),
     loop.put_global(plan.task_of_class, by_run),
   )
+
+
+def _diverged_runs(states, num_runs: int) -> Set[int]:
+  """Runs whose parameters hold a NaN/Inf (a resumed run's guard has not seen
+  the chunks before the resume, the parameters have)."""
+  finite = jax.jit(
+    lambda p: jnp.all(
+      jnp.stack([jnp.all(jnp.isfinite(a.reshape(a.shape[0], -1)), 1) for a in jax.tree.leaves(p)]),
+      0,
+    )
+  )(states.params)
+  return {int(r) for r in np.flatnonzero(~_gather(finite)[:num_runs])}
 
 
 @dataclasses.dataclass
@@ -420,6 +440,7 @@ def _summarise(
   run: _RunState,
   programs: _Programs,
   num_devices: int,
+  diverged: Set[int],
 ) -> MethodResult:
   steps = plan.num_tasks * plan.steps_per_task
   timing = {
@@ -441,10 +462,13 @@ def _summarise(
     "steps_per_task": plan.steps_per_task,
     "dropped_samples_per_seed": data.streams.dropped_samples,
   }
-  cells = [
-    CellResult(plan.method, overrides, plan.seeds, run.acc[plan.cell_runs(i)], info)
-    for i, overrides in enumerate(plan.cells)
-  ]
+  cells = []
+  for i, overrides in enumerate(plan.cells):
+    runs = range(plan.num_runs)[plan.cell_runs(i)]
+    bad = [seed for r, seed in zip(runs, plan.seeds) if r in diverged]
+    cells.append(
+      CellResult(plan.method, overrides, plan.seeds, run.acc[plan.cell_runs(i)], info, bad)
+    )
   return MethodResult(plan.method, config.sweep, cells, timing)
 
 
@@ -526,7 +550,9 @@ def run_method(config: ConfigDict, method: str, data: PreparedData, workdir: str
     _train(plan, placed, run, programs, min(config.log_every_steps, plan.steps_per_task), hooks)
   finally:
     hooks_lib.close_all(hooks)
-  result = _summarise(config, plan, data, run, programs, mesh.size)
+  guard = next(h for h in hooks if isinstance(h, hooks_lib.NanGuard))
+  diverged = guard.diverged_runs | _diverged_runs(run.states, plan.num_runs)
+  result = _summarise(config, plan, data, run, programs, mesh.size, diverged)
   preview = None
   if plan.replay.use_adversarial_replay and config.rar_samples:
     preview = _rar_preview(config, plan, data, run, module, tx)

@@ -66,39 +66,53 @@ def say(message: str) -> None:
 
 class NanGuard(Hook):
   """Stops at the first chunk whose loss is NaN/Inf, naming where, the
-  checkpoint that really exists and what to try."""
+  checkpoint that really exists and what to try. In a sweep, runs of some cells
+  may diverge while others train on: the guard names those cells once, keeps
+  their run indices in `diverged_runs` (the results mark them) and stops only
+  when every run has diverged."""
 
   def __init__(self, method: str, learning_rate: float, checkpointer, cells: Sequence = ()):
     self.method, self.learning_rate, self.checkpointer = method, learning_rate, checkpointer
     self.cells = list(cells)  # each run's sweep cell name: a sweep's message names them
+    self.diverged_runs: set = set()
+
+  def _where(self) -> str:
+    ckpt = self.checkpointer
+    if not isinstance(ckpt, checkpoint_lib.Checkpointer):
+      return "checkpointing is off (keep_checkpoints=0)"
+    if ckpt.steps():
+      return (
+        f"the last good checkpoint (step {ckpt.steps()[-1]}) is kept in "
+        f"{ckpt.directory}, but resuming it repeats the same steps"
+      )
+    return "no checkpoint was written before it"
 
   def on_chunk(self, e: ChunkEnd) -> None:
     if e.finite:
       return
-    ckpt = self.checkpointer
-    if not isinstance(ckpt, checkpoint_lib.Checkpointer):
-      where = "checkpointing is off (keep_checkpoints=0)"
-    elif ckpt.steps():
-      where = (
-        f"the last good checkpoint (step {ckpt.steps()[-1]}) is kept in "
-        f"{ckpt.directory}, but resuming it repeats the same steps"
-      )
-    else:
-      where = "no checkpoint was written before it"
+    new = sorted(set(e.diverged_runs) - self.diverged_runs)
+    self.diverged_runs |= set(e.diverged_runs)
     start = e.task_position - e.chunk_steps
+    when = f"task {e.task + 1}/{e.num_tasks}, steps {start + 1}-{e.task_position} of the task"
+    sweep = len(set(self.cells)) > 1
+    if sweep and len(self.diverged_runs) < len(self.cells):
+      if new:
+        say(
+          f"[{self.method}] loss became NaN/Inf in {when} for sweep cells "
+          f"{self._names(new)}: the other cells train on; metrics.json lists the "
+          "diverged seeds per cell (diverged_seeds) and never picks such a cell as best"
+        )
+      return
     rate = f"learning_rate={self.learning_rate}"
-    if len(set(self.cells)) > 1:  # a sweep: name the cells whose runs diverged
-      bad = sorted({self.cells[r] for r in e.diverged_runs}, key=self.cells.index)
-      rate = (
-        f"sweep cells {', '.join(bad)}; one diverging run stops the whole sweep, so "
-        "leave those cells out"
-      )
+    if sweep:
+      rate = f"every sweep cell diverged, last {self._names(e.diverged_runs)}"
     raise TrainingDiverged(
-      f"{self.method}: loss became NaN/Inf in task {e.task + 1}/{e.num_tasks}, steps "
-      f"{start + 1}-{e.task_position} of the task ({rate}); "
-      f"{where}. Try a smaller learning_rate, with --config.overwrite=true or another "
-      "--workdir"
+      f"{self.method}: loss became NaN/Inf in {when} ({rate}); {self._where()}. Try a "
+      "smaller learning_rate, with --config.overwrite=true or another --workdir"
     )
+
+  def _names(self, runs) -> str:
+    return ", ".join(sorted({self.cells[r] for r in runs}, key=self.cells.index))
 
 
 class Progress(Hook):

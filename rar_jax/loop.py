@@ -173,16 +173,23 @@ def default_batching(num_devices: int) -> str:
   return "map" if num_devices == 1 and jax.devices()[0].platform == "cpu" else "vmap"
 
 
-def default_conv_impl(platform: str, num_runs: int) -> str:
-  """How convolutions run, per platform (measured: bench/step_time.py, BENCHMARKS.md).
+def default_conv_impl(
+  platform: str, num_runs: int, input_grads: bool = True, processes: int = 1
+) -> str:
+  """How convolutions run, per platform and method (measured: bench/step_time.py,
+  bench/paper_code_step_time.py, BENCHMARKS.md).
 
-  CPU: im2col, because XLA's CPU convolutions inside loop bodies are ~10x slower
-  than outside and matmuls are not. GPU: XLA's cuDNN convolutions for one run;
-  im2col's batched matmuls for several vmapped runs, where XLA would emit grouped
-  convolutions. TPU: XLA's.
+  CPU: XLA's convolutions (called from a host loop) for methods that only
+  differentiate with respect to the weights (ER, ER-ACE, MIR, ASER); im2col for
+  methods that also differentiate with respect to the inputs (RAR's attack),
+  because XLA's CPU input-gradient convolutions are slow and its convolutions
+  inside loop bodies ~10x slower than outside, while matmuls are neither.
+  With several processes the host loop is not available, so im2col there too.
+  GPU: XLA's cuDNN convolutions for one run; im2col's batched matmuls for
+  several vmapped runs, where XLA would emit grouped convolutions. TPU: XLA's.
   """
   if platform == "cpu":
-    return "im2col"
+    return "im2col" if input_grads or processes > 1 else "xla"
   if platform in ("gpu", "cuda", "rocm"):
     return "im2col" if num_runs > 1 else "xla"
   return "xla"
@@ -194,12 +201,17 @@ def default_stream_loop(platform: str, conv_model: bool, conv_impl: str) -> str:
 
 
 def resolve_execution(
-  conv_impl: str, stream_loop: str, conv_model: bool, runs_per_device: int
+  conv_impl: str, stream_loop: str, conv_model: bool, runs_per_device: int, input_grads: bool
 ) -> dict:
-  """``conv_impl`` and ``stream_loop`` with "auto" resolved for this platform."""
+  """``conv_impl`` and ``stream_loop`` with "auto" resolved for this platform;
+  ``input_grads``: whether the method differentiates with respect to its inputs."""
   platform = jax.devices()[0].platform
   if conv_impl == "auto":
-    conv_impl = default_conv_impl(platform, runs_per_device) if conv_model else "xla"
+    conv_impl = (
+      default_conv_impl(platform, runs_per_device, input_grads, jax.process_count())
+      if conv_model
+      else "xla"
+    )
   if stream_loop == "auto":
     stream_loop = default_stream_loop(platform, conv_model, conv_impl)
   return {"conv_impl": conv_impl, "stream_loop": stream_loop}

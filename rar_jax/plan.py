@@ -68,13 +68,14 @@ def make_plan(
   batching = (
     loop.default_batching(num_devices) if config.run_batching == "auto" else config.run_batching
   )
+  replay = config_lib.replay_parts(config, method, num_classes)[0]
   return RunPlan(
     method=method,
     cells=cells,
     seeds=seeds,
     num_runs=num_runs,
     padded=padded,
-    replay=config_lib.replay_parts(config, method, num_classes)[0],
+    replay=replay,
     hypers=jax.tree.map(lambda *a: np.stack(a)[run_cell], *parts),
     learning_rates=np.asarray(lrs, np.float32)[run_cell],
     keys=np.asarray(loop.seed_keys([seeds[i] for i in run_seed])),
@@ -85,6 +86,7 @@ def make_plan(
       config.stream_loop,
       config.model in models.CONV_MODELS,
       padded // num_devices,
+      input_grads=replay.use_adversarial_replay,
     ),
     batching=batching,
   )

@@ -180,6 +180,9 @@ def sweep_table(result: Mapping) -> str:
   for r in cells:
     name = sweep_lib.cell_name(r["overrides"])
     acc, forgetting = plus_minus(r["final_avg_accuracy"]), plus_minus(r["final_forgetting"])
+    bad = r.get("diverged_seeds") or []
+    if bad:
+      acc += f" (diverged: seed{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))})"
     rows.append(f"| {name} | {acc} | {forgetting} |")
   return "\n".join(rows)
 

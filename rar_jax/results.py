@@ -19,6 +19,7 @@ class CellResult:
   seeds: List[int]
   acc: np.ndarray  # [seeds, tasks, tasks]: accuracy on task j after training task i
   info: Dict[str, Any]  # dataset, data_source, eval_split, steps_per_task, ...
+  diverged_seeds: List[int] = dataclasses.field(default_factory=list)  # loss went NaN/Inf
 
   @property
   def final_avg_accuracy(self) -> dict:
@@ -40,6 +41,7 @@ class CellResult:
       "final_avg_accuracy": self.final_avg_accuracy,
       "final_forgetting": metrics_lib.summarize(metrics_lib.final_forgetting(self.acc)),
       "avg_accuracy_curve": metrics_lib.average_accuracy_curve(self.acc).mean(0).tolist(),
+      "diverged_seeds": self.diverged_seeds,
     }
 
 
@@ -52,8 +54,9 @@ class MethodResult:
 
   @property
   def best(self) -> CellResult:
-    """The cell with the highest mean final average accuracy."""
-    return max(self.cells, key=lambda c: c.final_avg_accuracy["mean"])
+    """The cell with the highest mean final average accuracy among those where
+    no seed diverged (if every cell has a diverged seed, among all)."""
+    return max(self.cells, key=lambda c: (not c.diverged_seeds, c.final_avg_accuracy["mean"]))
 
   def to_dict(self) -> dict:
     return {

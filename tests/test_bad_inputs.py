@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cli import ROOT, train
 
 import rar_jax
 from rar_jax import data, experiment
@@ -133,20 +134,6 @@ def test_numerics_never_nan_with_extreme_epsilon_and_empty_buffer():
 
 # ---------------------------------------------------------------- first-try trust (issue 10)
 # Each of these once ended in a traceback, a hang or a silent surprise.
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def train(*args, cwd=ROOT, timeout=300):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run(
-    [sys.executable, os.path.join(ROOT, "train.py"), *args],
-    cwd=cwd,
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-    env=env,
-  )
 
 
 def one_line_error(out, *fragments):

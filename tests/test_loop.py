@@ -148,7 +148,11 @@ def test_resnet_input_shape_check(shape, ok):
 
 
 def test_defaults_per_platform():
-  assert loop.default_conv_impl("cpu", 1) == "im2col"
+  # CPU: XLA's convolutions (host loop) unless the method differentiates
+  # with respect to its inputs (RAR) or runs in several processes.
+  assert loop.default_conv_impl("cpu", 1, input_grads=False) == "xla"
+  assert loop.default_conv_impl("cpu", 1, input_grads=True) == "im2col"
+  assert loop.default_conv_impl("cpu", 1, input_grads=False, processes=2) == "im2col"
   assert loop.default_conv_impl("gpu", 1) == "xla"
   assert loop.default_conv_impl("gpu", 16) == "im2col"
   assert loop.default_conv_impl("tpu", 16) == "xla"
@@ -156,6 +160,31 @@ def test_defaults_per_platform():
   assert loop.default_stream_loop("cpu", True, "im2col") == "scan"
   assert loop.default_stream_loop("cpu", False, "xla") == "scan"
   assert loop.default_stream_loop("gpu", True, "xla") == "scan"
+
+
+@pytest.mark.parametrize(
+  "method,expected",
+  [
+    ("er", {"conv_impl": "xla", "stream_loop": "host"}),
+    ("mir", {"conv_impl": "xla", "stream_loop": "host"}),
+    ("er_rar", {"conv_impl": "im2col", "stream_loop": "scan"}),
+    ("er_mix_rar", {"conv_impl": "im2col", "stream_loop": "scan"}),
+  ],
+)
+def test_plan_picks_the_execution_per_method_on_the_cpu(method, expected):
+  from rar_jax import config as config_lib
+  from rar_jax import data as data_lib
+  from rar_jax import plan as plan_lib
+
+  config = config_lib.base_config()
+  config.update(model="resnet18_reduced", methods=method, num_seeds=1)
+  streams = data_lib.Streams(np.zeros((1, 1, 1, 10), np.int32), np.zeros((1, 10), np.int32), 0)
+  plan = plan_lib.make_plan(config, method, streams, 10, 1)
+  assert plan.execution == expected
+  # Explicit keys win over the rule.
+  config.update(conv_impl="im2col", stream_loop="host")
+  plan = plan_lib.make_plan(config, method, streams, 10, 1)
+  assert plan.execution == {"conv_impl": "im2col", "stream_loop": "host"}
 
 
 def test_unknown_stream_loop_and_conv_impl_are_rejected():

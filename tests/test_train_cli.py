@@ -2,28 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from cli import train
 
 from rar_jax import data, experiment, hooks
 from rar_jax.config import base_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def train(*args, timeout=600):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run(
-    [sys.executable, os.path.join(ROOT, "train.py"), *args],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-    env=env,
-  )
 
 
 def check_metrics(path, method, num_seeds, num_tasks):
@@ -391,20 +376,42 @@ def test_a_beta_epsilon_sweep_writes_its_sensitivity_picture(tmp_path):
   np.testing.assert_allclose(shown, [[by_cell[b, e] for e in (0.1, 0.3)] for b in (0.1, 0.5)])
 
 
-def test_a_diverging_sweep_cell_is_named(tmp_path):
+def _diverging_sweep(tmp_path, sweep):
   config = base_config()
   config.update(
     dataset="digits",
     methods="er",
-    num_seeds=1,
+    num_seeds=2,
     samples_per_task=100,
     log_every_steps=5,
     keep_checkpoints=0,
     progress=False,
     plot=False,
-    sweep="learning_rate=0.1,1e30",
+    sweep=sweep,
   )
+  return lambda: experiment.train_and_evaluate(config, str(tmp_path))["er"]
+
+
+def test_a_diverging_sweep_cell_is_named_marked_and_never_best(tmp_path, capsys):
+  # The 1e30 cell diverges in its first chunk; the 0.1 cell trains on.
+  result = _diverging_sweep(tmp_path, "learning_rate=1e30,0.1")()
+  err = capsys.readouterr().err
+  assert err.count("NaN/Inf") == 1 and "sweep cells learning_rate=1e+30:" in err
+  cells = {c["overrides"]["learning_rate"]: c for c in result["cells"]}
+  assert cells[1e30]["diverged_seeds"] == [0, 1] and cells[0.1]["diverged_seeds"] == []
+  assert result["best_cell"] == {"learning_rate": 0.1}
+  assert result["final_avg_accuracy"] == cells[0.1]["final_avg_accuracy"]
+  assert 0.5 < result["final_avg_accuracy"]["mean"] <= 1.0  # the good cell really trained
+  with open(tmp_path / "sweep.md") as f:
+    assert "(diverged: seeds 0, 1)" in f.read()
+  # The progress means skip the diverged runs: the written losses stay numbers.
+  rows = _jsonl(tmp_path / "metrics.jsonl")
+  losses = [r["train/loss_current"] for r in rows if "train/loss_current" in r]
+  assert losses and all(isinstance(v, float) for v in losses)
+
+
+def test_a_sweep_stops_when_every_cell_diverged(tmp_path):
   with pytest.raises(experiment.TrainingDiverged) as e:
-    experiment.train_and_evaluate(config, str(tmp_path))
+    _diverging_sweep(tmp_path, "learning_rate=1e30,1e31")()
   msg = str(e.value)
-  assert "sweep cells learning_rate=1e+30;" in msg and "learning_rate=0.1" not in msg
+  assert "every sweep cell diverged" in msg and "learning_rate=1e+30" in msg
