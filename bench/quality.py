@@ -162,10 +162,38 @@ def learning_rate_stage(skip_done, methods=LR_METHODS, memories=(200,)):
       )
 
 
+def attack_steps_stage():
+  """ER-RAR's attack steps at the tuned learning rate, beta and epsilon (alpha =
+  epsilon / iter_fgsm per step, as in the tuning): validation, 10 seeds per
+  cell; the best cell on the test set if it is not 5 steps."""
+  best = tuned("er_rar", ["tune_lr_er_rar"])
+  run(
+    "tune_attack_steps_er_rar",
+    methods="er_rar",
+    eval_split="validation",
+    num_seeds=10,
+    alpha_fgsm=None,
+    sweep="iter_fgsm=2,5,10",
+    **best,
+  )
+  steps = tuned("er_rar", ["tune_attack_steps_er_rar"])["iter_fgsm"]
+  if steps != 5:
+    run(
+      "test_m200_er_rar_attack_steps_tuned",
+      methods="er_rar",
+      num_seeds=20,
+      alpha_fgsm=None,
+      iter_fgsm=steps,
+      **best,
+    )
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument(
-    "--only", choices=("tune", "test", "ablation", "full", "resnet", "lr"), default=None
+    "--only",
+    choices=("tune", "test", "ablation", "full", "resnet", "lr", "attack_steps"),
+    default=None,
   )
   p.add_argument("--resnet_seeds", type=int, default=10)
   p.add_argument("--lr_methods", default=",".join(LR_METHODS), help="methods of the lr stage")
@@ -254,6 +282,8 @@ def main():
     learning_rate_stage(
       a.skip_done, a.lr_methods.split(","), [int(m) for m in a.lr_memories.split(",")]
     )
+  if a.only == "attack_steps":
+    attack_steps_stage()
   if a.only == "resnet":
     # Long runs: checkpoints kept, so rerunning the stage resumes where it stopped.
     resnet = dict(config_module="split_fashion_mnist_resnet", keep_checkpoints=1, overwrite=False)

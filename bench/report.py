@@ -118,6 +118,106 @@ def quality_tables(m):
   return "\n".join(lines)
 
 
+def combined(parts):
+  """One method's runs split over seeds (``--config.seed``), as one result:
+  per-seed values concatenated, mean ± 2SE recomputed."""
+  parts = [p for p in parts if p]
+  if not parts:
+    return None
+  out = {"seeds": [s for p in parts for s in p["seeds"]]}
+  for key in ("final_avg_accuracy", "final_forgetting"):
+    v = np.array([x for p in parts for x in p[key]["per_seed"]])
+    out[key] = {"mean": float(v.mean()), "se2": metrics.two_se(v), "per_seed": v.tolist()}
+  return out
+
+
+def paired_by_seed(a, b):
+  """``paired`` over the seeds both ran; also how many seeds a is ahead."""
+  bs = dict(zip(b["seeds"], b["final_avg_accuracy"]["per_seed"]))
+  pairs = [(x, bs[s]) for s, x in zip(a["seeds"], a["final_avg_accuracy"]["per_seed"]) if s in bs]
+  d = np.array([x - y for x, y in pairs])
+  return f"{d.mean():+.3f} ± {metrics.two_se(d):.3f} ({int((d > 0).sum())} of {len(d)} seeds)"
+
+
+def resnet_table(m):
+  """Split Fashion-MNIST through the reduced ResNet-18 (bench/quality.py --only resnet)."""
+  er = m.get(("resnet_test_s10", "er"))
+  rows = [
+    ("er", er),
+    ("er_rar", m.get(("resnet_test_s10", "er_rar"))),
+    (
+      "er_mix_rar",
+      combined(
+        [
+          m.get(("resnet_test_s5_beta0.1", "er_mix_rar")),
+          m.get(("resnet_test_s5_beta0.1_seeds5-9", "er_mix_rar")),
+        ]
+      ),
+    ),
+  ]
+  cells = [
+    [
+      method,
+      len(r["seeds"]),
+      pm(r["final_avg_accuracy"]),
+      pm(r["final_forgetting"]),
+      paired_by_seed(r, er) if er and method != "er" else "",
+    ]
+    for method, r in rows
+    if r
+  ]
+  cols = ["method", "seeds", "final avg accuracy", "forgetting", "paired vs ER"]
+  return "\n".join(table("Reduced ResNet-18, Split Fashion-MNIST", "test split", cols, cells))
+
+
+def tuned_keys(name, rar):
+  """The learning rate (and RAR's keys) a test run used, from its config.json."""
+  with open(os.path.join(RES, "quality", name, "config.json")) as f:
+    c = json.load(f)
+  keys = ("learning_rate", "beta_coef", "epsilon_fgsm", "iter_fgsm") if rar else ("learning_rate",)
+  short = {"learning_rate": "lr", "beta_coef": "beta", "epsilon_fgsm": "eps", "iter_fgsm": "steps"}
+  return ", ".join(f"{short[k]} {c[k]:g}" for k in keys)
+
+
+def learning_rate_table(m):
+  """Test runs at the learning rate tuned on validation (bench/quality.py --only lr)."""
+  base = {"er_rar": "er", "er_ace_rar": "er_ace"}
+  cells = []
+  rows = [
+    (mem, method, f"test_m{mem}_{method}_lr_tuned", method)
+    for mem in (200, 500)
+    for method in ("er", "er_rar", "er_ace", "er_ace_rar")
+  ]
+  rows.insert(
+    2, (200, "er_rar", "test_m200_er_rar_attack_steps_tuned", "er_rar, more attack steps")
+  )
+  for mem, method, name, label in rows:
+    r = m.get((name, method))
+    if r:
+      b = m.get((f"test_m{mem}_{base.get(method)}_lr_tuned", base.get(method)))
+      cells.append(
+        [
+          mem,
+          label,
+          tuned_keys(name, "rar" in method),
+          len(r["seeds"]),
+          pm(r["final_avg_accuracy"]),
+          pm(r["final_forgetting"]),
+          paired_by_seed(r, b) if b else "",
+        ]
+      )
+  cols = [
+    "memory",
+    "method",
+    "tuned",
+    "seeds",
+    "final avg accuracy",
+    "forgetting",
+    "paired vs base",
+  ]
+  return "\n".join(table("Learning rate tuned on validation", "test split", cols, cells))
+
+
 def tuning_tables(m):
   lines = []
   for method in ("er_rar", "er_mix_rar"):
@@ -274,6 +374,10 @@ def main():
   print(
     "## Quality\n"
     + quality_tables(m)
+    + "\n"
+    + learning_rate_table(m)
+    + "\n"
+    + resnet_table(m)
     + "\n\n## Tuning\n"
     + tuning_tables(m)
     + "\n\nSensitivity heat maps: "

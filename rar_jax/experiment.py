@@ -454,6 +454,10 @@ def _summarise(
     "processes": jax.process_count(),
     "device": jax.devices()[0].platform,
     "matmul_precision": config.matmul_precision,
+    # XLA's CPU matmuls split over these cores: another count sums in another order.
+    "host_cpus": len(os.sched_getaffinity(0))
+    if hasattr(os, "sched_getaffinity")
+    else os.cpu_count(),
   }
   info = {
     "dataset": data.ds.name,

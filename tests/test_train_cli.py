@@ -15,6 +15,7 @@ def check_metrics(path, method, num_seeds, num_tasks):
   with open(path) as f:
     m = json.load(f)
   assert m["method"] == method and m["num_seeds"] == num_seeds
+  assert m["host_cpus"] == len(os.sched_getaffinity(0))  # what XLA's CPU matmuls split over
   acc = np.array(m["acc_matrix"])
   assert acc.shape == (num_seeds, num_tasks, num_tasks)
   assert np.all((acc >= 0) & (acc <= 1))
