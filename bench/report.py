@@ -124,6 +124,13 @@ def combined(parts):
   parts = [p for p in parts if p]
   if not parts:
     return None
+  seeds = [s for p in parts for s in p["seeds"]]
+  if len(set(seeds)) != len(seeds):
+    raise SystemExit(f"combined: the parts share seeds ({sorted(seeds)}); they would count twice")
+  same = ("method", "dataset", "eval_split", "steps", "conv_impl", "run_batching")
+  for key in same:
+    if len({json.dumps(p.get(key)) for p in parts}) > 1:
+      raise SystemExit(f"combined: the parts differ in {key}; they are not one experiment")
   out = {"seeds": [s for p in parts for s in p["seeds"]]}
   for key in ("final_avg_accuracy", "final_forgetting"):
     v = np.array([x for p in parts for x in p[key]["per_seed"]])
@@ -135,6 +142,8 @@ def paired_by_seed(a, b):
   """``paired`` over the seeds both ran; also how many seeds a is ahead."""
   bs = dict(zip(b["seeds"], b["final_avg_accuracy"]["per_seed"]))
   pairs = [(x, bs[s]) for s, x in zip(a["seeds"], a["final_avg_accuracy"]["per_seed"]) if s in bs]
+  if not pairs:
+    return "no common seeds"
   d = np.array([x - y for x, y in pairs])
   return f"{d.mean():+.3f} ± {metrics.two_se(d):.3f} ({int((d > 0).sum())} of {len(d)} seeds)"
 
@@ -189,7 +198,13 @@ def learning_rate_table(m):
     for method in ("er", "er_rar", "er_ace", "er_ace_rar")
   ]
   rows.insert(
-    2, (200, "er_rar", "test_m200_er_rar_attack_steps_tuned", "er_rar, more attack steps")
+    2,
+    (
+      200,
+      "er_rar",
+      "test_m200_er_rar_attack_steps_tuned",
+      "er_rar, more attack steps (exploratory)",
+    ),
   )
   for mem, method, name, label in rows:
     r = m.get((name, method))

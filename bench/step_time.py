@@ -41,16 +41,17 @@ def measure(
   cfg = rar_jax.ReplayConfig.from_method(
     method, num_classes=10, mem_size=mem_size, batch_size_mem=10
   )
+  if batching == "auto":
+    batching = loop.default_batching(1)
   execution = loop.resolve_execution(
     conv_impl,
     stream_loop,
     model_name in rar_jax.models.CONV_MODELS,
     num_seeds,
     input_grads=cfg.use_adversarial_replay,
+    batching=batching,
   )
   conv_impl, stream_loop = execution["conv_impl"], execution["stream_loop"]
-  if batching == "auto":
-    batching = loop.default_batching(1)
   jax.config.update("jax_default_matmul_precision", matmul_precision)
   module = rar_jax.create_model(model_name, 10, conv_impl)
   hyper = rar_jax.Hyper.create(

@@ -117,23 +117,49 @@ def _check_resumable(workdir: str, config, overwrite: bool) -> None:
     )
 
 
-def _check_placement(workdir: str, padded: int, devices: int, lead: bool) -> None:
+def _check_placement(
+  workdir: str, config: ConfigDict, plan: RunPlan, devices: int, lead: bool
+) -> RunPlan:
   """Checkpoints hold the runs padded to the device count: resuming them
-  needs the same padding, which a different device count may change."""
+  needs the same padding, which a different device count may change. They
+  also resume with the convolutions they were written with (``conv_impl``
+  ``auto`` depends on the method, platform and process count): the plan,
+  pinned to that choice where ``auto`` would pick another."""
   path = os.path.join(workdir, "placement.json")
   if os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
     with open(path) as f:
       old = json.load(f)
-    if old["padded_runs"] != padded:
+    if old["padded_runs"] != plan.padded:
       raise ConfigError(
         f"{workdir} holds checkpoints of {old['padded_runs']} runs padded for "
-        f"{old['devices']} devices; this process sees {devices} devices ({padded} padded runs). "
-        f"Resume with {old['devices']} devices (e.g. "
+        f"{old['devices']} devices; this process sees {devices} devices ({plan.padded} padded "
+        f"runs). Resume with {old['devices']} devices (e.g. "
         f"XLA_FLAGS=--xla_force_host_platform_device_count={old['devices']} on the CPU), "
         "or start afresh with --config.overwrite=true"
       )
+    was = old.get("conv_impl")  # absent in placement files before round 4
+    if was and was != plan.execution["conv_impl"]:
+      if config.conv_impl != "auto":
+        raise ConfigError(
+          f"{workdir} holds checkpoints trained with conv_impl={was!r}; resuming them with "
+          f"conv_impl={config.conv_impl!r} would change the numbers. Pass "
+          f"--config.conv_impl={was} (or auto), or start afresh with --config.overwrite=true"
+        )
+      execution = loop.resolve_execution(
+        was,
+        config.stream_loop,
+        config.model in models.CONV_MODELS,
+        plan.padded // devices,
+        plan.replay.use_adversarial_replay,
+        plan.batching,
+      )
+      plan = dataclasses.replace(plan, execution=execution)
   if lead:
-    report.atomic_write_json(path, {"padded_runs": padded, "devices": devices})
+    report.atomic_write_json(
+      path,
+      {"padded_runs": plan.padded, "devices": devices, "conv_impl": plan.execution["conv_impl"]},
+    )
+  return plan
 
 
 # ---------------------------------------------------------------- data
@@ -276,6 +302,12 @@ def _diverged_runs(states, num_runs: int) -> Set[int]:
   return {int(r) for r in np.flatnonzero(~_gather(finite)[:num_runs])}
 
 
+def _live_runs(plan: RunPlan, run: "_RunState") -> List[int]:
+  """The real runs that have not diverged (the per-task means and the RAR
+  preview use these)."""
+  return [r for r in range(plan.num_runs) if r not in run.diverged]
+
+
 @dataclasses.dataclass
 class _RunState:
   """What a checkpoint holds: the runs' states, the accuracies so far, where
@@ -285,6 +317,9 @@ class _RunState:
   acc: np.ndarray
   position: int = 0
   train_seconds: float = 0.0
+  # Runs whose loss went NaN/Inf (a sweep trains the other cells on). Not in the
+  # checkpoint: a restore reads it back from the parameters (`_diverged_runs`).
+  diverged: Set[int] = dataclasses.field(default_factory=set)
 
   def payload(self) -> dict:
     return {
@@ -316,6 +351,7 @@ def _init_or_restore(plan: RunPlan, placed: _Placed, module, tx, ckpt, sample_x)
     run = _RunState(
       got["states"], np.asarray(got["acc"]), int(got["position"]), float(got["train_seconds"])
     )
+    run.diverged = _diverged_runs(run.states, plan.num_runs)
     _say(
       f"[{plan.method}] resumed from the checkpoint at step {run.position} of "
       f"{plan.num_tasks * plan.steps_per_task}"
@@ -381,6 +417,8 @@ def _train(
       )
       finite, scalars = _chunk_summary(m, plan.num_runs)
       finite, scalars = _gather(finite), jax.device_get(scalars)  # per-run flags may be sharded
+      newly = {int(r) for r in np.flatnonzero(~finite)} - run.diverged
+      run.diverged |= newly
       run.train_seconds += time.perf_counter() - t1
       pos += n
       run.position += n
@@ -396,7 +434,7 @@ def _train(
           n,
           {k: float(v) for k, v in scalars.items()},
           bool(np.all(finite)),
-          tuple(int(r) for r in np.flatnonzero(~finite)),
+          tuple(sorted(newly)),
           speed,
           run.payload,
         ),
@@ -411,13 +449,13 @@ def _train(
     hooks_lib.call(
       hooks,
       hooks_lib.TaskEnd(
-        run.position, t, plan.num_tasks, run.acc[: plan.num_runs, t].mean(0), run.payload
+        run.position, t, plan.num_tasks, run.acc[_live_runs(plan, run), t].mean(0), run.payload
       ),
     )
 
 
 def _make_hooks(
-  config: ConfigDict, plan: RunPlan, workdir: str, ckpt, position: int, lead: bool
+  config: ConfigDict, plan: RunPlan, workdir: str, ckpt, run: "_RunState", lead: bool
 ) -> List[hooks_lib.Hook]:
   total = plan.num_tasks * plan.steps_per_task
   return [
@@ -426,8 +464,10 @@ def _make_hooks(
       config.learning_rate,
       ckpt,
       [sweep_lib.cell_name(plan.cells[r // len(plan.seeds)]) for r in range(plan.num_runs)],
-    ),  # first: nothing bad saved
-    hooks_lib.Progress(plan.method, total, position, config.progress and lead, lead),
+      diverged=run.diverged,
+      lead=lead,
+    ),  # first: a single run's NaN is never saved
+    hooks_lib.Progress(plan.method, total, run.position, config.progress and lead, lead),
     hooks_lib.MetricWriting(MetricWriter(workdir, enabled=lead)),
     hooks_lib.Checkpointing(ckpt, config.checkpoint_every_steps),
   ]
@@ -440,7 +480,6 @@ def _summarise(
   run: _RunState,
   programs: _Programs,
   num_devices: int,
-  diverged: Set[int],
 ) -> MethodResult:
   steps = plan.num_tasks * plan.steps_per_task
   timing = {
@@ -469,7 +508,7 @@ def _summarise(
   cells = []
   for i, overrides in enumerate(plan.cells):
     runs = range(plan.num_runs)[plan.cell_runs(i)]
-    bad = [seed for r, seed in zip(runs, plan.seeds) if r in diverged]
+    bad = [seed for r, seed in zip(runs, plan.seeds) if r in run.diverged]
     cells.append(
       CellResult(plan.method, overrides, plan.seeds, run.acc[plan.cell_runs(i)], info, bad)
     )
@@ -479,14 +518,16 @@ def _summarise(
 def _rar_preview(
   config: ConfigDict, plan: RunPlan, data: PreparedData, run: _RunState, module, tx
 ) -> dict:
-  """What RAR does in run 0 at its end: one replay draw for the last task's
-  first minibatch, as host arrays (`rar_jax.step.make_rar_preview`)."""
-  state = jax.tree.map(lambda a: _gather(a)[0], run.states)
-  rows = plan.index[0, -1, 0]
+  """What RAR does in the first run that did not diverge, at its end: one
+  replay draw for the last task's first minibatch, as host arrays
+  (`rar_jax.step.make_rar_preview`)."""
+  r = _live_runs(plan, run)[0]
+  state = jax.tree.map(lambda a: _gather(a)[r], run.states)
+  rows = plan.index[r, -1, 0]
   x, y = data.train_x[rows], data.train_y[rows]
   preview = jax.jit(make_rar_preview(module, tx, plan.replay))
   out = jax.device_get(preview(state, x, y, jax.random.PRNGKey(config.seed)))
-  return dict(out, x=x, y=y)
+  return dict(out, x=x, y=y, run=r)
 
 
 def _write_results(
@@ -513,12 +554,14 @@ def _write_results(
         f"{plan.method} on {data.ds.name}, {len(plan.seeds)} seeds, {config.eval_split} split",
       )
   if preview is not None:
+    r = preview["run"]
     report.plot_rar_samples(
       os.path.join(workdir, "rar_samples.png"),
       preview,
       config.rar_samples,
-      f"{plan.method}: replay samples and what RAR made of them (seed {plan.seeds[0]}, "
-      f"end of task {plan.num_tasks}, epsilon {float(plan.hypers.epsilon_fgsm[0]):g})",
+      f"{plan.method}: replay samples and what RAR made of them (seed "
+      f"{plan.seeds[r % len(plan.seeds)]}, end of task {plan.num_tasks}, epsilon "
+      f"{float(plan.hypers.epsilon_fgsm[r]):g})",
     )
 
 
@@ -533,7 +576,7 @@ def run_method(config: ConfigDict, method: str, data: PreparedData, workdir: str
     report.atomic_write_json(os.path.join(workdir, "config.json"), _config_json(config))
   mesh = loop.runs_mesh()
   plan = make_plan(config, method, data.streams, data.ds.num_classes, mesh.size)
-  _check_placement(workdir, plan.padded, mesh.size, lead)  # before any checkpoint is opened
+  plan = _check_placement(workdir, config, plan, mesh.size, lead)  # before checkpoints open
   module = models.create_model(config.model, data.ds.num_classes, plan.execution["conv_impl"])
   tx = make_optimizer(config.learning_rate)
   placed = _place(plan, data, mesh)
@@ -549,14 +592,13 @@ def run_method(config: ConfigDict, method: str, data: PreparedData, workdir: str
       f"[{method}] compiled in {programs.compile_seconds:.1f} s; training {plan.num_runs} "
       f"runs x {plan.num_tasks * plan.steps_per_task} steps"
     )
-  hooks = _make_hooks(config, plan, workdir, ckpt, run.position, lead)
+  hooks = _make_hooks(config, plan, workdir, ckpt, run, lead)
   try:
     _train(plan, placed, run, programs, min(config.log_every_steps, plan.steps_per_task), hooks)
   finally:
     hooks_lib.close_all(hooks)
-  guard = next(h for h in hooks if isinstance(h, hooks_lib.NanGuard))
-  diverged = guard.diverged_runs | _diverged_runs(run.states, plan.num_runs)
-  result = _summarise(config, plan, data, run, programs, mesh.size, diverged)
+  run.diverged |= _diverged_runs(run.states, plan.num_runs)
+  result = _summarise(config, plan, data, run, programs, mesh.size)
   preview = None
   if plan.replay.use_adversarial_replay and config.rar_samples:
     preview = _rar_preview(config, plan, data, run, module, tx)

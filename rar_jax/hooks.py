@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Sequence, Tuple
 
 import numpy as np
 
@@ -29,7 +29,7 @@ class ChunkEnd:
   chunk_steps: int
   scalars: Dict[str, float]  # chunk means over steps and runs (`perturbation_max`: max)
   finite: bool
-  diverged_runs: Tuple[int, ...]  # runs whose loss went NaN/Inf in this chunk
+  diverged_runs: Tuple[int, ...]  # runs whose loss first went NaN/Inf in this chunk
   steps_per_second: float  # this session's training speed, all runs together
   payload: Callable[[], Any]  # the checkpoint payload (states, accuracies, position)
 
@@ -66,23 +66,34 @@ def say(message: str) -> None:
 
 class NanGuard(Hook):
   """Stops at the first chunk whose loss is NaN/Inf, naming where, the
-  checkpoint that really exists and what to try. In a sweep, runs of some cells
-  may diverge while others train on: the guard names those cells once, keeps
-  their run indices in `diverged_runs` (the results mark them) and stops only
-  when every run has diverged."""
+  checkpoint that really exists and what to try. In a sweep, the runs of some
+  cells may diverge while others train on: the guard names those cells once
+  (the results mark them as `diverged_seeds`) and stops when every cell has a
+  diverged run, since then no cell is clean enough to be the best."""
 
-  def __init__(self, method: str, learning_rate: float, checkpointer, cells: Sequence = ()):
+  def __init__(
+    self,
+    method: str,
+    learning_rate: float,
+    checkpointer,
+    cells: Sequence = (),
+    diverged: Iterable[int] = (),
+    lead: bool = True,
+  ):
     self.method, self.learning_rate, self.checkpointer = method, learning_rate, checkpointer
     self.cells = list(cells)  # each run's sweep cell name: a sweep's message names them
-    self.diverged_runs: set = set()
+    self.diverged = set(diverged)  # runs known to have diverged (before a resume too)
+    self.lead = lead  # the process that speaks
 
-  def _where(self) -> str:
+  def _where(self, sweep: bool) -> str:
     ckpt = self.checkpointer
     if not isinstance(ckpt, checkpoint_lib.Checkpointer):
       return "checkpointing is off (keep_checkpoints=0)"
     if ckpt.steps():
+      # A sweep saves on while some cells diverge; a single run stops first.
+      which = "the last checkpoint" if sweep else "the last good checkpoint"
       return (
-        f"the last good checkpoint (step {ckpt.steps()[-1]}) is kept in "
+        f"{which} (step {ckpt.steps()[-1]}) is kept in "
         f"{ckpt.directory}, but resuming it repeats the same steps"
       )
     return "no checkpoint was written before it"
@@ -90,13 +101,13 @@ class NanGuard(Hook):
   def on_chunk(self, e: ChunkEnd) -> None:
     if e.finite:
       return
-    new = sorted(set(e.diverged_runs) - self.diverged_runs)
-    self.diverged_runs |= set(e.diverged_runs)
+    new = sorted(set(e.diverged_runs) - self.diverged)
+    self.diverged |= set(new)
     start = e.task_position - e.chunk_steps
     when = f"task {e.task + 1}/{e.num_tasks}, steps {start + 1}-{e.task_position} of the task"
     sweep = len(set(self.cells)) > 1
-    if sweep and len(self.diverged_runs) < len(self.cells):
-      if new:
+    if sweep and {self.cells[r] for r in self.diverged} != set(self.cells):
+      if new and self.lead:
         say(
           f"[{self.method}] loss became NaN/Inf in {when} for sweep cells "
           f"{self._names(new)}: the other cells train on; metrics.json lists the "
@@ -105,9 +116,9 @@ class NanGuard(Hook):
       return
     rate = f"learning_rate={self.learning_rate}"
     if sweep:
-      rate = f"every sweep cell diverged, last {self._names(e.diverged_runs)}"
+      rate = f"every sweep cell has a diverged run, last {self._names(new or e.diverged_runs)}"
     raise TrainingDiverged(
-      f"{self.method}: loss became NaN/Inf in {when} ({rate}); {self._where()}. Try a "
+      f"{self.method}: loss became NaN/Inf in {when} ({rate}); {self._where(sweep)}. Try a "
       "smaller learning_rate, with --config.overwrite=true or another --workdir"
     )
 

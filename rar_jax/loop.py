@@ -174,46 +174,61 @@ def default_batching(num_devices: int) -> str:
 
 
 def default_conv_impl(
-  platform: str, num_runs: int, input_grads: bool = True, processes: int = 1
+  platform: str,
+  num_runs: int,
+  input_grads: bool = True,
+  processes: int = 1,
+  batching: str = "map",
 ) -> str:
   """How convolutions run, per platform and method (measured: bench/step_time.py,
   bench/paper_code_step_time.py, BENCHMARKS.md).
 
   CPU: XLA's convolutions (called from a host loop) for methods that only
-  differentiate with respect to the weights (ER, ER-ACE, MIR, ASER); im2col for
-  methods that also differentiate with respect to the inputs (RAR's attack),
-  because XLA's CPU input-gradient convolutions are slow and its convolutions
-  inside loop bodies ~10x slower than outside, while matmuls are neither.
-  With several processes the host loop is not available, so im2col there too.
-  GPU: XLA's cuDNN convolutions for one run; im2col's batched matmuls for
-  several vmapped runs, where XLA would emit grouped convolutions. TPU: XLA's.
+  differentiate with respect to the weights (ER, ER-ACE, MIR, ASER; measured
+  for ER), when each device runs its runs one at a time (``map``, or one run
+  per device) in one process; im2col otherwise: for methods that also
+  differentiate with respect to the inputs (RAR's attack), because XLA's CPU
+  input-gradient convolutions are slow and its convolutions inside loop bodies
+  ~10x slower than outside, while matmuls are neither; for several processes,
+  which cannot use the host loop; and for vmapped runs, where XLA would emit
+  grouped convolutions. GPU: XLA's cuDNN convolutions for one run; im2col's
+  batched matmuls for several vmapped runs. TPU: XLA's.
   """
   if platform == "cpu":
-    return "im2col" if input_grads or processes > 1 else "xla"
+    one_at_a_time = num_runs == 1 or batching == "map"
+    return "xla" if not input_grads and processes == 1 and one_at_a_time else "im2col"
   if platform in ("gpu", "cuda", "rocm"):
     return "im2col" if num_runs > 1 else "xla"
   return "xla"
 
 
-def default_stream_loop(platform: str, conv_model: bool, conv_impl: str) -> str:
-  """``scan`` everywhere, except XLA convolutions on the CPU (jax-ml/jax#12868)."""
-  return "host" if platform == "cpu" and conv_model and conv_impl == "xla" else "scan"
+def default_stream_loop(platform: str, conv_model: bool, conv_impl: str, processes: int = 1) -> str:
+  """``scan`` everywhere, except XLA convolutions on the CPU in one process
+  (jax-ml/jax#12868; the host loop needs every run's data in this process)."""
+  host = platform == "cpu" and conv_model and conv_impl == "xla" and processes == 1
+  return "host" if host else "scan"
 
 
 def resolve_execution(
-  conv_impl: str, stream_loop: str, conv_model: bool, runs_per_device: int, input_grads: bool
+  conv_impl: str,
+  stream_loop: str,
+  conv_model: bool,
+  runs_per_device: int,
+  input_grads: bool,
+  batching: str = "map",
 ) -> dict:
   """``conv_impl`` and ``stream_loop`` with "auto" resolved for this platform;
   ``input_grads``: whether the method differentiates with respect to its inputs."""
   platform = jax.devices()[0].platform
+  processes = jax.process_count()
   if conv_impl == "auto":
     conv_impl = (
-      default_conv_impl(platform, runs_per_device, input_grads, jax.process_count())
+      default_conv_impl(platform, runs_per_device, input_grads, processes, batching)
       if conv_model
       else "xla"
     )
   if stream_loop == "auto":
-    stream_loop = default_stream_loop(platform, conv_model, conv_impl)
+    stream_loop = default_stream_loop(platform, conv_model, conv_impl, processes)
   return {"conv_impl": conv_impl, "stream_loop": stream_loop}
 
 

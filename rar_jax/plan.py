@@ -87,6 +87,7 @@ def make_plan(
       config.model in models.CONV_MODELS,
       padded // num_devices,
       input_grads=replay.use_adversarial_replay,
+      batching=batching,
     ),
     batching=batching,
   )

@@ -169,8 +169,12 @@ def comparison_table(results: Sequence[Mapping]) -> str:
 
 
 def sweep_table(result: Mapping) -> str:
-  """A Markdown table of a sweep's cells, best first."""
-  cells = sorted(result["cells"], key=lambda r: -r["final_avg_accuracy"]["mean"])
+  """A Markdown table of a sweep's cells, best first (cells with a diverged
+  seed after the others, as `rar_jax.results.MethodResult.best` ranks them)."""
+  cells = sorted(
+    result["cells"],
+    key=lambda r: (bool(r.get("diverged_seeds")), -r["final_avg_accuracy"]["mean"]),
+  )
   rows = [
     f"{result['method']}, {result['num_seeds']} seeds per cell, {result['eval_split']} split",
     "",

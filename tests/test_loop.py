@@ -153,6 +153,9 @@ def test_defaults_per_platform():
   assert loop.default_conv_impl("cpu", 1, input_grads=False) == "xla"
   assert loop.default_conv_impl("cpu", 1, input_grads=True) == "im2col"
   assert loop.default_conv_impl("cpu", 1, input_grads=False, processes=2) == "im2col"
+  assert loop.default_conv_impl("cpu", 4, input_grads=False, batching="map") == "xla"
+  assert loop.default_conv_impl("cpu", 4, input_grads=False, batching="vmap") == "im2col"
+  assert loop.default_stream_loop("cpu", True, "xla", processes=2) == "scan"
   assert loop.default_conv_impl("gpu", 1) == "xla"
   assert loop.default_conv_impl("gpu", 16) == "im2col"
   assert loop.default_conv_impl("tpu", 16) == "xla"
@@ -185,6 +188,33 @@ def test_plan_picks_the_execution_per_method_on_the_cpu(method, expected):
   config.update(conv_impl="im2col", stream_loop="host")
   plan = plan_lib.make_plan(config, method, streams, 10, 1)
   assert plan.execution == {"conv_impl": "im2col", "stream_loop": "host"}
+
+
+def test_a_resume_keeps_the_convolutions_its_checkpoints_were_written_with(tmp_path):
+  import json
+
+  from rar_jax import config as config_lib
+  from rar_jax import data as data_lib
+  from rar_jax import experiment
+  from rar_jax import plan as plan_lib
+  from rar_jax.errors import ConfigError
+
+  config = config_lib.base_config()
+  config.update(model="resnet18_reduced", methods="er", num_seeds=1)
+  streams = data_lib.Streams(np.zeros((1, 1, 1, 10), np.int32), np.zeros((1, 10), np.int32), 0)
+  plan = plan_lib.make_plan(config, "er", streams, 10, 1)
+  assert plan.execution["conv_impl"] == "xla"  # ER on the CPU today
+  # Checkpoints written when auto meant im2col for ER (before round 4).
+  (tmp_path / "checkpoints").mkdir()
+  (tmp_path / "placement.json").write_text(
+    json.dumps({"padded_runs": 1, "devices": 1, "conv_impl": "im2col"})
+  )
+  resumed = experiment._check_placement(str(tmp_path), config, plan, 1, True)
+  assert resumed.execution == {"conv_impl": "im2col", "stream_loop": "scan"}
+  assert json.loads((tmp_path / "placement.json").read_text())["conv_impl"] == "im2col"
+  config.update(conv_impl="xla")  # asked for explicitly: refused, not silently changed
+  with pytest.raises(ConfigError, match="conv_impl='im2col'.*--config.conv_impl=im2col"):
+    experiment._check_placement(str(tmp_path), config, plan, 1, True)
 
 
 def test_unknown_stream_loop_and_conv_impl_are_rejected():

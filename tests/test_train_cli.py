@@ -415,4 +415,45 @@ def test_a_sweep_stops_when_every_cell_diverged(tmp_path):
   with pytest.raises(experiment.TrainingDiverged) as e:
     _diverging_sweep(tmp_path, "learning_rate=1e30,1e31")()
   msg = str(e.value)
-  assert "every sweep cell diverged" in msg and "learning_rate=1e+30" in msg
+  assert "every sweep cell has a diverged run" in msg and "learning_rate=1e+30" in msg
+
+
+def _chunk(diverged_runs, finite=None):
+  return hooks.ChunkEnd(
+    position=5,
+    task=0,
+    num_tasks=5,
+    task_position=5,
+    steps_per_task=20,
+    chunk_steps=5,
+    scalars={},
+    finite=not diverged_runs if finite is None else finite,
+    diverged_runs=tuple(diverged_runs),
+    steps_per_second=1.0,
+    payload=dict,
+  )
+
+
+def test_nan_guard_stops_a_sweep_once_every_cell_has_a_diverged_run(capsys):
+  # Two cells x two seeds: runs 0, 1 are cell a; runs 2, 3 cell b.
+  from rar_jax import checkpoint
+
+  guard = hooks.NanGuard("er", 0.1, checkpoint.NoCheckpoints(), ["a", "a", "b", "b"])
+  guard.on_chunk(_chunk([0]))  # one seed of a: b is clean, go on
+  guard.on_chunk(_chunk([], finite=False))  # a known run still NaN: nothing new to say
+  err = capsys.readouterr().err
+  assert err.count("NaN/Inf") == 1 and "sweep cells a:" in err
+  with pytest.raises(
+    experiment.TrainingDiverged, match="every sweep cell has a diverged run, last b"
+  ):
+    guard.on_chunk(_chunk([3]))  # one seed of b: no clean cell is left
+
+
+def test_nan_guard_knows_the_runs_that_diverged_before_a_resume(capsys):
+  from rar_jax import checkpoint
+
+  guard = hooks.NanGuard("er", 0.1, checkpoint.NoCheckpoints(), ["a", "a", "b", "b"], diverged={0})
+  guard.on_chunk(_chunk([], finite=False))  # run 0 NaN again after the resume: known
+  assert capsys.readouterr().err == ""
+  guard.on_chunk(_chunk([1]))
+  assert "sweep cells a:" in capsys.readouterr().err
