@@ -156,6 +156,9 @@ def test_defaults_per_platform():
   assert loop.default_conv_impl("cpu", 4, input_grads=False, batching="map") == "xla"
   assert loop.default_conv_impl("cpu", 4, input_grads=False, batching="vmap") == "im2col"
   assert loop.default_stream_loop("cpu", True, "xla", processes=2) == "scan"
+  # Evaluation walks the test set in a loop with the runs vmapped: im2col on the CPU.
+  assert loop.eval_conv_impl("cpu", "xla") == "im2col"
+  assert loop.eval_conv_impl("gpu", "xla") == "xla"
   assert loop.default_conv_impl("gpu", 1) == "xla"
   assert loop.default_conv_impl("gpu", 16) == "im2col"
   assert loop.default_conv_impl("tpu", 16) == "xla"
