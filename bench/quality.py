@@ -35,7 +35,7 @@ import os
 
 from _common import quiet
 
-from rar_jax import experiment
+from rar_jax import experiment, results
 from rar_jax.config import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,8 +114,7 @@ def tuned(method, names=None):
         cells += json.load(f)["cells"]
   if not cells:
     raise SystemExit(f"run the tune stage first (no tuning results for {method})")
-  best = max(cells, key=lambda c: (not c.get("diverged_seeds"), c["final_avg_accuracy"]["mean"]))
-  return best["overrides"]
+  return max(cells, key=results.rank)["overrides"]
 
 
 # The learning rate with the RAR keys, on the validation split (alpha = eps / 5).

@@ -33,10 +33,14 @@ def load_metrics():
   return out
 
 
+def _mean_2se(d) -> str:
+  return f"{d.mean():+.3f} ± {metrics.two_se(d):.3f}"
+
+
 def paired(a, b):
   """Mean ± 2SE of the per-seed difference a - b (same seeds, same streams)."""
   d = np.array(a["final_avg_accuracy"]["per_seed"]) - np.array(b["final_avg_accuracy"]["per_seed"])
-  return f"{d.mean():+.3f} ± {metrics.two_se(d):.3f}"
+  return _mean_2se(d)
 
 
 def quality_tables(m):
@@ -145,7 +149,7 @@ def paired_by_seed(a, b):
   if not pairs:
     return "no common seeds"
   d = np.array([x - y for x, y in pairs])
-  return f"{d.mean():+.3f} ± {metrics.two_se(d):.3f} ({int((d > 0).sum())} of {len(d)} seeds)"
+  return f"{_mean_2se(d)} ({int((d > 0).sum())} of {len(d)} seeds)"
 
 
 def resnet_table(m):

@@ -382,7 +382,7 @@ def _compile(plan: RunPlan, placed: _Placed, run: _RunState, module, tx, config)
     n: runner.lower(run.states, placed.data_x, placed.data_y, placed.index(0, 0, n)).compile()
     for n in sorted({chunk, steps % chunk} - {0})
   }
-  if isinstance(module, models.ReducedResNet18):
+  if hasattr(module, "conv_impl"):  # any conv model with a choice of convolutions
     impl = loop.eval_conv_impl(jax.devices()[0].platform, module.conv_impl)
     module = module.clone(conv_impl=impl)
   # im2col's patches grow with the chunk: smaller evaluation chunks for conv nets.

@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from rar_jax import metrics as metrics_lib
+from rar_jax import results as results_lib
 from rar_jax import sweep as sweep_lib
 
 
@@ -171,10 +172,7 @@ def comparison_table(results: Sequence[Mapping]) -> str:
 def sweep_table(result: Mapping) -> str:
   """A Markdown table of a sweep's cells, best first (cells with a diverged
   seed after the others, as `rar_jax.results.MethodResult.best` ranks them)."""
-  cells = sorted(
-    result["cells"],
-    key=lambda r: (bool(r.get("diverged_seeds")), -r["final_avg_accuracy"]["mean"]),
-  )
+  cells = sorted(result["cells"], key=results_lib.rank, reverse=True)
   rows = [
     f"{result['method']}, {result['num_seeds']} seeds per cell, {result['eval_split']} split",
     "",

@@ -5,11 +5,17 @@ the best cell's numbers at the top level beside the list of cells."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Mapping
 
 import numpy as np
 
 from rar_jax import metrics as metrics_lib
+
+
+def rank(cell: Mapping) -> tuple:
+  """How cells (metrics.json's ``cells``) are ranked, best last: clean cells
+  (no diverged seed) above the others, then by mean final average accuracy."""
+  return (not cell.get("diverged_seeds"), cell["final_avg_accuracy"]["mean"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +62,12 @@ class MethodResult:
   def best(self) -> CellResult:
     """The cell with the highest mean final average accuracy among those where
     no seed diverged (if every cell has a diverged seed, among all)."""
-    return max(self.cells, key=lambda c: (not c.diverged_seeds, c.final_avg_accuracy["mean"]))
+    return max(
+      self.cells,
+      key=lambda c: rank(
+        {"diverged_seeds": c.diverged_seeds, "final_avg_accuracy": c.final_avg_accuracy}
+      ),
+    )
 
   def to_dict(self) -> dict:
     return {

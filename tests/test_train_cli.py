@@ -11,6 +11,13 @@ from rar_jax import data, experiment, hooks
 from rar_jax.config import base_config
 
 
+def digits(**overrides):
+  """The embedded digits config end-to-end tests train on, no progress bar."""
+  config = base_config()
+  config.update(dataset="digits", progress=False, **overrides)
+  return config
+
+
 def check_metrics(path, method, num_seeds, num_tasks):
   with open(path) as f:
     m = json.load(f)
@@ -208,17 +215,8 @@ def test_heat_map_counts_tasks_from_one_and_labels_stay_readable():
 
 
 def test_nan_message_counts_from_one_and_names_no_missing_checkpoint(tmp_path):
-  config = base_config()
-  config.update(
-    dataset="digits",
-    methods="er",
-    num_seeds=1,
-    samples_per_task=100,
-    log_every_steps=5,
-    learning_rate=1e30,
-    progress=False,
-    plot=False,
-  )
+  config = digits(methods="er", num_seeds=1, samples_per_task=100, log_every_steps=5, plot=False)
+  config.learning_rate = 1e30
   with pytest.raises(experiment.TrainingDiverged) as e:
     experiment.train_and_evaluate(config, str(tmp_path))
   msg = str(e.value)
@@ -228,21 +226,8 @@ def test_nan_message_counts_from_one_and_names_no_missing_checkpoint(tmp_path):
 
 def _nan_message(ckpt) -> str:
   # Task 2 of 5 (0-based 1), its first chunk of 5 steps went NaN.
-  event = hooks.ChunkEnd(
-    position=25,
-    task=1,
-    num_tasks=5,
-    task_position=5,
-    steps_per_task=20,
-    chunk_steps=5,
-    scalars={},
-    finite=False,
-    diverged_runs=(0,),
-    steps_per_second=1.0,
-    payload=dict,
-  )
   with pytest.raises(experiment.TrainingDiverged) as e:
-    hooks.NanGuard("er", 0.1, ckpt).on_chunk(event)
+    hooks.NanGuard("er", 0.1, ckpt).on_chunk(_chunk([0], position=25, task=1))
   return str(e.value)
 
 
@@ -353,15 +338,12 @@ def test_sensitivity_grid_by_hand():
 
 
 def test_a_beta_epsilon_sweep_writes_its_sensitivity_picture(tmp_path):
-  config = base_config()
-  config.update(
-    dataset="digits",
+  config = digits(
     methods="er_rar",
     num_seeds=1,
     samples_per_task=50,
     mem_size=20,
     keep_checkpoints=0,
-    progress=False,
     sweep="beta_coef=0.1,0.5;epsilon_fgsm=0.1,0.3",
   )
   result = experiment.train_and_evaluate(config, str(tmp_path))["er_rar"]
@@ -378,15 +360,12 @@ def test_a_beta_epsilon_sweep_writes_its_sensitivity_picture(tmp_path):
 
 
 def _diverging_sweep(tmp_path, sweep):
-  config = base_config()
-  config.update(
-    dataset="digits",
+  config = digits(
     methods="er",
     num_seeds=2,
     samples_per_task=100,
     log_every_steps=5,
     keep_checkpoints=0,
-    progress=False,
     plot=False,
     sweep=sweep,
   )
@@ -418,8 +397,9 @@ def test_a_sweep_stops_when_every_cell_diverged(tmp_path):
   assert "every sweep cell has a diverged run" in msg and "learning_rate=1e+30" in msg
 
 
-def _chunk(diverged_runs, finite=None):
-  return hooks.ChunkEnd(
+def _chunk(diverged_runs, finite=None, **fields):
+  """A chunk of 5 steps ending at step 5 of task 1 of 5 (``fields`` override)."""
+  event = dict(
     position=5,
     task=0,
     num_tasks=5,
@@ -432,6 +412,7 @@ def _chunk(diverged_runs, finite=None):
     steps_per_second=1.0,
     payload=dict,
   )
+  return hooks.ChunkEnd(**{**event, **fields})
 
 
 def test_nan_guard_stops_a_sweep_once_every_cell_has_a_diverged_run(capsys):
