@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python bench/step_time.py
+python bench/eval_time.py
 python bench/stream_length.py
 python bench/whole_process.py
 python bench/sweep_time.py

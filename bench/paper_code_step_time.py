@@ -38,6 +38,7 @@ def main():
   p.add_argument("--iter_fgsm", type=int, default=2)
   p.add_argument("--conv_impls", default="auto", help="rar_jax's, comma-separated")
   p.add_argument("--stream_loops", default="auto", help="rar_jax's, comma-separated")
+  p.add_argument("--batch_norm_rows", default="group", help="rar_jax's, comma-separated")
   p.add_argument(
     "--threads",
     type=int,
@@ -97,6 +98,7 @@ def main():
         "--batching=auto",
         f"--conv_impls={a.conv_impls}",
         f"--stream_loops={a.stream_loops}",
+        f"--batch_norm_rows={a.batch_norm_rows}",
       ],
       check=True,
       env=jax_env,

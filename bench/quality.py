@@ -19,6 +19,9 @@ Stages:
   lr        (not run by default) the learning rate tuned with RAR's keys on the
             validation split for er, er_rar, er_ace, er_ace_rar (10 seeds per
             cell), then each method's best cell on the test set (20 seeds).
+  goals     (not run by default) round 5's tuning for issue 12's goals (GOAL_TUNING:
+            epsilon past the edge, the MixUp variants at a tuned rate, memory 500
+            tuned on itself), then the best cells on the test set (GOAL_TESTS).
   resnet    the reduced ResNet-18 (configs/split_fashion_mnist_resnet.py): er,
             er_rar and er_mix_rar on the test set (--resnet_seeds, default 10),
             with the config's beta_coef, or with --resnet_tune one tuned on the
@@ -190,11 +193,58 @@ def attack_steps_stage():
     )
 
 
+# Round 5, for issue 12's goals at the paper's protocol: what round 4 left untried, on the
+# validation split (10 seeds per cell, 5 attack steps, alpha = epsilon / 5).
+GOAL_TUNING = {
+  # epsilon past the lr sweep's edge (0.3 was its largest and its best) at the tuned rate
+  "goal_tune_er_rar_eps": dict(
+    methods="er_rar", sweep="learning_rate=0.05;beta_coef=0.05,0.1,0.2;epsilon_fgsm=0.3,0.5,0.7"
+  ),  # the rate as a one-value sweep key, so that the best cell carries it to the test
+  # the MixUp variants at a tuned rate
+  "goal_tune_er_mix": dict(methods="er_mix", sweep="learning_rate=0.03,0.05,0.1"),
+  "goal_tune_er_mix_rar": dict(
+    methods="er_mix_rar", sweep="learning_rate=0.05,0.1;beta_coef=0.1,0.3;epsilon_fgsm=0.1,0.3"
+  ),
+  # tuned at memory 500 itself
+  "goal_tune_m500_er": dict(methods="er", mem_size=500, sweep="learning_rate=0.03,0.05,0.1"),
+  "goal_tune_m500_er_rar": dict(
+    methods="er_rar",
+    mem_size=500,
+    sweep="learning_rate=0.03,0.05,0.1;beta_coef=0.1,0.3;epsilon_fgsm=0.3,0.5",
+  ),
+}
+# Each test row: (name, method, memory, seeds, the tuning runs its cell is the best of).
+GOAL_TESTS = (
+  ("test_m200_er_rar_goal_tuned", "er_rar", 200, 20, ["tune_lr_er_rar", "goal_tune_er_rar_eps"]),
+  ("test_m200_er_mix_lr_tuned", "er_mix", 200, 20, ["goal_tune_er_mix"]),
+  ("test_m200_er_mix_rar_lr_tuned", "er_mix_rar", 200, 20, ["goal_tune_er_mix_rar"]),
+  ("test_m500_er_m500_tuned", "er", 500, 10, ["goal_tune_m500_er"]),
+  ("test_m500_er_rar_m500_tuned", "er_rar", 500, 10, ["goal_tune_m500_er_rar"]),
+)
+
+
+def goal_stage(skip_done, phase="all"):
+  """The round-5 tuning (``GOAL_TUNING``), then each row of ``GOAL_TESTS`` on
+  the test set with its best validation cell (``phase``: tune | test | all)."""
+  common = dict(eval_split="validation", num_seeds=10, iter_fgsm=5, alpha_fgsm=None)
+  if phase in ("tune", "all"):
+    for name, overrides in GOAL_TUNING.items():
+      if not (skip_done and done(name)):
+        run(name, **common, **overrides)
+  if phase in ("test", "all"):
+    for name, method, mem, seeds, names in GOAL_TESTS:
+      if not (skip_done and done(name)):
+        best = tuned(method, names)
+        run(
+          name, methods=method, mem_size=mem, num_seeds=seeds, iter_fgsm=5, alpha_fgsm=None, **best
+        )
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument(
     "--only",
-    choices=("tune", "test", "ablation", "full", "resnet", "lr", "attack_steps"),
+    choices=("tune", "test", "ablation", "full", "resnet", "lr", "attack_steps", "goals"),
     default=None,
   )
   p.add_argument("--resnet_seeds", type=int, default=10)
@@ -202,10 +252,17 @@ def main():
   p.add_argument("--lr_memories", default="200", help="memory sizes of the lr stage's test runs")
   p.add_argument("--resnet_methods", default="er,er_rar,er_mix_rar")
   p.add_argument(
+    "--resnet_batch_norm_rows", default="group", choices=("group", "joint"), help="see README"
+  )
+  p.add_argument(
+    "--resnet_beta", type=float, default=None, help="beta_coef instead of --resnet_tune's"
+  )
+  p.add_argument(
     "--resnet_tune",
     action="store_true",
     help="tune beta_coef on the validation split first (else the config's)",
   )
+  p.add_argument("--goal_phase", default="all", choices=("tune", "test", "all"))
   p.add_argument("--skip_done", action="store_true", help="skip tuning runs already done")
   p.add_argument("--run_batching", default="auto", help="auto | vmap | map (see README)")
   a = p.parse_args()
@@ -286,9 +343,17 @@ def main():
     )
   if a.only == "attack_steps":
     attack_steps_stage()
+  if a.only == "goals":
+    goal_stage(a.skip_done, a.goal_phase)
   if a.only == "resnet":
     # Long runs: checkpoints kept, so rerunning the stage resumes where it stopped.
-    resnet = dict(config_module="split_fashion_mnist_resnet", keep_checkpoints=1, overwrite=False)
+    resnet = dict(
+      config_module="split_fashion_mnist_resnet",
+      keep_checkpoints=1,
+      overwrite=False,
+      batch_norm_rows=a.resnet_batch_norm_rows,
+    )
+    suffix = "" if a.resnet_batch_norm_rows == "group" else f"_bn_{a.resnet_batch_norm_rows}"
     best = {}
     if a.resnet_tune:
       if not (a.skip_done and done("resnet_tune_er_rar")):
@@ -301,10 +366,12 @@ def main():
           **resnet,
         )
       best = tuned("er_rar", ["resnet_tune_er_rar"])
+    if a.resnet_beta is not None:
+      best = {"beta_coef": a.resnet_beta}
     # One folder per method, so methods can run as separate processes (one per core).
     for method in a.resnet_methods.split(","):
       run(
-        f"resnet_test_s{a.resnet_seeds}/{method}",
+        f"resnet_test_s{a.resnet_seeds}{suffix}/{method}",
         methods=method,
         num_seeds=a.resnet_seeds,
         **best,

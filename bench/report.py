@@ -168,18 +168,32 @@ def resnet_table(m):
       ),
     ),
   ]
+  er_joint = m.get(("resnet_test_s10_bn_joint", "er"))
+  rows += [
+    ("er, joint batch norm", er_joint),
+    ("er_rar, joint batch norm", m.get(("resnet_test_s10_bn_joint", "er_rar"))),
+  ]
+  base = {"er, joint batch norm": er_joint, "er_rar, joint batch norm": er_joint}
   cells = [
     [
       method,
       len(r["seeds"]),
       pm(r["final_avg_accuracy"]),
       pm(r["final_forgetting"]),
-      paired_by_seed(r, er) if er and method != "er" else "",
+      paired_by_seed(r, base.get(method, er)) if er and r is not base.get(method, er) else "",
+      paired_by_seed(r, er) if er and er_joint and r is er_joint else "",
     ]
     for method, r in rows
     if r
   ]
-  cols = ["method", "seeds", "final avg accuracy", "forgetting", "paired vs ER"]
+  cols = [
+    "method",
+    "seeds",
+    "final avg accuracy",
+    "forgetting",
+    "paired vs ER (same batch norm)",
+    "paired vs ER (group)",
+  ]
   return "\n".join(table("Reduced ResNet-18, Split Fashion-MNIST", "test split", cols, cells))
 
 
@@ -235,6 +249,35 @@ def learning_rate_table(m):
     "paired vs base",
   ]
   return "\n".join(table("Learning rate tuned on validation", "test split", cols, cells))
+
+
+def goals_table(m):
+  """Round 5's test rows for issue 12's goals (bench/quality.py --only goals)."""
+  rows = [  # (memory, method, run, its base run)
+    (200, "er_rar", "test_m200_er_rar_goal_tuned", ("test_m200_er_lr_tuned", "er")),
+    (200, "er_mix", "test_m200_er_mix_lr_tuned", None),
+    (200, "er_mix_rar", "test_m200_er_mix_rar_lr_tuned", ("test_m200_er_mix_lr_tuned", "er_mix")),
+    (500, "er", "test_m500_er_m500_tuned", None),
+    (500, "er_rar", "test_m500_er_rar_m500_tuned", ("test_m500_er_m500_tuned", "er")),
+  ]
+  cells = []
+  for mem, method, name, base in rows:
+    r = m.get((name, method))
+    if r:
+      b = m.get(base) if base else None
+      cells.append(
+        [
+          mem,
+          method,
+          tuned_keys(name, "rar" in method),
+          len(r["seeds"]),
+          pm(r["final_avg_accuracy"]),
+          pm(r["final_forgetting"]),
+          f"{paired_by_seed(r, b)} (vs {base[1]})" if b else "",
+        ]
+      )
+  cols = ["memory", "method", "tuned", "seeds", "final avg accuracy", "forgetting", "paired"]
+  return "\n".join(table("Round 5: more tuning for the goals", "test split", cols, cells))
 
 
 def tuning_tables(m):
@@ -395,6 +438,8 @@ def main():
     + quality_tables(m)
     + "\n"
     + learning_rate_table(m)
+    + "\n"
+    + goals_table(m)
     + "\n"
     + resnet_table(m)
     + "\n\n## Tuning\n"

@@ -9,6 +9,7 @@ advancing together), ms per seed-step, compile seconds.
 """
 
 import argparse
+import itertools
 import json
 import platform
 import subprocess
@@ -37,9 +38,10 @@ def measure(
   conv_impl="auto",
   stream_loop="auto",
   matmul_precision="default",
+  batch_norm_rows="group",
 ):
   cfg = rar_jax.ReplayConfig.from_method(
-    method, num_classes=10, mem_size=mem_size, batch_size_mem=10
+    method, num_classes=10, mem_size=mem_size, batch_size_mem=10, batch_norm_rows=batch_norm_rows
   )
   if batching == "auto":
     batching = loop.default_batching(1)
@@ -102,6 +104,7 @@ def measure(
     "platform": jax.devices()[0].platform,
     "host": platform.node(),
     "cpu": cpu_model(),
+    "batch_norm_rows": batch_norm_rows,
   }
 
 
@@ -138,6 +141,9 @@ def main():
     default="default",
     help="jax_default_matmul_precision: default (TF32 on recent GPUs), highest",
   )
+  p.add_argument(
+    "--batch_norm_rows", default="group", help="comma-separated: group, joint (README)"
+  )
   p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
   a = p.parse_args()
   if a.one:  # one measurement, in this process
@@ -155,6 +161,7 @@ def main():
           conv_impl=a.conv_impls,
           stream_loop=a.stream_loops,
           matmul_precision=a.matmul_precision,
+          batch_norm_rows=a.batch_norm_rows,
         )
       ),
       flush=True,
@@ -166,7 +173,9 @@ def main():
     for method in a.methods.split(","):
       for s in a.seeds.split(","):
         for conv_impl in a.conv_impls.split(",") if model_name != "mlp" else ["auto"]:
-          for stream_loop in a.stream_loops.split(","):
+          for stream_loop, bn in itertools.product(
+            a.stream_loops.split(","), a.batch_norm_rows.split(",")
+          ):
             subprocess.run(
               [
                 sys.executable,
@@ -183,6 +192,7 @@ def main():
                 f"--conv_impls={conv_impl}",
                 f"--stream_loops={stream_loop}",
                 f"--matmul_precision={a.matmul_precision}",
+                f"--batch_norm_rows={bn}",
               ],
               check=True,
             )

@@ -55,6 +55,10 @@ def base_config() -> ConfigDict:
   c.mem_size = 200
   c.batch_size_mem = 10
   c.storage_policy = "reservoir"  # reservoir | class_balanced
+  # Batch norm in one loss's pass: group (statistics per row group: incoming, replay,
+  # perturbed replay; the paper's code) | joint (over all its rows, as Avalanche's
+  # concatenated minibatch). Models without batch norm ignore it.
+  c.batch_norm_rows = "group"
   c.buffer_update = "online"  # online | per_experience
   # None = the loss's replay rule: exclude the incoming labels (CE, the paper's
   # code), replay from the whole buffer (ACE).
@@ -141,6 +145,7 @@ def replay_parts(config: ConfigDict, method: str, num_classes: int) -> Tuple[Rep
     attack_target=config.attack_target,
     feature_layer=config.feature_layer,
     storage_policy=config.storage_policy,
+    batch_norm_rows=config.batch_norm_rows,
     buffer_update=config.buffer_update,
     replay_iters=config.replay_iters,
     aser_k=config.aser_k,

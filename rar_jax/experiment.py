@@ -317,6 +317,7 @@ class _RunState:
   acc: np.ndarray
   position: int = 0
   train_seconds: float = 0.0
+  eval_seconds: float = 0.0  # this session's (not in the checkpoint)
   # Runs whose loss went NaN/Inf (a sweep trains the other cells on). Not in the
   # checkpoint: a restore reads it back from the parameters (`_diverged_runs`).
   diverged: Set[int] = dataclasses.field(default_factory=set)
@@ -368,6 +369,7 @@ class _Programs:
   evaluate: Any
   fill: Any
   compile_seconds: float
+  eval_execution: Dict[str, str]  # eval_loop, and eval_conv_impl for conv models
 
 
 def _compile(plan: RunPlan, placed: _Placed, run: _RunState, module, tx, config) -> _Programs:
@@ -382,21 +384,28 @@ def _compile(plan: RunPlan, placed: _Placed, run: _RunState, module, tx, config)
     n: runner.lower(run.states, placed.data_x, placed.data_y, placed.index(0, 0, n)).compile()
     for n in sorted({chunk, steps % chunk} - {0})
   }
+  eval_execution = {"eval_loop": "map"}
   if hasattr(module, "conv_impl"):  # any conv model with a choice of convolutions
-    impl = loop.eval_conv_impl(jax.devices()[0].platform, module.conv_impl)
-    module = module.clone(conv_impl=impl)
-  # im2col's patches grow with the chunk: smaller evaluation chunks for conv nets.
+    ev = loop.eval_execution(jax.devices()[0].platform, module.conv_impl, jax.device_count())
+    module = module.clone(conv_impl=ev["conv_impl"])
+    eval_execution = {"eval_conv_impl": ev["conv_impl"], "eval_loop": ev["eval_loop"]}
+  # Conv nets: one run's chunk of 250 in the host loop (100-250 ran alike; fewer calls); in one
+  # program every run's im2col patches grow with the chunk, so 100 there.
+  eval_chunk = 1000
+  if config.model in models.CONV_MODELS:
+    eval_chunk = 250 if eval_execution["eval_loop"] == "host" else 100
   evaluator: Any = loop.make_evaluator(
     module,
     plan.num_tasks,
-    chunk=100 if config.model in models.CONV_MODELS else 1000,
+    chunk=eval_chunk,
     eval_protocol=config.eval_protocol,
+    eval_loop=eval_execution["eval_loop"],
   )
   evaluate = evaluator.lower(
     run.states, placed.eval_x, placed.eval_y, placed.task_of_class
   ).compile()
   fill = loop.make_buffer_filler() if plan.replay.buffer_update == "per_experience" else None
-  return _Programs(chunks, evaluate, fill, time.perf_counter() - t0)
+  return _Programs(chunks, evaluate, fill, time.perf_counter() - t0, eval_execution)
 
 
 def _train(
@@ -446,13 +455,21 @@ def _train(
       run.states = programs.fill(
         run.states, placed.data_x, placed.data_y, placed.index(t, 0, steps)
       )
+    t1 = time.perf_counter()
     run.acc[:, t, :] = _gather(
       programs.evaluate(run.states, placed.eval_x, placed.eval_y, placed.task_of_class)
     )
+    seconds = time.perf_counter() - t1
+    run.eval_seconds += seconds
     hooks_lib.call(
       hooks,
       hooks_lib.TaskEnd(
-        run.position, t, plan.num_tasks, run.acc[_live_runs(plan, run), t].mean(0), run.payload
+        run.position,
+        t,
+        plan.num_tasks,
+        run.acc[_live_runs(plan, run), t].mean(0),
+        run.payload,
+        seconds,
       ),
     )
 
@@ -492,6 +509,8 @@ def _summarise(
     "num_runs": plan.num_runs,
     "run_batching": plan.batching,
     **plan.execution,
+    **programs.eval_execution,
+    "eval_seconds": run.eval_seconds,
     "devices": num_devices,
     "processes": jax.process_count(),
     "device": jax.devices()[0].platform,

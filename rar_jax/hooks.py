@@ -41,6 +41,7 @@ class TaskEnd:
   num_tasks: int
   accuracy: np.ndarray  # [num_tasks] seed-mean accuracy on every task after this one
   payload: Callable[[], Any]
+  eval_seconds: float = 0.0  # this evaluation's wall time, all runs
 
   @property
   def average(self) -> float:
@@ -173,7 +174,7 @@ class Progress(Hook):
     row = " ".join(f"{a:.3f}" if j <= e.task else "  -  " for j, a in enumerate(e.accuracy))
     line = (
       f"[{self.method}] after task {e.task + 1}/{e.num_tasks}: accuracy per task "
-      f"[{row}], average {e.average:.3f}"
+      f"[{row}], average {e.average:.3f} (evaluated in {e.eval_seconds:.1f} s)"
     )
     if self._bar is not None:
       self._bar.write(line, file=sys.stderr)  # above the bar

@@ -232,12 +232,24 @@ def resolve_execution(
   return {"conv_impl": conv_impl, "stream_loop": stream_loop}
 
 
-def eval_conv_impl(platform: str, conv_impl: str) -> str:
-  """How evaluation convolves: im2col on the CPU whatever training uses, since
-  evaluation walks the test set inside a loop (`lax.map`) with the runs
-  vmapped, where XLA's CPU convolutions are ~10x slower and grouped (measured:
-  10 ResNet runs took minutes per task with XLA's). Same parameters."""
-  return "im2col" if platform == "cpu" else conv_impl
+EVAL_LOOPS = ("map", "host")
+
+
+def eval_execution(platform: str, conv_impl: str, devices: int = 1) -> dict:
+  """How a conv model is evaluated: ``conv_impl`` and ``eval_loop``.
+
+  On one CPU device: XLA's convolutions called from a host loop over runs and
+  test-set chunks (measured 2.3x faster than im2col with the runs vmapped;
+  BENCHMARKS.md), since inside `lax.map` XLA's CPU convolutions are ~10x
+  slower and vmapped they are grouped. Runs spread over several devices or
+  processes stay in one program: im2col inside the map on the CPU, the
+  training choice elsewhere.
+  """
+  if platform != "cpu":
+    return {"conv_impl": conv_impl, "eval_loop": "map"}
+  if devices == 1:
+    return {"conv_impl": "xla", "eval_loop": "host"}
+  return {"conv_impl": "im2col", "eval_loop": "map"}
 
 
 def make_buffer_filler() -> Callable:
@@ -253,41 +265,103 @@ def make_buffer_filler() -> Callable:
 
 
 def make_evaluator(
-  module: nn.Module, num_tasks: int, chunk: int = 1000, eval_protocol: str = "class"
+  module: nn.Module,
+  num_tasks: int,
+  chunk: int = 1000,
+  eval_protocol: str = "class",
+  eval_loop: str = "map",
 ) -> Callable:
   """``evaluate(states, x, y, task_of_class[seeds, C]) -> accuracy[seeds, num_tasks]``.
 
-  The evaluation set is walked in chunks (`lax.map`) to bound memory for
-  large models and many seeds. Tasks with no evaluation sample get NaN.
+  The evaluation set is walked in chunks to bound memory for large models and
+  many seeds: inside the program (`lax.map`, runs vmapped) with
+  ``eval_loop="map"``; from Python, one run and one chunk at a time, with
+  ``"host"`` (see `eval_execution`). Tasks with no evaluation sample get NaN.
   ``eval_protocol="class"``: argmax over every class (class-incremental);
   ``"task"``: over the classes of the sample's task only (task-incremental).
+  The result is jitted or behaves like a jitted function (``.lower(...).compile()``).
   """
   if eval_protocol not in ("class", "task"):
     raise ValueError(f"eval_protocol={eval_protocol!r} is invalid: one of ('class', 'task')")
+  if eval_loop not in EVAL_LOOPS:
+    raise ValueError(f"eval_loop={eval_loop!r} is invalid: one of {EVAL_LOOPS}")
   predict = make_predict(module)
 
-  def evaluate_one(state: TrainState, x, y, task_of_class):
+  def correct(state: TrainState, xb, yb, task_of_class):
+    logits = predict(state.params, state.batch_stats, xb)
+    if eval_protocol == "task":  # the task is known at test time
+      logits = jnp.where(task_of_class[None, :] == task_of_class[yb][:, None], logits, -jnp.inf)
+    return jnp.argmax(logits, -1) == yb
+
+  def pad(x, y):
     n = x.shape[0]
-    pad = (-n) % chunk
-    xp = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-    yp = jnp.pad(y, (0, pad))
-    valid = jnp.arange(n + pad) < n
+    rows = (-n) % chunk
+    xp = jnp.pad(x, [(0, rows)] + [(0, 0)] * (x.ndim - 1))
+    return xp, jnp.pad(y, (0, rows)), jnp.arange(n + rows) < n
 
-    def correct(batch):
-      xb, yb = batch
-      logits = predict(state.params, state.batch_stats, xb)
-      if eval_protocol == "task":  # the task is known at test time
-        logits = jnp.where(task_of_class[None, :] == task_of_class[yb][:, None], logits, -jnp.inf)
-      return jnp.argmax(logits, -1) == yb
-
-    hits = jax.lax.map(correct, (xp.reshape(-1, chunk, *x.shape[1:]), yp.reshape(-1, chunk)))
+  def per_task(hits, yp, valid, task_of_class):
     hits = hits.reshape(-1) & valid
     task = task_of_class[yp]
     right = jax.ops.segment_sum(hits.astype(jnp.float32), task, num_tasks)
     total = jax.ops.segment_sum(valid.astype(jnp.float32), task, num_tasks)
     return jnp.where(total > 0, right / jnp.maximum(total, 1.0), jnp.nan)
 
+  if eval_loop == "host":
+    return _HostEvaluator(correct, pad, per_task, chunk)
+
+  def evaluate_one(state: TrainState, x, y, task_of_class):
+    xp, yp, valid = pad(x, y)
+    hits = jax.lax.map(
+      lambda b: correct(state, b[0], b[1], task_of_class),
+      (xp.reshape(-1, chunk, *x.shape[1:]), yp.reshape(-1, chunk)),
+    )
+    return per_task(hits, yp, valid, task_of_class)
+
   return jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None, 0)))
+
+
+class _HostEvaluator:
+  """A Python loop over runs and test-set chunks around one compiled chunk
+  program (see `make_evaluator`)."""
+
+  def __init__(self, correct: Callable, pad: Callable, per_task: Callable, chunk: int):
+    self.chunk = chunk
+
+    def chunk_hits(state, xp, yp, task_of_class, start):
+      xb = jax.lax.dynamic_slice_in_dim(xp, start, chunk)
+      return correct(state, xb, jax.lax.dynamic_slice_in_dim(yp, start, chunk), task_of_class)
+
+    self._jitted = jax.jit(chunk_hits)
+    self._hits = self._jitted
+    self._pad = jax.jit(pad)
+    self._per_task = jax.jit(jax.vmap(per_task, in_axes=(0, None, None, 0)))
+
+  def lower(self, states, x, y, task_of_class):
+    """Ahead-of-time compilation, as ``jax.jit(...).lower(...)`` offers."""
+    evaluator = self
+    xp, yp, _ = jax.eval_shape(self._pad, x, y)
+    one = jax.tree.map(lambda a: a[0], states)
+
+    class Lowered:
+      def compile(self):
+        if evaluator._hits is evaluator._jitted:  # one chunk program serves every call
+          evaluator._hits = evaluator._jitted.lower(one, xp, yp, task_of_class[0], 0).compile()
+        return evaluator
+
+    return Lowered()
+
+  def __call__(self, states, x, y, task_of_class):
+    xp, yp, valid = self._pad(x, y)
+    runs = task_of_class.shape[0]
+    hits = []
+    for r in range(runs):
+      state = jax.tree.map(lambda a: a[r], states)
+      row = [
+        self._hits(state, xp, yp, task_of_class[r], start)
+        for start in range(0, xp.shape[0], self.chunk)
+      ]
+      hits.append(jnp.concatenate(row))
+    return self._per_task(jnp.stack(hits), yp, valid, task_of_class)
 
 
 # ---------------------------------------------------------------- placement

@@ -49,6 +49,9 @@ LOSSES = ("ce", "ace")
 ASER_TYPES = ("asvm", "asv", "neg_sv")
 ATTACK_PARAMS = ("lookahead", "current")
 ATTACK_TARGETS = ("features", "label")
+# Batch-norm statistics: per row group, one pass each (the paper's code), or
+# joint over the rows of one loss (Avalanche concatenates incoming and replay rows).
+BATCH_NORM_ROWS = ("group", "joint")
 BUFFER_UPDATES = ("online", "per_experience")
 # Inputs are floats in [0, 1] (`rar_jax.data.to_unit_float`); RAR clips to this range.
 DATA_RANGE = (0.0, 1.0)
@@ -135,6 +138,7 @@ class ReplayConfig:
   replay_iters: int = 1  # updates per incoming batch, each with a fresh replay draw
   attack_target: str = "features"
   feature_layer: str = "penultimate"
+  batch_norm_rows: str = "group"
   storage_policy: str = "reservoir"
   buffer_update: str = "online"
 
@@ -156,6 +160,7 @@ class ReplayConfig:
       ("aser_type", ASER_TYPES),
       ("attack_params", ATTACK_PARAMS),
       ("attack_target", ATTACK_TARGETS),
+      ("batch_norm_rows", BATCH_NORM_ROWS),
       ("storage_policy", buffer_lib.POLICIES),
       ("buffer_update", BUFFER_UPDATES),
     ):

@@ -248,7 +248,8 @@ SENSITIVITY_KEYS = ("beta_coef", "epsilon_fgsm")
 def sensitivity_grid(result: Mapping):
   """``(betas, epsilons, accuracy [beta, eps])`` of a sweep over beta_coef and
   epsilon_fgsm (the paper's sensitivity analysis): mean final average accuracy
-  per cell, the best over any other swept key; None without both keys."""
+  per cell, the best over any other swept key; None without both keys. Cells
+  with a diverged run never count: a pair whose cells all diverged is NaN."""
   cells = result.get("cells", ())
   if not cells or not all(k in cells[0]["overrides"] for k in SENSITIVITY_KEYS):
     return None
@@ -256,6 +257,8 @@ def sensitivity_grid(result: Mapping):
   epss = sorted({c["overrides"]["epsilon_fgsm"] for c in cells})
   grid = np.full((len(betas), len(epss)), np.nan)
   for c in cells:
+    if c.get("diverged_seeds"):
+      continue
     i, j = betas.index(c["overrides"]["beta_coef"]), epss.index(c["overrides"]["epsilon_fgsm"])
     grid[i, j] = np.fmax(grid[i, j], c["final_avg_accuracy"]["mean"])
   return betas, epss, grid
@@ -272,11 +275,12 @@ def sensitivity_figure(result: Mapping, title: str):
       ax.text(
         j,
         i,
-        f"{grid[i, j]:.3f}",
+        "diverged" if np.isnan(grid[i, j]) else f"{grid[i, j]:.3f}",
         ha="center",
         va="center",
         fontsize=8,
-        color="black" if grid[i, j] > np.nanmean(grid) else "white",
+        # NaN cells are left blank (white) by imshow.
+        color="black" if not grid[i, j] <= np.nanmean(grid) else "white",
       )
   ax.set(
     xticks=range(len(epss)),

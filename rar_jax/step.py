@@ -56,9 +56,10 @@ class _Model:
   """Applies a Flax module the way the step needs: train-mode batch norm over
   the valid rows only, optional sown features."""
 
-  def __init__(self, module: nn.Module, feature_layer: str):
+  def __init__(self, module: nn.Module, feature_layer: str, joint_rows: bool = False):
     self.module = module
     self.feature_layer = feature_layer
+    self.joint_rows = joint_rows  # batch_norm_rows="joint"
 
   def __call__(self, params, batch_stats, x, mask, *, features=False):
     variables = {"params": params}
@@ -82,11 +83,12 @@ class _Model:
     return logits, feats, new_stats
 
   def forward_groups(self, params, batch_stats, xs: Sequence, masks: Sequence, *, features=False):
-    """Forward over several row groups. Without batch norm one fused pass (the
-    step is bound by reading the weights, so fewer passes is faster); with it,
-    one pass per group, as the paper's code does, so statistics stay per group."""
-    if not batch_stats:
-      logits, feats, _ = self(
+    """Forward over several row groups. Without batch norm, or with joint
+    statistics, one fused pass (the step is bound by reading the weights, so
+    fewer passes is faster); with per-group statistics one pass per group, as
+    the paper's code does."""
+    if not batch_stats or self.joint_rows:
+      logits, feats, batch_stats = self(
         params, batch_stats, jnp.concatenate(xs), jnp.concatenate(masks), features=features
       )
       splits = [sum(x.shape[0] for x in xs[:i]) for i in range(1, len(xs))]
@@ -154,7 +156,7 @@ class _Update:
     chain: stages_lib.Chain,
   ):
     self.tx, self.cfg, self.chain = tx, cfg, chain
-    self.model = _Model(module, cfg.feature_layer)
+    self.model = _Model(module, cfg.feature_layer, cfg.batch_norm_rows == "joint")
     self.exclude_current = chain.excludes_current(cfg)
     # Without a look-ahead the replay batch does not depend on the incoming
     # gradient, so incoming and replay rows share one pass.
@@ -222,12 +224,21 @@ class _Update:
       groups = [self.current_group(ctx), Group(xm, tm, mm, 1.0, True)]
       (_, (stats, terms)), grads = self.grad_fn(ctx.params, ctx.batch_stats, groups, ctx)
       return grads, stats, terms[0], terms[1], jnp.sum(mm), {}
+    stats_before = ctx.batch_stats
     loss_cur, g_cur, ctx = self.with_lookahead(ctx)
     xm, tm, mm = self.replay_batch(ctx, k_ret, k_mix)
     metrics, parts = {}, [(xm, 1.0)]
     if self.chain.perturb is not None:
       parts, metrics = self.chain.perturb.fn(ctx, xm, tm, mm)
     groups = [Group(gx, tm, mm, w, True) for gx, w in parts]
+    if self.model.joint_rows and ctx.batch_stats:
+      # Joint statistics: the update's gradient from one pass over the incoming
+      # and replay rows (the look-ahead pass only served the look-ahead; its
+      # statistics are dropped so the incoming rows count once).
+      groups = [self.current_group(ctx)] + groups
+      (_, (stats, terms)), grads = self.grad_fn(ctx.params, stats_before, groups, ctx)
+      loss_rep = sum(g.weight * t for g, t in zip(groups[1:], terms[1:]))
+      return grads, stats, terms[0], loss_rep, jnp.sum(mm), metrics
     (loss_rep, (stats, _)), g_rep = self.grad_fn(ctx.params, ctx.batch_stats, groups, ctx)
     return jax.tree.map(jnp.add, g_cur, g_rep), stats, loss_cur, loss_rep, jnp.sum(mm), metrics
 

@@ -41,6 +41,7 @@ BAD_CONFIGS = [
   (dict(num_seeds=0), ["num_seeds=0"]),
   (dict(storage_policy="fifo"), ["storage_policy='fifo'", "class_balanced"]),
   (dict(attack_target="logits"), ["attack_target='logits'", "features"]),
+  (dict(batch_norm_rows="both"), ["batch_norm_rows='both'", "joint"]),
   (dict(buffer_update="never"), ["buffer_update='never'", "per_experience"]),
   (dict(data_source="web"), ["data_source='web'", "tfds"]),
   (dict(mir_candidates=500, methods="mir"), ["mir_candidates=500", "mem_size=200"]),

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import rar_jax
 from rar_jax import loop
@@ -33,7 +34,8 @@ def numpy_accuracy(pred, y, task_of_class, num_tasks):
   return acc
 
 
-def test_per_task_accuracy_with_a_partial_last_chunk_and_an_empty_task():
+@pytest.mark.parametrize("eval_loop", loop.EVAL_LOOPS)
+def test_per_task_accuracy_with_a_partial_last_chunk_and_an_empty_task(eval_loop):
   rng = np.random.default_rng(0)
   n, num_tasks = 23, 4  # chunks of 10: the last one holds 3 samples and 7 padding rows
   y = rng.integers(0, 5, n)  # class 5 never occurs
@@ -52,7 +54,11 @@ def test_per_task_accuracy_with_a_partial_last_chunk_and_an_empty_task():
   states = loop.init_states(
     module, tx, cfg, rar_jax.Hyper.create(opt_lr=0.1), loop.seed_keys([0, 1]), jnp.asarray(x[:2])
   )
-  evaluate = loop.make_evaluator(module, num_tasks, chunk=10)
+  evaluate = loop.make_evaluator(module, num_tasks, chunk=10, eval_loop=eval_loop)
+  if eval_loop == "host":  # compiled ahead of time, as train.py does
+    evaluate = evaluate.lower(
+      states, jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.asarray(task_of_class, jnp.int32)
+    ).compile()
   got = np.asarray(
     evaluate(
       states, jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.asarray(task_of_class, jnp.int32)
@@ -66,7 +72,8 @@ def test_per_task_accuracy_with_a_partial_last_chunk_and_an_empty_task():
   assert not np.allclose(got[0, :3], got[1, :3])  # the mapping is per seed
 
 
-def test_chunk_size_does_not_change_the_numbers():
+@pytest.mark.parametrize("eval_loop", loop.EVAL_LOOPS)
+def test_chunk_size_does_not_change_the_numbers(eval_loop):
   rng = np.random.default_rng(1)
   n = 37
   y = rng.integers(0, C, n)
@@ -85,7 +92,7 @@ def test_chunk_size_does_not_change_the_numbers():
   )
   expected = numpy_accuracy(x[:, 0].astype(int), y, task_of_class[0], 3)
   for chunk in (8, 100):  # a partial last chunk; one chunk mostly padding
-    got = loop.make_evaluator(module, 3, chunk=chunk)(
+    got = loop.make_evaluator(module, 3, chunk=chunk, eval_loop=eval_loop)(
       states, jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.asarray(task_of_class, jnp.int32)
     )
     np.testing.assert_allclose(np.asarray(got)[0], expected, atol=1e-6)

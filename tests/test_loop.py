@@ -156,9 +156,11 @@ def test_defaults_per_platform():
   assert loop.default_conv_impl("cpu", 4, input_grads=False, batching="map") == "xla"
   assert loop.default_conv_impl("cpu", 4, input_grads=False, batching="vmap") == "im2col"
   assert loop.default_stream_loop("cpu", True, "xla", processes=2) == "scan"
-  # Evaluation walks the test set in a loop with the runs vmapped: im2col on the CPU.
-  assert loop.eval_conv_impl("cpu", "xla") == "im2col"
-  assert loop.eval_conv_impl("gpu", "xla") == "xla"
+  # Evaluation: a host loop over runs and chunks with XLA's convolutions on
+  # one CPU device; in one program (im2col on the CPU) over several devices.
+  assert loop.eval_execution("cpu", "im2col") == {"conv_impl": "xla", "eval_loop": "host"}
+  assert loop.eval_execution("cpu", "xla", 2) == {"conv_impl": "im2col", "eval_loop": "map"}
+  assert loop.eval_execution("gpu", "im2col", 1) == {"conv_impl": "im2col", "eval_loop": "map"}
   assert loop.default_conv_impl("gpu", 1) == "xla"
   assert loop.default_conv_impl("gpu", 16) == "im2col"
   assert loop.default_conv_impl("tpu", 16) == "xla"

@@ -336,3 +336,85 @@ def test_rar_preview_needs_a_perturb_stage():
   cfg = rar_jax.ReplayConfig.from_method("er", num_classes=C)
   with pytest.raises(ValueError, match="needs a chain with a retrieve and a perturb stage"):
     rar_jax.step.make_rar_preview(MLP, rar_jax.make_optimizer(LR), cfg)
+
+
+@pytest.mark.parametrize("rows", ["group", "joint"])
+def test_batch_norm_rows_sets_which_rows_share_statistics(rows):
+  """ER through a batch-norm net: ``group`` normalises the incoming and the
+  replay rows in two passes (the paper's code), ``joint`` in one pass over
+  both (Avalanche's concatenated minibatch); each equals one SGD step by hand."""
+  module = rar_jax.ReducedResNet18(C, nf=4, blocks=(1,))
+  rng = np.random.default_rng(0)
+  img = lambda n: jnp.asarray(rng.uniform(size=(n, 4, 4, 3)), jnp.float32)
+  xb, yb = img(4), jnp.array([0, 1, 0, 1], jnp.int32)  # the whole buffer is the replay batch
+  x, y = img(6), jnp.array([2, 3] * 3, jnp.int32)
+  tx = rar_jax.make_optimizer(LR)
+  cfg = rar_jax.ReplayConfig.from_method(
+    "er", num_classes=C, mem_size=4, batch_size_mem=4, batch_norm_rows=rows
+  )
+  state = rar_jax.init_train_state(
+    module, tx, cfg, rar_jax.Hyper.create(**HYPER), jax.random.PRNGKey(0), x
+  )
+  state = state.replace(buffer=buffer.add(state.buffer, xb, yb, jax.random.PRNGKey(1)))
+  new_state, _ = jax.jit(rar_jax.make_train_step(module, tx, cfg))(state, x, y)
+
+  def ce(logits, labels):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+  def apply(p, stats, rows_x):
+    return module.apply(
+      {"params": p, "batch_stats": stats}, rows_x, train=True, mutable=["batch_stats"]
+    )
+
+  def loss(p, rows):
+    if rows == "joint":
+      logits, new = apply(p, state.batch_stats, jnp.concatenate([x, xb]))
+      return ce(logits[:6], y) + ce(logits[6:], yb), new["batch_stats"]
+    logits, new = apply(p, state.batch_stats, x)
+    logits_m, new = apply(p, new["batch_stats"], xb)
+    return ce(logits, y) + ce(logits_m, yb), new["batch_stats"]
+
+  def by_hand(rows):
+    g, stats = jax.grad(loss, has_aux=True)(state.params, rows)
+    return jax.tree.map(lambda p, d: p - LR * d, state.params, g), stats
+
+  params, stats = by_hand(rows)
+  assert_close(new_state.params, params, atol=2e-5)
+  assert_close(new_state.batch_stats, stats, atol=2e-5)
+  other = by_hand({"group": "joint", "joint": "group"}[rows])
+  assert_differ(new_state.params, other[0], atol=1e-3)  # the two modes do differ here
+
+
+def test_joint_batch_norm_rows_with_rar_make_one_pass_over_incoming_and_replay_rows():
+  """ER-RAR with ``batch_norm_rows="joint"``: the update is one pass over the
+  incoming, clean replay and perturbed replay rows. With epsilon 0 the
+  perturbed rows are the clean ones, so the step is a hand-written SGD step."""
+  module = rar_jax.ReducedResNet18(C, nf=4, blocks=(1,))
+  rng = np.random.default_rng(1)
+  img = lambda n: jnp.asarray(rng.uniform(size=(n, 4, 4, 3)), jnp.float32)
+  xb, yb = img(4), jnp.array([0, 1, 0, 1], jnp.int32)
+  x, y = img(6), jnp.array([2, 3] * 3, jnp.int32)
+  tx = rar_jax.make_optimizer(LR)
+  cfg = rar_jax.ReplayConfig.from_method(
+    "er_rar", num_classes=C, mem_size=4, batch_size_mem=4, batch_norm_rows="joint"
+  )
+  beta = 0.3
+  hyper = rar_jax.Hyper.create(**dict(HYPER, beta_coef=beta, epsilon_fgsm=0.0, alpha_fgsm=0.0))
+  state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(0), x)
+  state = state.replace(buffer=buffer.add(state.buffer, xb, yb, jax.random.PRNGKey(1)))
+  new_state, _ = jax.jit(rar_jax.make_train_step(module, tx, cfg))(state, x, y)
+
+  def loss(p):
+    logits, new = module.apply(
+      {"params": p, "batch_stats": state.batch_stats},
+      jnp.concatenate([x, xb, xb]),
+      train=True,
+      mutable=["batch_stats"],
+    )
+    ce = lambda l, t: optax.softmax_cross_entropy_with_integer_labels(l, t).mean()
+    total = ce(logits[:6], y) + (1 - beta) * ce(logits[6:10], yb) + beta * ce(logits[10:], yb)
+    return total, new["batch_stats"]
+
+  g, stats = jax.grad(loss, has_aux=True)(state.params)
+  assert_close(new_state.params, jax.tree.map(lambda p, d: p - LR * d, state.params, g), atol=2e-5)
+  assert_close(new_state.batch_stats, stats, atol=2e-5)

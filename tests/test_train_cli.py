@@ -335,6 +335,12 @@ def test_sensitivity_grid_by_hand():
     report.sensitivity_grid({"cells": cells})[2], [[0.60, 0.75], [0.50, 0.40]]
   )
   assert report.sensitivity_grid({"cells": [{"overrides": {"beta_coef": 0.1}}]}) is None
+  # A cell with a diverged run never counts; a pair with only such cells is NaN.
+  cells[4]["diverged_seeds"] = [3]
+  cells[3]["diverged_seeds"] = [0]
+  np.testing.assert_array_equal(
+    report.sensitivity_grid({"cells": cells})[2], [[0.60, 0.70], [0.50, np.nan]]
+  )
 
 
 def test_a_beta_epsilon_sweep_writes_its_sensitivity_picture(tmp_path):

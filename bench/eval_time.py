@@ -1,0 +1,85 @@
+"""Seconds to evaluate conv-net runs on a test set, per evaluation strategy, as JSON lines.
+
+  python bench/eval_time.py                          # 4 runs, 2000 images of 28x28x1
+  python bench/eval_time.py --runs 10 --images 10000 # Split Fashion-MNIST's test set, 10 seeds
+
+Rows: ``map`` (one program, the runs vmapped, the test set walked with
+`lax.map`; im2col or XLA convolutions) and ``host`` (a Python loop over runs
+and chunks around one compiled chunk program; the CPU default on one device,
+`rar_jax.loop.eval_execution`). Each row evaluates the same parameters and
+reports how far its accuracies are from the first row's. Synthetic images: the
+cost does not depend on pixel values.
+"""
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from step_time import cpu_model
+
+import rar_jax
+from rar_jax import loop
+
+
+def states_for(module, runs, x):
+  cfg = rar_jax.ReplayConfig.from_method("finetune", num_classes=10)
+  return loop.init_states(
+    module,
+    rar_jax.make_optimizer(0.1),
+    cfg,
+    rar_jax.Hyper.create(opt_lr=0.1),
+    loop.seed_keys(range(runs)),
+    x[:2],
+  )
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--runs", type=int, default=4)
+  p.add_argument("--images", type=int, default=2000)
+  p.add_argument("--model", default="resnet18_reduced")
+  p.add_argument(
+    "--rows", default="map:im2col:100,host:xla:250", help="eval_loop:conv_impl:chunk, ..."
+  )
+  a = p.parse_args()
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(size=(a.images, 28, 28, 1)), jnp.float32)
+  y = jnp.asarray(rng.integers(0, 10, a.images), jnp.int32)
+  task_of_class = jnp.tile(jnp.arange(10)[None] // 2, (a.runs, 1))
+  first = None
+  for row in a.rows.split(","):
+    eval_loop, conv_impl, chunk = row.split(":")
+    module = rar_jax.create_model(a.model, 10, conv_impl)
+    states = states_for(module, a.runs, x)
+    evaluator = loop.make_evaluator(module, 5, chunk=int(chunk), eval_loop=eval_loop)
+    t0 = time.perf_counter()
+    evaluate = evaluator.lower(states, x, y, task_of_class).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    acc = np.asarray(evaluate(states, x, y, task_of_class))
+    seconds = time.perf_counter() - t0
+    first = acc if first is None else first
+    line = {
+      "bench": "eval_time",
+      "model": a.model,
+      "eval_loop": eval_loop,
+      "conv_impl": conv_impl,
+      "chunk": int(chunk),
+      "runs": a.runs,
+      "images": a.images,
+      "seconds": round(seconds, 2),
+      "ms_per_image_run": round(1000 * seconds / (a.runs * a.images), 3),
+      "compile_seconds": round(compile_s, 2),
+      # Other convolutions sum in another order: a near-tie image may flip.
+      "max_accuracy_diff_vs_first_row": float(np.max(np.abs(acc - first))),
+      "platform": jax.devices()[0].platform,
+      "cpu": cpu_model(),
+    }
+    print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+  main()
