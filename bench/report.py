@@ -206,28 +206,17 @@ def tuned_keys(name, rar):
   return ", ".join(f"{short[k]} {c[k]:g}" for k in keys)
 
 
-def learning_rate_table(m):
-  """Test runs at the learning rate tuned on validation (bench/quality.py --only lr)."""
-  base = {"er_rar": "er", "er_ace_rar": "er_ace"}
+def _test_table(m, title, rows, name_base=False):
+  """Test runs with the cell tuned on validation; ``rows``: (memory, label,
+  method, run, base run key or None); paired against the base on shared seeds."""
   cells = []
-  rows = [
-    (mem, method, f"test_m{mem}_{method}_lr_tuned", method)
-    for mem in (200, 500)
-    for method in ("er", "er_rar", "er_ace", "er_ace_rar")
-  ]
-  rows.insert(
-    2,
-    (
-      200,
-      "er_rar",
-      "test_m200_er_rar_attack_steps_tuned",
-      "er_rar, more attack steps (exploratory)",
-    ),
-  )
-  for mem, method, name, label in rows:
+  for mem, label, method, name, base in rows:
     r = m.get((name, method))
     if r:
-      b = m.get((f"test_m{mem}_{base.get(method)}_lr_tuned", base.get(method)))
+      b = m.get(base) if base else None
+      paired = paired_by_seed(r, b) if b else ""
+      if b and name_base:
+        paired += f" (vs {base[1]})"
       cells.append(
         [
           mem,
@@ -236,48 +225,47 @@ def learning_rate_table(m):
           len(r["seeds"]),
           pm(r["final_avg_accuracy"]),
           pm(r["final_forgetting"]),
-          paired_by_seed(r, b) if b else "",
+          paired,
         ]
       )
-  cols = [
-    "memory",
-    "method",
-    "tuned",
-    "seeds",
-    "final avg accuracy",
-    "forgetting",
-    "paired vs base",
+  last = "paired" if name_base else "paired vs base"
+  cols = ["memory", "method", "tuned", "seeds", "final avg accuracy", "forgetting", last]
+  return "\n".join(table(title, "test split", cols, cells))
+
+
+def learning_rate_table(m):
+  """Test runs at the learning rate tuned on validation (bench/quality.py --only lr)."""
+  base = {"er_rar": "er", "er_ace_rar": "er_ace"}
+
+  def row(mem, label, method, name):
+    b = base.get(method)
+    return mem, label, method, name, (f"test_m{mem}_{b}_lr_tuned", b) if b else None
+
+  rows = [
+    row(mem, method, method, f"test_m{mem}_{method}_lr_tuned")
+    for mem in (200, 500)
+    for method in ("er", "er_rar", "er_ace", "er_ace_rar")
   ]
-  return "\n".join(table("Learning rate tuned on validation", "test split", cols, cells))
+  label = "er_rar, more attack steps (exploratory)"
+  rows.insert(2, row(200, label, "er_rar", "test_m200_er_rar_attack_steps_tuned"))
+  return _test_table(m, "Learning rate tuned on validation", rows)
 
 
 def goals_table(m):
   """Round 5's test rows for issue 12's goals (bench/quality.py --only goals)."""
-  rows = [  # (memory, method, run, its base run)
-    (200, "er_rar", "test_m200_er_rar_goal_tuned", ("test_m200_er_lr_tuned", "er")),
-    (200, "er_mix", "test_m200_er_mix_lr_tuned", None),
-    (200, "er_mix_rar", "test_m200_er_mix_rar_lr_tuned", ("test_m200_er_mix_lr_tuned", "er_mix")),
-    (500, "er", "test_m500_er_m500_tuned", None),
-    (500, "er_rar", "test_m500_er_rar_m500_tuned", ("test_m500_er_m500_tuned", "er")),
+  er200, mix200, er500 = (
+    ("test_m200_er_lr_tuned", "er"),
+    ("test_m200_er_mix_lr_tuned", "er_mix"),
+    ("test_m500_er_m500_tuned", "er"),
+  )
+  rows = [
+    (200, "er_rar", "er_rar", "test_m200_er_rar_goal_tuned", er200),
+    (200, "er_mix", "er_mix", mix200[0], None),
+    (200, "er_mix_rar", "er_mix_rar", "test_m200_er_mix_rar_lr_tuned", mix200),
+    (500, "er", "er", er500[0], None),
+    (500, "er_rar", "er_rar", "test_m500_er_rar_m500_tuned", er500),
   ]
-  cells = []
-  for mem, method, name, base in rows:
-    r = m.get((name, method))
-    if r:
-      b = m.get(base) if base else None
-      cells.append(
-        [
-          mem,
-          method,
-          tuned_keys(name, "rar" in method),
-          len(r["seeds"]),
-          pm(r["final_avg_accuracy"]),
-          pm(r["final_forgetting"]),
-          f"{paired_by_seed(r, b)} (vs {base[1]})" if b else "",
-        ]
-      )
-  cols = ["memory", "method", "tuned", "seeds", "final avg accuracy", "forgetting", "paired"]
-  return "\n".join(table("Round 5: more tuning for the goals", "test split", cols, cells))
+  return _test_table(m, "Round 5: more tuning for the goals", rows, name_base=True)
 
 
 def tuning_tables(m):
