@@ -22,11 +22,17 @@ Stages:
   goals     (not run by default) round 5's tuning for issue 12's goals (GOAL_TUNING:
             epsilon past the edge, the MixUp variants at a tuned rate, memory 500
             tuned on itself), then the best cells on the test set (GOAL_TESTS).
+  variants  (not run by default) round 6: the replay rules round 5 left untried
+            (class-balanced storage, replay from the whole buffer, no attack
+            momentum), each at round 5's best ER-RAR cell for its memory, on the
+            validation split (10 seeds; the reservoir rows are the tuning runs).
   resnet    the reduced ResNet-18 (configs/split_fashion_mnist_resnet.py): er,
             er_rar and er_mix_rar on the test set (--resnet_seeds, default 10),
             with the config's beta_coef, or with --resnet_tune one tuned on the
-            validation split first (3 values x 2 seeds). Not run by default:
-            about 2 min per seed of er_rar on an idle 2-core machine.
+            validation split first (3 values x 2 seeds); --resnet_beta,
+            --resnet_epsilon and --resnet_batch_norm_rows set those keys (the
+            run's folder name carries the last two). Not run by default:
+            about 5 min per seed of er_rar on one core.
 
 Every run's files land in bench/results/quality/<name>/; one JSON line per run
 goes to stdout and to bench/results/quality.jsonl.
@@ -223,6 +229,36 @@ GOAL_TESTS = (
 )
 
 
+# Round 6: replay rules, each applied to round 5's best ER-RAR cell for its memory (which
+# the tuning runs named here hold), on the validation split; compare with that cell's row.
+VARIANTS = {
+  "class_balanced": dict(storage_policy="class_balanced"),
+  "whole_buffer": dict(exclude_current_labels=False),
+  "no_momentum": dict(decay_factor_fgsm=0.0),
+}
+VARIANT_CELLS = {200: ["tune_lr_er_rar", "goal_tune_er_rar_eps"], 500: ["goal_tune_m500_er_rar"]}
+
+
+def variant_stage(skip_done):
+  for mem, names in VARIANT_CELLS.items():
+    cell = tuned("er_rar", names)
+    sweep = ";".join(f"{k}={v}" for k, v in cell.items())  # carries the cell to the results
+    for variant, overrides in VARIANTS.items():
+      name = f"variant_m{mem}_er_rar_{variant}"
+      if not (skip_done and done(name)):
+        run(
+          name,
+          methods="er_rar",
+          mem_size=mem,
+          eval_split="validation",
+          num_seeds=10,
+          iter_fgsm=5,
+          alpha_fgsm=None,
+          sweep=sweep,
+          **overrides,
+        )
+
+
 def goal_stage(skip_done, phase="all"):
   """The round-5 tuning (``GOAL_TUNING``), then each row of ``GOAL_TESTS`` on
   the test set with its best validation cell (``phase``: tune | test | all)."""
@@ -244,7 +280,17 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument(
     "--only",
-    choices=("tune", "test", "ablation", "full", "resnet", "lr", "attack_steps", "goals"),
+    choices=(
+      "tune",
+      "test",
+      "ablation",
+      "full",
+      "resnet",
+      "lr",
+      "attack_steps",
+      "goals",
+      "variants",
+    ),
     default=None,
   )
   p.add_argument("--resnet_seeds", type=int, default=10)
@@ -256,6 +302,12 @@ def main():
   )
   p.add_argument(
     "--resnet_beta", type=float, default=None, help="beta_coef instead of --resnet_tune's"
+  )
+  p.add_argument(
+    "--resnet_epsilon",
+    type=float,
+    default=None,
+    help="epsilon_fgsm instead of the config's (alpha = epsilon / iter_fgsm)",
   )
   p.add_argument(
     "--resnet_tune",
@@ -345,6 +397,8 @@ def main():
     attack_steps_stage()
   if a.only == "goals":
     goal_stage(a.skip_done, a.goal_phase)
+  if a.only == "variants":
+    variant_stage(a.skip_done)
   if a.only == "resnet":
     # Long runs: checkpoints kept, so rerunning the stage resumes where it stopped.
     resnet = dict(
@@ -354,6 +408,9 @@ def main():
       batch_norm_rows=a.resnet_batch_norm_rows,
     )
     suffix = "" if a.resnet_batch_norm_rows == "group" else f"_bn_{a.resnet_batch_norm_rows}"
+    if a.resnet_epsilon is not None:
+      resnet.update(epsilon_fgsm=a.resnet_epsilon, alpha_fgsm=None)
+      suffix += f"_eps{a.resnet_epsilon:g}"
     best = {}
     if a.resnet_tune:
       if not (a.skip_done and done("resnet_tune_er_rar")):

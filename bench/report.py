@@ -173,7 +173,12 @@ def resnet_table(m):
     ("er, joint batch norm", er_joint),
     ("er_rar, joint batch norm", m.get(("resnet_test_s10_bn_joint", "er_rar"))),
   ]
-  base = {"er, joint batch norm": er_joint, "er_rar, joint batch norm": er_joint}
+  eps = "resnet_test_s10_bn_joint_eps0.3"  # round 6: epsilon 0.3 from the joint screen
+  rows += [
+    ("er_rar, joint batch norm, epsilon 0.3", m.get((eps, "er_rar"))),
+    ("er_mix_rar, joint batch norm, epsilon 0.3", m.get((eps, "er_mix_rar"))),
+  ]
+  base = {method: er_joint for method, _ in rows if "joint" in method}
   cells = [
     [
       method,
@@ -195,6 +200,68 @@ def resnet_table(m):
     "paired vs ER (group)",
   ]
   return "\n".join(table("Reduced ResNet-18, Split Fashion-MNIST", "test split", cols, cells))
+
+
+def resnet_screen_table(m):
+  """Round 5-6 validation screens of the ResNet with joint batch norm (3 seeds each)."""
+  name = "resnet_screen_bn_joint"
+  er = m.get((name, "er"))
+  if not er:
+    return ""
+  cells = []
+  for path in sorted(glob.glob(os.path.join(RES, "quality", name, "*", "metrics.json"))):
+    with open(path) as f:
+      r = json.load(f)
+    with open(os.path.join(os.path.dirname(path), "config.json")) as f:
+      c = json.load(f)
+    rar = "rar" in r["method"]
+    keys = f"beta {c['beta_coef']:g}, eps {c['epsilon_fgsm']:g}, alpha {c['alpha_fgsm']:g}"
+    cells.append(
+      [
+        r["method"],
+        keys if rar else "",
+        len(r["seeds"]),
+        pm(r["final_avg_accuracy"]),
+        pm(r["final_forgetting"]),
+        paired_by_seed(r, er) if rar else "",
+      ]
+    )
+  cols = ["method", "RAR keys", "seeds", "final avg accuracy", "forgetting", "paired vs ER"]
+  title = "Reduced ResNet-18, joint batch norm: validation screen"
+  return "\n".join(table(title, "validation split", cols, cells))
+
+
+def _cell(r, overrides):
+  """The sweep cell of run ``r`` with these overrides, as a one-cell result."""
+  for c in r["cells"]:
+    if c["overrides"] == overrides:
+      return dict(c, seeds=r["seeds"] if "seeds" in r else c["seeds"])
+  raise SystemExit(f"no cell {overrides} in {r['method']}'s sweep")
+
+
+def variants_table(m):
+  """Round 6: replay rules at round 5's best ER-RAR cell (bench/quality.py --only variants)."""
+  tuning = {200: "goal_tune_er_rar_eps", 500: "goal_tune_m500_er_rar"}
+  labels = {
+    "class_balanced": "class-balanced storage",
+    "whole_buffer": "replay from the whole buffer",
+    "no_momentum": "no attack momentum (decay 0)",
+  }
+  cells = []
+  for mem, name in tuning.items():
+    rows = {v: m.get((f"variant_m{mem}_er_rar_{v}", "er_rar")) for v in labels}
+    if not all(rows.values()):
+      continue
+    cell = rows["class_balanced"]["cells"][0]["overrides"]
+    base = _cell(m[(name, "er_rar")], cell)
+    keys = ", ".join(f"{k} {v:g}" for k, v in cell.items())
+    cells.append([mem, "reservoir (round 5's cell)", keys, pm(base["final_avg_accuracy"]), ""])
+    for v, label in labels.items():
+      r = rows[v]
+      cells.append([mem, label, "", pm(r["final_avg_accuracy"]), paired_by_seed(r, base)])
+  cols = ["memory", "er_rar with", "cell", "final avg accuracy", "paired vs reservoir"]
+  title = "Round 6: replay rules at the best ER-RAR cell"
+  return "\n".join(table(title, "validation split, 10 seeds", cols, cells))
 
 
 def tuned_keys(name, rar):
@@ -430,7 +497,11 @@ def main():
     + goals_table(m)
     + "\n"
     + resnet_table(m)
+    + "\n"
+    + resnet_screen_table(m)
     + "\n\n## Tuning\n"
+    + variants_table(m)
+    + "\n"
     + tuning_tables(m)
     + "\n\nSensitivity heat maps: "
     + ", ".join(f"`{p}`" for p in sensitivity_pictures(m))
