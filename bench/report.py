@@ -203,32 +203,56 @@ def resnet_table(m):
 
 
 def resnet_screen_table(m):
-  """Round 5-6 validation screens of the ResNet with joint batch norm (3 seeds each)."""
-  name = "resnet_screen_bn_joint"
-  er = m.get((name, "er"))
-  if not er:
-    return ""
-  cells = []
-  for path in sorted(glob.glob(os.path.join(RES, "quality", name, "*", "metrics.json"))):
-    with open(path) as f:
-      r = json.load(f)
-    with open(os.path.join(os.path.dirname(path), "config.json")) as f:
-      c = json.load(f)
-    rar = "rar" in r["method"]
-    keys = f"beta {c['beta_coef']:g}, eps {c['epsilon_fgsm']:g}, alpha {c['alpha_fgsm']:g}"
-    cells.append(
-      [
-        r["method"],
-        keys if rar else "",
-        len(r["seeds"]),
-        pm(r["final_avg_accuracy"]),
-        pm(r["final_forgetting"]),
-        paired_by_seed(r, er) if rar else "",
-      ]
-    )
+  """Round 5-6 validation screens of the ResNet with joint batch norm: each
+  folder's ER-RAR cells paired with that folder's ER, then seed groups combined."""
+  cells, by_cell = [], {}
+  for name in ("resnet_screen_bn_joint", "resnet_screen_bn_joint_seeds3-5"):
+    er = m.get((name, "er"))
+    if not er:
+      continue
+    by_cell.setdefault("er", []).append(er)
+    for path in sorted(glob.glob(os.path.join(RES, "quality", name, "*", "metrics.json"))):
+      with open(path) as f:
+        r = json.load(f)
+      with open(os.path.join(os.path.dirname(path), "config.json")) as f:
+        c = json.load(f)
+      rar = "rar" in r["method"]
+      keys = f"beta {c['beta_coef']:g}, eps {c['epsilon_fgsm']:g}, alpha {c['alpha_fgsm']:g}"
+      if rar:
+        by_cell.setdefault(keys, []).append(r)
+      cells.append(
+        [
+          r["method"],
+          keys if rar else "",
+          _seed_range(r["seeds"]),
+          pm(r["final_avg_accuracy"]),
+          pm(r["final_forgetting"]),
+          paired_by_seed(r, er) if rar else "",
+        ]
+      )
+  er_all = combined(by_cell.pop("er", []))
+  for keys, parts in by_cell.items():
+    if len(parts) > 1 and er_all:
+      r = combined(parts)
+      cells.append(
+        [
+          "er_rar, seed groups combined",
+          keys,
+          _seed_range(r["seeds"]),
+          pm(r["final_avg_accuracy"]),
+          pm(r["final_forgetting"]),
+          paired_by_seed(r, er_all),
+        ]
+      )
   cols = ["method", "RAR keys", "seeds", "final avg accuracy", "forgetting", "paired vs ER"]
   title = "Reduced ResNet-18, joint batch norm: validation screen"
   return "\n".join(table(title, "validation split", cols, cells))
+
+
+def _seed_range(seeds):
+  return (
+    f"{min(seeds)}-{max(seeds)}" if seeds == list(range(min(seeds), max(seeds) + 1)) else str(seeds)
+  )
 
 
 def _cell(r, overrides):
