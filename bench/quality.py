@@ -239,12 +239,16 @@ VARIANTS = {
 VARIANT_CELLS = {200: ["tune_lr_er_rar", "goal_tune_er_rar_eps"], 500: ["goal_tune_m500_er_rar"]}
 
 
+def variant_name(mem, variant):
+  return f"variant_m{mem}_er_rar_{variant}"
+
+
 def variant_stage(skip_done):
   for mem, names in VARIANT_CELLS.items():
     cell = tuned("er_rar", names)
     sweep = ";".join(f"{k}={v}" for k, v in cell.items())  # carries the cell to the results
     for variant, overrides in VARIANTS.items():
-      name = f"variant_m{mem}_er_rar_{variant}"
+      name = variant_name(mem, variant)
       if not (skip_done and done(name)):
         run(
           name,

@@ -11,6 +11,7 @@ import json
 import os
 
 import numpy as np
+from quality import VARIANT_CELLS, VARIANTS, variant_name
 
 from rar_jax import metrics
 from rar_jax.report import plot_sensitivity, sensitivity_grid
@@ -255,34 +256,26 @@ def _seed_range(seeds):
   )
 
 
-def _cell(r, overrides):
-  """The sweep cell of run ``r`` with these overrides, as a one-cell result."""
-  for c in r["cells"]:
-    if c["overrides"] == overrides:
-      return dict(c, seeds=r["seeds"] if "seeds" in r else c["seeds"])
-  raise SystemExit(f"no cell {overrides} in {r['method']}'s sweep")
-
-
 def variants_table(m):
-  """Round 6: replay rules at round 5's best ER-RAR cell (bench/quality.py --only variants)."""
-  tuning = {200: "goal_tune_er_rar_eps", 500: "goal_tune_m500_er_rar"}
+  """Round 6: replay rules at round 5's best ER-RAR cell (bench/quality.py --only
+  variants), each paired with that cell's row in the tuning runs it came from."""
   labels = {
     "class_balanced": "class-balanced storage",
     "whole_buffer": "replay from the whole buffer",
     "no_momentum": "no attack momentum (decay 0)",
   }
   cells = []
-  for mem, name in tuning.items():
-    rows = {v: m.get((f"variant_m{mem}_er_rar_{v}", "er_rar")) for v in labels}
+  for mem, names in VARIANT_CELLS.items():
+    rows = {v: m.get((variant_name(mem, v), "er_rar")) for v in VARIANTS}
     if not all(rows.values()):
       continue
-    cell = rows["class_balanced"]["cells"][0]["overrides"]
-    base = _cell(m[(name, "er_rar")], cell)
+    cell = next(iter(rows.values()))["cells"][0]["overrides"]  # the one-cell sweep
+    tuning = [c for n in names if (n, "er_rar") in m for c in m[(n, "er_rar")]["cells"]]
+    base = next(c for c in tuning if c["overrides"] == cell)
     keys = ", ".join(f"{k} {v:g}" for k, v in cell.items())
     cells.append([mem, "reservoir (round 5's cell)", keys, pm(base["final_avg_accuracy"]), ""])
-    for v, label in labels.items():
-      r = rows[v]
-      cells.append([mem, label, "", pm(r["final_avg_accuracy"]), paired_by_seed(r, base)])
+    for v, r in rows.items():
+      cells.append([mem, labels[v], "", pm(r["final_avg_accuracy"]), paired_by_seed(r, base)])
   cols = ["memory", "er_rar with", "cell", "final avg accuracy", "paired vs reservoir"]
   title = "Round 6: replay rules at the best ER-RAR cell"
   return "\n".join(table(title, "validation split, 10 seeds", cols, cells))

@@ -248,13 +248,16 @@ SENSITIVITY_KEYS = ("beta_coef", "epsilon_fgsm")
 def sensitivity_grid(result: Mapping):
   """``(betas, epsilons, accuracy [beta, eps])`` of a sweep over beta_coef and
   epsilon_fgsm (the paper's sensitivity analysis): mean final average accuracy
-  per cell, the best over any other swept key; None without both keys. Cells
-  with a diverged run never count: a pair whose cells all diverged is NaN."""
+  per cell, the best over any other swept key; None without both keys or with
+  one (beta, epsilon) pair only (a one-cell map shows nothing). Cells with a
+  diverged run never count: a pair whose cells all diverged is NaN."""
   cells = result.get("cells", ())
   if not cells or not all(k in cells[0]["overrides"] for k in SENSITIVITY_KEYS):
     return None
   betas = sorted({c["overrides"]["beta_coef"] for c in cells})
   epss = sorted({c["overrides"]["epsilon_fgsm"] for c in cells})
+  if len(betas) * len(epss) < 2:
+    return None
   grid = np.full((len(betas), len(epss)), np.nan)
   for c in cells:
     if c.get("diverged_seeds"):

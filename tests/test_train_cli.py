@@ -335,6 +335,8 @@ def test_sensitivity_grid_by_hand():
     report.sensitivity_grid({"cells": cells})[2], [[0.60, 0.75], [0.50, 0.40]]
   )
   assert report.sensitivity_grid({"cells": [{"overrides": {"beta_coef": 0.1}}]}) is None
+  one_pair = [_cell(0.1, 0.3, 0.70, learning_rate=lr) for lr in (0.05, 0.1)]
+  assert report.sensitivity_grid({"cells": one_pair}) is None  # one (beta, eps) pair: no map
   # A cell with a diverged run never counts; a pair with only such cells is NaN.
   cells[4]["diverged_seeds"] = [3]
   cells[3]["diverged_seeds"] = [0]
