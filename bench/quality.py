@@ -26,12 +26,15 @@ Stages:
             (class-balanced storage, replay from the whole buffer, no attack
             momentum), each at round 5's best ER-RAR cell for its memory, on the
             validation split (10 seeds; the reservoir rows are the tuning runs).
+  internals (not run by default) round 7: RAR's internals at the same cells, the
+            same way: look-ahead step size (opt_lr), the neighbour search's
+            feature layer, the weights the attack differentiates.
   resnet    the reduced ResNet-18 (configs/split_fashion_mnist_resnet.py): er,
             er_rar and er_mix_rar on the test set (--resnet_seeds, default 10),
             with the config's beta_coef, or with --resnet_tune one tuned on the
             validation split first (3 values x 2 seeds); --resnet_beta,
-            --resnet_epsilon and --resnet_batch_norm_rows set those keys (the
-            run's folder name carries the last two). Not run by default:
+            --resnet_epsilon, --resnet_batch_norm_rows and --resnet_memory set
+            those keys (the run's folder name carries the last three). Not run by default:
             about 5 min per seed of er_rar on one core.
 
 Every run's files land in bench/results/quality/<name>/; one JSON line per run
@@ -236,6 +239,17 @@ VARIANTS = {
   "whole_buffer": dict(exclude_current_labels=False),
   "no_momentum": dict(decay_factor_fgsm=0.0),
 }
+# Round 7: RAR's own internals, never tuned before: the look-ahead step size (both cells
+# use lr 0.05, so opt_lr 0.025 / 0.1 / 0.2 is half / twice / four times it), the feature
+# space of the neighbour search (the first hidden layer instead of the penultimate one) and
+# the weights the attack differentiates (the current ones, as the paper's code does after ASER).
+INTERNALS = {
+  "opt_lr0.025": dict(opt_lr=0.025),
+  "opt_lr0.1": dict(opt_lr=0.1),
+  "opt_lr0.2": dict(opt_lr=0.2),
+  "first_layer_features": dict(feature_layer="hidden0"),
+  "current_attack_params": dict(attack_params="current"),
+}
 VARIANT_CELLS = {200: ["tune_lr_er_rar", "goal_tune_er_rar_eps"], 500: ["goal_tune_m500_er_rar"]}
 
 
@@ -243,11 +257,13 @@ def variant_name(mem, variant):
   return f"variant_m{mem}_er_rar_{variant}"
 
 
-def variant_stage(skip_done):
+def variant_stage(skip_done, variants):
+  """Each of ``variants`` at round 5's best ER-RAR cell for each memory, on the
+  validation split, 10 seeds (paired with the tuning runs' row of that cell)."""
   for mem, names in VARIANT_CELLS.items():
     cell = tuned("er_rar", names)
     sweep = ";".join(f"{k}={v}" for k, v in cell.items())  # carries the cell to the results
-    for variant, overrides in VARIANTS.items():
+    for variant, overrides in variants.items():
       name = variant_name(mem, variant)
       if not (skip_done and done(name)):
         run(
@@ -294,6 +310,7 @@ def main():
       "attack_steps",
       "goals",
       "variants",
+      "internals",
     ),
     default=None,
   )
@@ -312,6 +329,9 @@ def main():
     type=float,
     default=None,
     help="epsilon_fgsm instead of the config's (alpha = epsilon / iter_fgsm)",
+  )
+  p.add_argument(
+    "--resnet_memory", type=int, default=None, help="mem_size instead of the config's (200)"
   )
   p.add_argument(
     "--resnet_tune",
@@ -402,7 +422,9 @@ def main():
   if a.only == "goals":
     goal_stage(a.skip_done, a.goal_phase)
   if a.only == "variants":
-    variant_stage(a.skip_done)
+    variant_stage(a.skip_done, VARIANTS)
+  if a.only == "internals":
+    variant_stage(a.skip_done, INTERNALS)
   if a.only == "resnet":
     # Long runs: checkpoints kept, so rerunning the stage resumes where it stopped.
     resnet = dict(
@@ -415,6 +437,9 @@ def main():
     if a.resnet_epsilon is not None:
       resnet.update(epsilon_fgsm=a.resnet_epsilon, alpha_fgsm=None)
       suffix += f"_eps{a.resnet_epsilon:g}"
+    if a.resnet_memory is not None:
+      resnet.update(mem_size=a.resnet_memory)
+      suffix += f"_m{a.resnet_memory}"
     best = {}
     if a.resnet_tune:
       if not (a.skip_done and done("resnet_tune_er_rar")):

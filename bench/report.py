@@ -11,7 +11,7 @@ import json
 import os
 
 import numpy as np
-from quality import VARIANT_CELLS, VARIANTS, variant_name
+from quality import INTERNALS, VARIANT_CELLS, VARIANTS, variant_name
 
 from rar_jax import metrics
 from rar_jax.report import plot_sensitivity, sensitivity_grid
@@ -203,6 +203,36 @@ def resnet_table(m):
   return "\n".join(table("Reduced ResNet-18, Split Fashion-MNIST", "test split", cols, cells))
 
 
+def resnet_memory_table(m):
+  """Round 7: the ResNet at smaller memories (bench/quality.py --only resnet
+  --resnet_memory M), ER-RAR paired with ER of the same folder's seeds."""
+  cells = []
+  for path in sorted(glob.glob(os.path.join(RES, "quality", "resnet_test_s*_m*", "er"))):
+    name = os.path.basename(os.path.dirname(path))
+    er, rar = m.get((name, "er")), m.get((name, "er_rar"))
+    if not (er and rar):
+      continue
+    with open(os.path.join(path, "config.json")) as f:
+      c = json.load(f)
+    keys = f"beta {c['beta_coef']:g}, eps {c['epsilon_fgsm']:g}, {c['batch_norm_rows']} batch norm"
+    for method, r in (("er", er), ("er_rar", rar)):
+      cells.append(
+        [
+          c["mem_size"],
+          method,
+          keys if r is rar else "",
+          len(r["seeds"]),
+          pm(r["final_avg_accuracy"]),
+          pm(r["final_forgetting"]),
+          paired_by_seed(r, er) if r is rar else "",
+        ]
+      )
+  cols = ["memory", "method", "RAR keys", "seeds", "final avg accuracy", "forgetting"]
+  cols.append("paired vs ER")
+  title = "Reduced ResNet-18, Split Fashion-MNIST, small memory"
+  return "\n".join(table(title, "test split", cols, cells))
+
+
 def resnet_screen_table(m):
   """Round 5-6 validation screens of the ResNet with joint batch norm: each
   folder's ER-RAR cells paired with that folder's ER, then seed groups combined."""
@@ -256,28 +286,36 @@ def _seed_range(seeds):
   )
 
 
-def variants_table(m):
-  """Round 6: replay rules at round 5's best ER-RAR cell (bench/quality.py --only
-  variants), each paired with that cell's row in the tuning runs it came from."""
-  labels = {
-    "class_balanced": "class-balanced storage",
-    "whole_buffer": "replay from the whole buffer",
-    "no_momentum": "no attack momentum (decay 0)",
-  }
+VARIANT_LABELS = {
+  "class_balanced": "class-balanced storage",
+  "whole_buffer": "replay from the whole buffer",
+  "no_momentum": "no attack momentum (decay 0)",
+  "opt_lr0.025": "look-ahead step opt_lr 0.025 (half the rate)",
+  "opt_lr0.1": "look-ahead step opt_lr 0.1 (twice the rate)",
+  "opt_lr0.2": "look-ahead step opt_lr 0.2 (four times the rate)",
+  "first_layer_features": "neighbours in the first hidden layer",
+  "current_attack_params": "attack through the current weights",
+}
+
+
+def variants_table(m, variants=VARIANTS, title="Round 6: replay rules at the best ER-RAR cell"):
+  """Variants of round 5's best ER-RAR cell (bench/quality.py --only variants |
+  internals), each paired with that cell's row in the tuning runs it came from."""
   cells = []
   for mem, names in VARIANT_CELLS.items():
-    rows = {v: m.get((variant_name(mem, v), "er_rar")) for v in VARIANTS}
+    rows = {v: m.get((variant_name(mem, v), "er_rar")) for v in variants}
     if not all(rows.values()):
       continue
     cell = next(iter(rows.values()))["cells"][0]["overrides"]  # the one-cell sweep
     tuning = [c for n in names if (n, "er_rar") in m for c in m[(n, "er_rar")]["cells"]]
     base = next(c for c in tuning if c["overrides"] == cell)
     keys = ", ".join(f"{k} {v:g}" for k, v in cell.items())
-    cells.append([mem, "reservoir (round 5's cell)", keys, pm(base["final_avg_accuracy"]), ""])
+    cells.append([mem, "round 5's cell as it is", keys, pm(base["final_avg_accuracy"]), ""])
     for v, r in rows.items():
-      cells.append([mem, labels[v], "", pm(r["final_avg_accuracy"]), paired_by_seed(r, base)])
-  cols = ["memory", "er_rar with", "cell", "final avg accuracy", "paired vs reservoir"]
-  title = "Round 6: replay rules at the best ER-RAR cell"
+      cells.append(
+        [mem, VARIANT_LABELS[v], "", pm(r["final_avg_accuracy"]), paired_by_seed(r, base)]
+      )
+  cols = ["memory", "er_rar with", "cell", "final avg accuracy", "paired vs the cell"]
   return "\n".join(table(title, "validation split, 10 seeds", cols, cells))
 
 
@@ -515,9 +553,13 @@ def main():
     + "\n"
     + resnet_table(m)
     + "\n"
+    + resnet_memory_table(m)
+    + "\n"
     + resnet_screen_table(m)
     + "\n\n## Tuning\n"
     + variants_table(m)
+    + "\n"
+    + variants_table(m, INTERNALS, "Round 7: RAR's internals at the best ER-RAR cell")
     + "\n"
     + tuning_tables(m)
     + "\n\nSensitivity heat maps: "

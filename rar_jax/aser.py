@@ -9,7 +9,7 @@ sample that both represents its class and sits close to the incoming classes.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -102,10 +102,20 @@ def aser_scores(sv_adv, adv_mask, sv_coop, coop_mask, aser_type: str):
   return _masked_mean(sv_coop, coop_mask) - _masked_mean(sv_adv, adv_mask)  # asvm
 
 
-def aser_retrieve(
+class Scored(NamedTuple):
+  """The draws of one ASER retrieval and every candidate's score (buffer slots;
+  a mask marks the rows that hold an eligible item)."""
+
+  candidates: jax.Array
+  candidate_mask: jax.Array
+  coop: Optional[jax.Array]  # None for neg_sv, which has no cooperative set
+  coop_mask: Optional[jax.Array]
+  score: jax.Array  # per candidate, higher = replay it
+
+
+def score_candidates(
   buf: buffer_lib.BufferState,
   key: jax.Array,
-  n: int,
   features,
   x,
   y,
@@ -116,8 +126,8 @@ def aser_retrieve(
   num_classes: int,
   aser_type: str = "asvm",
   exclude_labels: Optional[jax.Array] = None,
-):
-  """ASER retrieval: ``(x, y, mask)`` of the ``n`` best-scored candidates.
+) -> Scored:
+  """ASER's candidates and their scores (`aser_retrieve` keeps the best).
 
   ``num_candidates`` random eligible buffer samples (current labels excluded
   when ``exclude_labels`` is given); a cooperative set of ``coop_size`` other
@@ -126,19 +136,25 @@ def aser_retrieve(
   """
   k_cand, k_coop = jax.random.split(key)
   ic, mc = sample_indices(buf, k_cand, num_candidates, exclude_labels)
-  xc, yc = buf.x[ic], buf.y[ic]
+  yc = buf.y[ic]
   mx = jnp.ones(y.shape, bool)
   if aser_type == "neg_sv":  # no cooperative set
-    fx, fc = features([x, xc], [mx, mc])
+    fx, fc = features([x, buf.x[ic]], [mx, mc])
     score = aser_scores(knn_shapley(_sq_distances(fx, fc), y, yc, k, mc), mx, None, None, aser_type)
-  else:
-    cap = buf.y.shape[0]
-    pool = (jnp.arange(cap) < buf.size) & ~jnp.zeros((cap,), bool).at[ic].set(mc)
-    ip, mp = class_balanced_indices(buf, k_coop, coop_size, pool, num_classes)
-    yp = buf.y[ip]
-    fx, fc, fp = features([x, xc, buf.x[ip]], [mx, mc, mp])
-    sv_adv = knn_shapley(_sq_distances(fx, fc), y, yc, k, mc)
-    sv_coop = knn_shapley(_sq_distances(fp, fc), yp, yc, k, mc)
-    score = aser_scores(sv_adv, mx, sv_coop, mp, aser_type)
-  _, idx = jax.lax.top_k(jnp.where(mc, score, -jnp.inf), n)
-  return xc[idx], yc[idx], mc[idx]
+    return Scored(ic, mc, None, None, score)
+  cap = buf.y.shape[0]
+  pool = (jnp.arange(cap) < buf.size) & ~jnp.zeros((cap,), bool).at[ic].set(mc)
+  ip, mp = class_balanced_indices(buf, k_coop, coop_size, pool, num_classes)
+  fx, fc, fp = features([x, buf.x[ic], buf.x[ip]], [mx, mc, mp])
+  sv_adv = knn_shapley(_sq_distances(fx, fc), y, yc, k, mc)
+  sv_coop = knn_shapley(_sq_distances(fp, fc), buf.y[ip], yc, k, mc)
+  return Scored(ic, mc, ip, mp, aser_scores(sv_adv, mx, sv_coop, mp, aser_type))
+
+
+def aser_retrieve(buf: buffer_lib.BufferState, key: jax.Array, n: int, features, x, y, **kw):
+  """ASER retrieval: ``(x, y, mask)`` of the ``n`` best-scored candidates of
+  `score_candidates` (same keyword arguments)."""
+  s = score_candidates(buf, key, features, x, y, **kw)
+  _, idx = jax.lax.top_k(jnp.where(s.candidate_mask, s.score, -jnp.inf), n)
+  slots = s.candidates[idx]
+  return buf.x[slots], buf.y[slots], s.candidate_mask[idx]

@@ -35,11 +35,18 @@ class Checkpointer:
   def steps(self):
     return sorted(self._manager.all_steps())
 
-  def restore_latest(self, target: Any) -> Optional[Tuple[int, Any]]:
-    """``(step, payload)`` of the newest readable checkpoint, or None."""
+  def restore_latest(self, *targets: Any) -> Optional[Tuple[int, Any]]:
+    """``(step, payload)`` of the newest readable checkpoint, or None.
+
+    ``targets`` are the payload structures to try, newest first: a checkpoint
+    written by an older release (fewer fields) restores through its own
+    structure instead of being taken for damaged files.
+    """
+    if not targets:
+      raise ValueError("restore_latest needs at least one target structure")
     for step in reversed(self.steps()):
       try:
-        return step, self._manager.restore(step, args=ocp.args.StandardRestore(target))
+        return step, self._restore_any(step, targets)
       except Exception as e:  # damaged files surface as many error types
         aside = self._set_aside(step)
         logging.warning(
@@ -51,6 +58,17 @@ class Checkpointer:
           aside,
         )
     return None
+
+  def _restore_any(self, step: int, targets: Tuple[Any, ...]) -> Any:
+    """The checkpoint through the first target whose structure fits; the first
+    (newest) target's error when none does."""
+    errors = []
+    for target in targets:
+      try:
+        return self._manager.restore(step, args=ocp.args.StandardRestore(target))
+      except Exception as e:  # a structure mismatch or damaged files
+        errors.append(e)
+    raise errors[0]
 
   def _set_aside(self, step: int) -> str:
     """Moves a damaged checkpoint out of the way (kept for inspection), so the
@@ -75,7 +93,7 @@ class NoCheckpoints:
   def save(self, step: int, payload: Any) -> None:
     pass
 
-  def restore_latest(self, target: Any) -> None:
+  def restore_latest(self, *targets: Any) -> None:
     return None
 
   def close(self):

@@ -317,7 +317,7 @@ class _RunState:
   acc: np.ndarray
   position: int = 0
   train_seconds: float = 0.0
-  eval_seconds: float = 0.0  # this session's (not in the checkpoint)
+  eval_seconds: float = 0.0
   # Runs whose loss went NaN/Inf (a sweep trains the other cells on). Not in the
   # checkpoint: a restore reads it back from the parameters (`_diverged_runs`).
   diverged: Set[int] = dataclasses.field(default_factory=set)
@@ -328,7 +328,12 @@ class _RunState:
       "acc": self.acc,
       "position": np.asarray(self.position, np.int64),
       "train_seconds": np.asarray(self.train_seconds, np.float64),
+      "eval_seconds": np.asarray(self.eval_seconds, np.float64),
     }
+
+  def legacy_payload(self) -> dict:
+    """The payload of checkpoints written before eval_seconds was saved."""
+    return {k: v for k, v in self.payload().items() if k != "eval_seconds"}
 
 
 def _init_or_restore(plan: RunPlan, placed: _Placed, module, tx, ckpt, sample_x) -> _RunState:
@@ -346,11 +351,15 @@ def _init_or_restore(plan: RunPlan, placed: _Placed, module, tx, ckpt, sample_x)
   run = _RunState(
     states, np.full((plan.padded, plan.num_tasks, plan.num_tasks), np.nan, np.float32)
   )
-  restored = ckpt.restore_latest(run.payload())
+  restored = ckpt.restore_latest(run.payload(), run.legacy_payload())
   if restored is not None:
     got = restored[1]
     run = _RunState(
-      got["states"], np.asarray(got["acc"]), int(got["position"]), float(got["train_seconds"])
+      got["states"],
+      np.asarray(got["acc"]),
+      int(got["position"]),
+      float(got["train_seconds"]),
+      float(got.get("eval_seconds", 0.0)),
     )
     run.diverged = _diverged_runs(run.states, plan.num_runs)
     _say(

@@ -199,6 +199,7 @@ class MetricWriting(Hook):
   def on_task(self, e: TaskEnd) -> None:
     scalars = {f"eval/accuracy_task_{j + 1}": a for j, a in enumerate(e.accuracy[: e.task + 1])}
     scalars["eval/average_accuracy"] = e.average
+    scalars["eval/seconds"] = e.eval_seconds
     self.writer.write_scalars(e.position, scalars)
 
   def close(self) -> None:

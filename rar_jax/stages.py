@@ -64,13 +64,16 @@ class StepContext(NamedTuple):
 class Stage(NamedTuple):
   """One link of a chain. ``needs_lookahead``: reads ``ctx.lookahead`` (so the
   incoming gradient is taken before replay); ``exclude_current_labels``: for a
-  loss stage, the replay rule it wants when the config leaves it open."""
+  loss stage, the replay rule it wants when the config leaves it open;
+  ``attack``: for a perturb stage, ``attack(ctx, xm, tm, mm) -> RarAttack``, the
+  perturbation it applies (what `rar_jax.step.make_rar_preview` shows)."""
 
   kind: str  # retrieve | mix | perturb | loss
   name: str
   fn: Callable
   needs_lookahead: bool = False
   exclude_current_labels: Optional[bool] = None
+  attack: Optional[Callable] = None
 
 
 class Chain(NamedTuple):
@@ -253,14 +256,17 @@ def rar(params: Optional[str] = None) -> Stage:
   paper's code does after ASER retrieval); None = ``cfg.attack_params``.
   """
 
+  def attack(ctx: StepContext, xm, tm, mm) -> RarAttack:
+    return rar_attack(ctx, xm, tm, mm, params)
+
   def fn(ctx: StepContext, xm, tm, mm):
-    xa = rar_attack(ctx, xm, tm, mm, params).x_adv
+    xa = attack(ctx, xm, tm, mm).x_adv
     beta = ctx.hyper.beta_coef
     return [(xm, 1.0 - beta), (xa, beta)], perturbation_sizes(xm, xa, mm)
 
   # Even on θ the update takes the incoming gradient first, as the paper's code
   # does (unused, θ' costs nothing: XLA drops it).
-  return Stage("perturb", "rar", fn, needs_lookahead=True)
+  return Stage("perturb", "rar", fn, needs_lookahead=True, attack=attack)
 
 
 # ---------------------------------------------------------------- loss

@@ -336,8 +336,13 @@ def make_rar_preview(
   without updating anything: ``x_mem``, ``targets``, ``mask`` (the replay
   batch), ``x_adv`` (perturbed), ``nearest`` (index into ``x``) and ``found``."""
   update = _Update(module, tx, cfg, _chain_for(cfg, chain))
-  if update.chain.retrieve is None or update.chain.perturb is None:
-    raise ValueError("a RAR preview needs a chain with a retrieve and a perturb stage")
+  perturb = update.chain.perturb
+  if update.chain.retrieve is None or perturb is None or perturb.attack is None:
+    raise ValueError(
+      "a RAR preview needs a chain with a retrieve and a perturb stage that has an "
+      "attack (stages.rar())"
+    )
+  attack_fn = perturb.attack
 
   def preview(state: TrainState, x: jax.Array, y: jax.Array, key: jax.Array):
     k_ret, k_mix = jax.random.split(key)
@@ -347,7 +352,7 @@ def make_rar_preview(
     )
     _, _, ctx = update.with_lookahead(ctx)
     xm, tm, mm = update.replay_batch(ctx, k_ret, k_mix)
-    attack = stages_lib.rar_attack(ctx, xm, tm, mm)
+    attack = attack_fn(ctx, xm, tm, mm)  # the chain's own attack, as the step runs it
     return {
       "x_mem": xm,
       "targets": tm,

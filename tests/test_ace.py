@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import rar_jax
 from rar_jax import buffer, stages
@@ -43,26 +44,30 @@ def _blobs(labels, seed):
   return jnp.asarray(x.reshape(-1, 4, 4, 1), jnp.float32), jnp.asarray(labels, jnp.int32)
 
 
-def test_er_ace_step_equals_the_hand_composed_one():
+@pytest.mark.parametrize("incoming", [2, 3])  # a class seen before, a new one
+def test_er_ace_step_equals_the_hand_composed_one(incoming):
   module, cfg, tx, hyper = _parts("er_ace")
   x0, y0 = _blobs(np.resize([0, 1, 2], 20), 1)
   state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(0), x0[:10])
   step = jax.jit(rar_jax.make_train_step(module, tx, cfg))
   for i in range(0, 20, 10):
     state, _ = step(state, x0[i : i + 10], y0[i : i + 10])
-  x, y = _blobs([2, 2, 2, 2, 2, 2, 2, 2, 2, 2], 2)  # one class only
+  x, y = _blobs([incoming] * 10, 2)  # one class only
   new_state, m = step(state, x, y)
 
   _, k_ret, _, _ = jax.random.split(state.key, 4)
   xm, ym, mm = buffer.sample(state.buffer, k_ret, 5)  # the whole buffer: nothing excluded
   assert bool(mm.all()) and bool((ym == 2).any())  # a row exclusion would have skipped
   apply = lambda p, z: module.apply({"params": p}, z)
+  seen = 4 if incoming == 3 else 3  # the incoming class counts as seen in its own step
 
   def loss(p):
     # Incoming rows over their own class only: its CE is exactly 0 (nothing to
-    # push down); replay rows over the seen classes 0, 1, 2 (not 3).
-    cur = apply(p, x)[:, 2] - jax.nn.logsumexp(apply(p, x)[:, 2:3], axis=1)
-    rep = jax.nn.log_softmax(apply(p, xm)[:, :3])[jnp.arange(5), ym]
+    # push down); replay rows over the classes seen so far, the incoming one included.
+    cur = apply(p, x)[:, incoming] - jax.nn.logsumexp(
+      apply(p, x)[:, incoming : incoming + 1], axis=1
+    )
+    rep = jax.nn.log_softmax(apply(p, xm)[:, :seen])[jnp.arange(5), ym]
     return -cur.mean() - rep.mean()
 
   g = jax.grad(loss)(state.params)
@@ -70,7 +75,7 @@ def test_er_ace_step_equals_the_hand_composed_one():
   for a, b in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(expected)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
   assert float(m["loss_current"]) == 0.0 and int(m["replay_count"]) == 5
-  np.testing.assert_array_equal(np.asarray(new_state.seen_classes), [True, True, True, False])
+  np.testing.assert_array_equal(np.asarray(new_state.seen_classes), np.arange(C) < seen)
 
 
 def test_ace_replays_from_the_whole_buffer_unless_told_otherwise():

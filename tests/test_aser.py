@@ -87,6 +87,74 @@ def test_class_balanced_draw_weights_classes_equally():
   assert abs(share_1 - 0.5) < 0.04, share_1  # 2 of 10 items, half of the draws
 
 
+def test_class_balanced_weights_count_the_pool_only():
+  # 8 items of class 0, 2 of class 1 and 2 empty slots; the pool holds two of each
+  # class: within the pool the classes are equal, so each takes half of the draws.
+  buf = buffer.init(12, (1,))
+  buf = buffer.add(buf, jnp.zeros((10, 1)), jnp.array([0] * 8 + [1] * 2), jax.random.PRNGKey(0))
+  pool = jnp.zeros((12,), bool).at[jnp.array([0, 1, 8, 9])].set(True)
+  keys = jax.random.split(jax.random.PRNGKey(1), 4000)
+  idx, ok = jax.vmap(lambda k: aser.class_balanced_indices(buf, k, 1, pool, 2))(keys)
+  assert bool(ok.all()) and set(np.asarray(idx[:, 0]).tolist()) == {0, 1, 8, 9}
+  share_1 = float(np.mean(np.asarray(buf.y)[np.asarray(idx[:, 0])] == 1))
+  assert abs(share_1 - 0.5) < 0.04, share_1
+
+
+@pytest.mark.parametrize("aser_type", ["asvm", "asv"])
+@pytest.mark.parametrize(
+  "filled, exclude",
+  # fewer items than candidates asked (no cooperative row left), fewer items than
+  # candidates + cooperative rows, fewer eligible items than candidates
+  [(6, False), (12, False), (11, True)],
+)
+def test_scores_use_the_valid_candidates_and_cooperative_rows_only(filled, exclude, aser_type):
+  rng = np.random.default_rng(11)
+  bx = rng.normal(size=(filled, 2)).astype(np.float32)
+  by = rng.permutation(np.arange(filled) % 4)
+  buf = buffer.add(
+    buffer.init(16, (2,), num_classes=4), jnp.asarray(bx), jnp.asarray(by), jax.random.PRNGKey(0)
+  )
+  x = jnp.asarray(rng.normal(size=(4, 2)), jnp.float32)
+  y = np.array([0, 1, 0, 1])
+  n_cand, coop_size, k = 8, 8, 2
+  s = aser.score_candidates(
+    buf,
+    jax.random.PRNGKey(4),
+    lambda xs, masks: xs,
+    x,
+    jnp.asarray(y),
+    num_candidates=n_cand,
+    coop_size=coop_size,
+    k=k,
+    num_classes=4,
+    aser_type=aser_type,
+    exclude_labels=jnp.asarray(y) if exclude else None,
+  )
+  cand = np.asarray(s.candidates)[np.asarray(s.candidate_mask)]
+  coop = np.asarray(s.coop)[np.asarray(s.coop_mask)]
+  # The draws: distinct filled slots; candidates eligible; the cooperative set
+  # the rest of the buffer, as much of it as coop_size allows.
+  eligible = [i for i in range(filled) if not (exclude and by[i] in y)]
+  assert len(set(cand)) == len(cand) == min(n_cand, len(eligible))
+  assert set(cand) <= set(eligible)
+  rest = set(range(filled)) - set(cand)
+  assert len(set(coop)) == len(coop) == min(coop_size, len(rest)) and set(coop) <= rest
+  assert len(coop) < coop_size and (len(cand) < n_cand or len(coop) > 0)  # masks matter
+  # The scores, by the definition over the valid rows only.
+  d = lambda a, b: ((a[:, None] - b[None]) ** 2).sum(-1)
+  adv = np.stack(
+    [brute_force_shapley(r, by[cand], ye, k) for r, ye in zip(d(np.asarray(x), bx[cand]), y)]
+  )
+  cop = np.array(
+    [brute_force_shapley(r, by[cand], ye, k) for r, ye in zip(d(bx[coop], bx[cand]), by[coop])]
+  ).reshape(len(coop), len(cand))
+  if not len(coop):  # no cooperative row: that term is 0
+    cop = np.zeros((1, len(cand)))
+  want = cop.mean(0) - adv.mean(0) if aser_type == "asvm" else cop.max(0) - adv.min(0)
+  got = np.asarray(s.score)[np.asarray(s.candidate_mask)]
+  np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 @pytest.mark.parametrize("exclude", [False, True])
 @pytest.mark.parametrize("aser_type", ["asvm", "asv", "neg_sv"])
 def test_aser_retrieve_keeps_the_best_scored_candidates(aser_type, exclude):

@@ -64,15 +64,15 @@ def setup(method, module, replay_labels, n_mem, seed=0, hyper=None, **overrides)
 class Mlp:
   """The model's forward pass, features and per-row losses, from `apply`."""
 
-  def __init__(self, module):
-    self.module = module
+  def __init__(self, module, layer="penultimate"):
+    self.module, self.layer = module, layer
 
   def logits(self, p, z):
     return self.module.apply({"params": p}, z)
 
   def features(self, p, z):
     _, v = self.module.apply({"params": p}, z, mutable=["features"])
-    return v["features"]["penultimate"][0]
+    return v["features"][self.layer][0]
 
   def ce(self, p, z, t):
     return optax.softmax_cross_entropy(self.logits(p, z), t)
@@ -94,6 +94,7 @@ def reference_update(
   steps=5,
   decay=1.0,
   perturb=True,
+  attack_params="lookahead",
 ):
   """SGD on CE(current) + (1-beta) CE(replay) + beta CE(perturbed replay).
 
@@ -106,6 +107,8 @@ def reference_update(
   onehot = jax.nn.one_hot(y, C)
   g_cur = jax.grad(lambda p: net.ce(p, x, onehot).mean())(params)
   look = jax.tree.map(lambda p, g: p - LR * g, params, g_cur)
+  if attack_params == "current":  # the paper's code after ASER: θ, not θ'
+    look = params
   ym = np.asarray(jnp.argmax(tm, -1))
   fm, fc = np.asarray(net.features(look, xm)), np.asarray(net.features(look, x))
   d = ((fm[:, None, :] - fc[None, :, :]) ** 2).sum(-1)
@@ -162,6 +165,17 @@ def test_rar_step_equals_the_hand_composed_one():
   per_row = np.abs(np.asarray(xa) - np.asarray(xb)).reshape(len(xb), -1).max(axis=1)
   np.testing.assert_allclose(float(m["perturbation_mean"]), per_row.mean(), atol=1e-6)
   assert float(m["perturbation_max"]) > 0.2  # the attack moved the rows
+
+
+def test_feature_layer_sets_the_space_of_the_neighbour_search():
+  # hidden=(32, 32): "hidden1" is the penultimate layer, so the other space is "hidden0".
+  state, step, (xb, yb) = setup("er_rar", MLP, [0, 1, 0, 1, 1], 5, feature_layer="hidden0")
+  x, y = blobs([2, 3] * 5, 1)
+  new_state, _ = step(state, x, y)
+  tm = jax.nn.one_hot(yb, C)
+  expected, _, _ = reference_update(Mlp(MLP, "hidden0"), state.params, x, y, xb, tm)
+  assert_close(new_state.params, expected)
+  assert_differ(expected, reference_update(NET, state.params, x, y, xb, tm)[0])
 
 
 # The label target (Avalanche's variant: cross-entropy towards the nearest
@@ -330,6 +344,23 @@ def test_rar_preview_shows_what_the_step_does():
   look = jax.tree.map(lambda p, gg: p - LR * gg, state.params, g)
   fm, fc = np.asarray(NET.features(look, out["x_mem"])), np.asarray(NET.features(look, x))
   np.testing.assert_array_equal(out["nearest"], ((fm[:, None] - fc[None]) ** 2).sum(-1).argmin(1))
+
+
+def test_rar_preview_follows_the_chains_attack_not_the_config():
+  # A user chain attacking through θ while the config says θ': the preview shows θ.
+  state, _, (xb, yb) = setup("er_rar", MLP, [0, 1, 0, 1, 1], 5)
+  cfg = rar_jax.ReplayConfig.from_method("er_rar", num_classes=C, mem_size=20, batch_size_mem=5)
+  assert cfg.attack_params == "lookahead"
+  chain = rar_jax.stages.chain(rar_jax.stages.random_replay(), rar_jax.stages.rar("current"))
+  preview = rar_jax.step.make_rar_preview(MLP, rar_jax.make_optimizer(LR), cfg, chain)
+  x, y = blobs([2, 3] * 5, 1)
+  out = jax.device_get(jax.jit(preview)(state, x, y, jax.random.PRNGKey(3)))
+  tm = jax.nn.one_hot(yb, C)
+  _, xa, _ = reference_update(NET, state.params, x, y, xb, tm, attack_params="current")
+  _, xa_look, _ = reference_update(NET, state.params, x, y, xb, tm)
+  slot = [int(np.flatnonzero((np.asarray(xb) == r).all(axis=(1, 2, 3)))[0]) for r in out["x_mem"]]
+  np.testing.assert_allclose(out["x_adv"], np.asarray(xa)[slot], atol=1e-6)
+  assert np.abs(np.asarray(xa) - np.asarray(xa_look)).max() > 1e-3  # the two differ here
 
 
 def test_rar_preview_needs_a_perturb_stage():

@@ -8,7 +8,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+
+from rar_jax.checkpoint import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A subprocess pipe left open is a leak (and a ResourceWarning in the test log).
@@ -88,9 +92,31 @@ def test_sigkill_mid_task_then_resume_gives_identical_metrics(reference, tmp_pat
   proc.communicate()  # reaps it and closes its pipes (wait() leaves them to the GC)
   killed_at = checkpoint_steps(tmp_path)[-1]
   assert killed_at < 140 and not os.path.exists(tmp_path / "metrics.json")
+  saved = ocp.StandardCheckpointer().restore(tmp_path / "checkpoints" / str(killed_at) / "default")
   _, err = finish(start(tmp_path))
   assert "resumed from the checkpoint at step" in err
   same_numbers(metrics(tmp_path), reference[1])
+  # Task 1 was evaluated before the kill: its time is carried over, not lost, so the
+  # total is every task's evaluation time, both sessions' (metrics.jsonl, full precision).
+  with open(tmp_path / "metrics.jsonl") as f:
+    per_task = {l["step"]: l["eval/seconds"] for l in map(json.loads, f) if "eval/seconds" in l}
+  before_kill = sum(v for step, v in per_task.items() if step <= killed_at)
+  assert len(per_task) == 5 and before_kill > 0
+  assert float(saved["eval_seconds"]) == pytest.approx(before_kill, rel=1e-9)
+  assert metrics(tmp_path)["eval_seconds"] == pytest.approx(sum(per_task.values()), rel=1e-9)
+
+
+def test_checkpoint_of_an_older_payload_restores_through_its_own_structure(tmp_path):
+  ckpt = Checkpointer(tmp_path / "checkpoints", keep=2)
+  legacy = {"acc": np.arange(3.0), "position": np.asarray(7, np.int64)}
+  ckpt.save(7, legacy)  # as written before eval_seconds joined the payload
+  newest = dict(legacy, eval_seconds=np.asarray(0.0))
+  step, got = ckpt.restore_latest(newest, legacy)
+  assert step == 7 and set(got) == set(legacy) and int(got["position"]) == 7
+  assert not os.path.exists(tmp_path / "checkpoints_damaged")
+  # Through the newest structure alone it does not fit, and is set aside as unreadable.
+  assert ckpt.restore_latest(newest) is None
+  assert os.listdir(tmp_path / "checkpoints_damaged") == ["7"]
 
 
 @pytest.mark.slow

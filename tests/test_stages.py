@@ -87,21 +87,25 @@ def test_replay_iters_repeats_the_update_with_fresh_draws_and_inserts_once():
   for i in range(0, 30, 10):
     state, _ = step(state, x[i : i + 10], y[i : i + 10])
   xb, yb = x[30:40], y[30:40]
-  new, _ = step(state, xb, yb)
+  new, m = step(state, xb, yb)
 
   _, k_ret, _, _ = jax.random.split(state.key, 4)
   ce = lambda p, z, t: (
     -jnp.mean(jax.nn.log_softmax(module.apply({"params": p}, z))[jnp.arange(t.shape[0]), t])
   )
-  params = state.params
+  params, losses = state.params, []
   for i in range(2):
     xm, ym, mm = buffer.sample(state.buffer, jax.random.fold_in(k_ret, i), 5, yb)
     assert bool(mm.all())
+    losses.append((float(ce(params, xb, yb)), float(ce(params, xm, ym))))
     g = jax.grad(lambda p: ce(p, xb, yb) + ce(p, xm, ym))(params)
     params = jax.tree.map(lambda p, gg: p - 0.1 * gg, params, g)
   for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
   assert int(new.buffer.seen) == int(state.buffer.seen) + 10
+  # The reported losses are the first update's: the online loss, before any step on x.
+  assert losses[0] != losses[1]
+  np.testing.assert_allclose([m["loss_current"], m["loss_replay"]], losses[0], rtol=1e-5)
 
 
 @struct.dataclass
