@@ -205,8 +205,9 @@ def resnet_table(m):
 
 def resnet_memory_table(m):
   """Round 7: the ResNet at smaller memories (bench/quality.py --only resnet
-  --resnet_memory M), ER-RAR paired with ER of the same folder's seeds."""
-  cells = []
+  --resnet_memory M; more seed groups with --config.seed in a ``..._seedsA-B``
+  folder), ER-RAR paired with ER on the same seeds, seed groups then combined."""
+  cells, groups = [], {}
   for path in sorted(glob.glob(os.path.join(RES, "quality", "resnet_test_s*_m*", "er"))):
     name = os.path.basename(os.path.dirname(path))
     er, rar = m.get((name, "er")), m.get((name, "er_rar"))
@@ -215,18 +216,24 @@ def resnet_memory_table(m):
     with open(os.path.join(path, "config.json")) as f:
       c = json.load(f)
     keys = f"beta {c['beta_coef']:g}, eps {c['epsilon_fgsm']:g}, {c['batch_norm_rows']} batch norm"
-    for method, r in (("er", er), ("er_rar", rar)):
-      cells.append(
-        [
-          c["mem_size"],
-          method,
-          keys if r is rar else "",
-          len(r["seeds"]),
-          pm(r["final_avg_accuracy"]),
-          pm(r["final_forgetting"]),
-          paired_by_seed(r, er) if r is rar else "",
-        ]
-      )
+    groups.setdefault((c["mem_size"], keys), []).append((er, rar))
+  for (mem, keys), runs in groups.items():
+    if len(runs) > 1:
+      runs = runs + [(combined([e for e, _ in runs]), combined([r for _, r in runs]))]
+    for n, (er, rar) in enumerate(runs):
+      seeds = "combined" if n == len(runs) - 1 and n > 0 else _seed_range(er["seeds"])
+      for method, r in (("er", er), ("er_rar", rar)):
+        cells.append(
+          [
+            mem,
+            method,
+            keys if r is rar else "",
+            f"{len(r['seeds'])} ({seeds})",
+            pm(r["final_avg_accuracy"]),
+            pm(r["final_forgetting"]),
+            paired_by_seed(r, er) if r is rar else "",
+          ]
+        )
   cols = ["memory", "method", "RAR keys", "seeds", "final avg accuracy", "forgetting"]
   cols.append("paired vs ER")
   title = "Reduced ResNet-18, Split Fashion-MNIST, small memory"
