@@ -218,10 +218,10 @@ def resnet_memory_table(m):
     keys = f"beta {c['beta_coef']:g}, eps {c['epsilon_fgsm']:g}, {c['batch_norm_rows']} batch norm"
     groups.setdefault((c["mem_size"], keys), []).append((er, rar))
   for (mem, keys), runs in groups.items():
+    rows = [(_seed_range(er["seeds"]), er, rar) for er, rar in runs]
     if len(runs) > 1:
-      runs = runs + [(combined([e for e, _ in runs]), combined([r for _, r in runs]))]
-    for n, (er, rar) in enumerate(runs):
-      seeds = "combined" if n == len(runs) - 1 and n > 0 else _seed_range(er["seeds"])
+      rows.append(("combined", combined([e for e, _ in runs]), combined([r for _, r in runs])))
+    for seeds, er, rar in rows:
       for method, r in (("er", er), ("er_rar", rar)):
         cells.append(
           [
@@ -234,8 +234,15 @@ def resnet_memory_table(m):
             paired_by_seed(r, er) if r is rar else "",
           ]
         )
-  cols = ["memory", "method", "RAR keys", "seeds", "final avg accuracy", "forgetting"]
-  cols.append("paired vs ER")
+  cols = [
+    "memory",
+    "method",
+    "RAR keys",
+    "seeds",
+    "final avg accuracy",
+    "forgetting",
+    "paired vs ER",
+  ]
   title = "Reduced ResNet-18, Split Fashion-MNIST, small memory"
   return "\n".join(table(title, "test split", cols, cells))
 
