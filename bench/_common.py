@@ -12,3 +12,15 @@ def quiet(fn):
       return fn(*args, **kwargs)
 
   return wrapped
+
+
+def cli(main):
+  """Runs a bench script's ``main()``: a bad value (`rar_jax.errors.RarError`)
+  is one ``error:`` line and exit status 2, as train.py answers it."""
+  from rar_jax.errors import RarError
+
+  try:
+    main()
+  except RarError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)

@@ -18,7 +18,7 @@ import sys
 import tempfile
 
 import numpy as np
-from _common import quiet
+from _common import cli, quiet
 
 from rar_jax import experiment, metrics
 from rar_jax.config import load_file
@@ -121,4 +121,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli(main)

@@ -18,6 +18,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import cli
 from step_time import cpu_model
 
 import rar_jax
@@ -82,4 +83,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli(main)

@@ -45,7 +45,7 @@ import argparse
 import json
 import os
 
-from _common import quiet
+from _common import cli, quiet
 
 from rar_jax import experiment, results
 from rar_jax.config import load_file
@@ -478,4 +478,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli(main)

@@ -19,6 +19,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import cli
 
 import rar_jax
 from rar_jax import loop
@@ -199,4 +200,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli(main)

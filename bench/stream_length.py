@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 
-from _common import quiet
+from _common import cli, quiet
 
 from rar_jax import experiment
 from rar_jax.config import load_file
@@ -52,4 +52,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli(main)
