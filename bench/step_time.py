@@ -9,6 +9,7 @@ advancing together), ms per seed-step, compile seconds.
 """
 
 import argparse
+import dataclasses
 import itertools
 import json
 import platform
@@ -51,10 +52,11 @@ def measure(
     stream_loop,
     model_name in rar_jax.models.CONV_MODELS,
     num_seeds,
-    input_grads=cfg.use_adversarial_replay,
-    batching=batching,
+    batching,
+    loop.inner_loop_iters(cfg, np.asarray(iter_fgsm)),
   )
   conv_impl, stream_loop = execution["conv_impl"], execution["stream_loop"]
+  cfg = dataclasses.replace(cfg, unroll=execution["unroll"])
   jax.config.update("jax_default_matmul_precision", matmul_precision)
   module = rar_jax.create_model(model_name, 10, conv_impl)
   hyper = rar_jax.Hyper.create(
@@ -92,6 +94,7 @@ def measure(
     "batching": batching,
     "conv_impl": conv_impl,
     "stream_loop": stream_loop,
+    "unroll": cfg.unroll,
     "matmul_precision": matmul_precision,
     "iter_fgsm": iter_fgsm,
     "ms_per_step": round(ms, 4),

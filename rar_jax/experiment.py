@@ -150,10 +150,10 @@ def _check_placement(
         config.stream_loop,
         config.model in models.CONV_MODELS,
         plan.padded // devices,
-        plan.replay.use_adversarial_replay,
         plan.batching,
+        loop.inner_loop_iters(plan.replay, plan.hypers.iter_fgsm),
       )
-      plan = dataclasses.replace(plan, execution=execution)
+      plan = plan.with_execution(execution)
   if lead:
     report.atomic_write_json(
       path,

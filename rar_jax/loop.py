@@ -176,27 +176,24 @@ def default_batching(num_devices: int) -> str:
 def default_conv_impl(
   platform: str,
   num_runs: int,
-  input_grads: bool = True,
   processes: int = 1,
   batching: str = "map",
 ) -> str:
-  """How convolutions run, per platform and method (measured: bench/step_time.py,
+  """How convolutions run, per platform (measured: bench/step_time.py,
   bench/paper_code_step_time.py, BENCHMARKS.md).
 
-  CPU: XLA's convolutions (called from a host loop) for methods that only
-  differentiate with respect to the weights (ER, ER-ACE, MIR, ASER; measured
-  for ER), when each device runs its runs one at a time (``map``, or one run
-  per device) in one process; im2col otherwise: for methods that also
-  differentiate with respect to the inputs (RAR's attack), because XLA's CPU
-  input-gradient convolutions are slow and its convolutions inside loop bodies
-  ~10x slower than outside, while matmuls are neither; for several processes,
-  which cannot use the host loop; and for vmapped runs, where XLA would emit
-  grouped convolutions. GPU: XLA's cuDNN convolutions for one run; im2col's
-  batched matmuls for several vmapped runs. TPU: XLA's.
+  CPU: XLA's convolutions when each device runs its runs one at a time
+  (``map``, or one run per device) in one process, called from a host loop with
+  the step's inner loops unrolled (`default_unroll`), since XLA's CPU
+  convolutions inside loop bodies run ~10x slower than outside
+  (jax-ml/jax#12868); im2col's matmuls otherwise: several processes cannot use
+  the host loop, and vmapped runs would make XLA emit grouped convolutions.
+  GPU: XLA's cuDNN convolutions for one run; im2col's batched matmuls for
+  several vmapped runs. TPU: XLA's.
   """
   if platform == "cpu":
     one_at_a_time = num_runs == 1 or batching == "map"
-    return "xla" if not input_grads and processes == 1 and one_at_a_time else "im2col"
+    return "xla" if processes == 1 and one_at_a_time else "im2col"
   if platform in ("gpu", "cuda", "rocm"):
     return "im2col" if num_runs > 1 else "xla"
   return "xla"
@@ -209,27 +206,41 @@ def default_stream_loop(platform: str, conv_model: bool, conv_impl: str, process
   return "host" if host else "scan"
 
 
+def default_unroll(platform: str, conv_model: bool, conv_impl: str) -> bool:
+  """Whether the step's inner loops (RAR's attack steps, `replay_iters`)
+  compile unrolled: where XLA's convolutions run on the CPU, for the reason
+  the host loop exists (jax-ml/jax#12868). Elsewhere loops compile faster."""
+  return platform == "cpu" and conv_model and conv_impl == "xla"
+
+
 def resolve_execution(
   conv_impl: str,
   stream_loop: str,
   conv_model: bool,
   runs_per_device: int,
-  input_grads: bool,
   batching: str = "map",
+  inner_iters: int = 0,
 ) -> dict:
-  """``conv_impl`` and ``stream_loop`` with "auto" resolved for this platform;
-  ``input_grads``: whether the method differentiates with respect to its inputs."""
+  """``conv_impl`` and ``stream_loop`` with "auto" resolved for this platform,
+  and ``unroll`` (`ReplayConfig.unroll`): ``inner_iters``, the longest inner
+  loop of the step (`inner_loop_iters`), where `default_unroll` says so, else 0."""
   platform = jax.devices()[0].platform
   processes = jax.process_count()
   if conv_impl == "auto":
     conv_impl = (
-      default_conv_impl(platform, runs_per_device, input_grads, processes, batching)
-      if conv_model
-      else "xla"
+      default_conv_impl(platform, runs_per_device, processes, batching) if conv_model else "xla"
     )
   if stream_loop == "auto":
     stream_loop = default_stream_loop(platform, conv_model, conv_impl, processes)
-  return {"conv_impl": conv_impl, "stream_loop": stream_loop}
+  unroll = inner_iters if default_unroll(platform, conv_model, conv_impl) else 0
+  return {"conv_impl": conv_impl, "stream_loop": stream_loop, "unroll": unroll}
+
+
+def inner_loop_iters(replay: ReplayConfig, iter_fgsm) -> int:
+  """The longest inner loop of a step of ``replay`` (a `ReplayConfig`) over
+  runs whose attack steps are ``iter_fgsm`` (an array, one per run)."""
+  attack = int(np.max(iter_fgsm)) if replay.use_adversarial_replay else 0
+  return max(attack, replay.replay_iters if replay.replay_iters > 1 else 0)
 
 
 EVAL_LOOPS = ("map", "host")

@@ -141,6 +141,11 @@ class ReplayConfig:
   batch_norm_rows: str = "group"
   storage_policy: str = "reservoir"
   buffer_update: str = "online"
+  # Iterations of the step's inner loops (RAR's attack steps; the `replay_iters`
+  # updates when they are at most this many) compiled without a loop; 0 = loops.
+  # How the step is compiled, not what it computes: the run plan sets it where
+  # XLA's CPU convolutions would run inside a loop body (jax-ml/jax#12868).
+  unroll: int = 0
 
   def __post_init__(self):
     self._check_choices()
@@ -181,6 +186,7 @@ class ReplayConfig:
       ("mem_size", 1, None, "an int >= 1"),
       ("batch_size_mem", 1, mem, f"an int in [1, mem_size={mem}]"),
       ("replay_iters", 1, None, "an int >= 1 (1 = one update per incoming batch, the paper)"),
+      ("unroll", 0, None, "an int >= 0 (0 = the step's inner loops stay loops)"),
     ]
     in_memory = f"an int in [batch_size_mem={batch}, mem_size={mem}]"
     if self.retrieval == "mir":

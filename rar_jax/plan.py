@@ -5,7 +5,7 @@ and the streams: no device, no file."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import jax
 import numpy as np
@@ -28,14 +28,19 @@ class RunPlan:
   seeds: List[int]
   num_runs: int  # cells x seeds
   padded: int  # num_runs rounded up to the device count
-  replay: ReplayConfig  # static, shared by every run
+  replay: ReplayConfig  # static, shared by every run (its `unroll` = execution's)
   hypers: Hyper  # numeric hyper-parameters, one row per padded run
   learning_rates: np.ndarray  # [padded] float32
   keys: np.ndarray  # [padded, ...] PRNG keys
   index: np.ndarray  # [padded, tasks, steps, batch] int32 into the training subset
   task_of_class: np.ndarray  # [padded, num_classes]
-  execution: Dict[str, str]  # conv_impl and stream_loop, "auto" resolved
+  execution: Dict[str, Any]  # conv_impl, stream_loop ("auto" resolved) and unroll
   batching: str  # vmap | map
+
+  def with_execution(self, execution: Dict[str, Any]) -> "RunPlan":
+    """This plan run as ``execution`` says (`loop.resolve_execution`)."""
+    replay = dataclasses.replace(self.replay, unroll=execution["unroll"])
+    return dataclasses.replace(self, execution=execution, replay=replay)
 
   @property
   def num_tasks(self) -> int:
@@ -69,25 +74,29 @@ def make_plan(
     loop.default_batching(num_devices) if config.run_batching == "auto" else config.run_batching
   )
   replay = config_lib.replay_parts(config, method, num_classes)[0]
-  return RunPlan(
+  hypers = jax.tree.map(lambda *a: np.stack(a)[run_cell], *parts)
+  plan = RunPlan(
     method=method,
     cells=cells,
     seeds=seeds,
     num_runs=num_runs,
     padded=padded,
     replay=replay,
-    hypers=jax.tree.map(lambda *a: np.stack(a)[run_cell], *parts),
+    hypers=hypers,
     learning_rates=np.asarray(lrs, np.float32)[run_cell],
     keys=np.asarray(loop.seed_keys([seeds[i] for i in run_seed])),
     index=np.asarray(streams.index)[run_seed],
     task_of_class=np.asarray(streams.task_of_class)[run_seed],
-    execution=loop.resolve_execution(
+    execution={},
+    batching=batching,
+  )
+  return plan.with_execution(
+    loop.resolve_execution(
       config.conv_impl,
       config.stream_loop,
       config.model in models.CONV_MODELS,
       padded // num_devices,
-      input_grads=replay.use_adversarial_replay,
-      batching=batching,
-    ),
-    batching=batching,
+      batching,
+      loop.inner_loop_iters(replay, hypers.iter_fgsm),
+    )
   )

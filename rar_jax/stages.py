@@ -236,6 +236,7 @@ def rar_attack(ctx: StepContext, xm, tm, mm, params: Optional[str] = None) -> Ra
     decay=hyper.decay_factor_fgsm,
     clip_min=DATA_RANGE[0],
     clip_max=DATA_RANGE[1],
+    unroll=cfg.unroll,
   )
   return RarAttack(jax.lax.stop_gradient(xa), nearest, found)
 

@@ -305,7 +305,10 @@ def make_train_step(
         return out[:3], out[3]
 
       (params, batch_stats, opt_state), stacked = jax.lax.scan(
-        body, (state.params, state.batch_stats, state.opt_state), jnp.arange(cfg.replay_iters)
+        body,
+        (state.params, state.batch_stats, state.opt_state),
+        jnp.arange(cfg.replay_iters),
+        unroll=cfg.unroll >= cfg.replay_iters,
       )
       # The first update's losses are the online ones (before any step on x).
       metrics = jax.tree.map(lambda m: m[0], stacked)

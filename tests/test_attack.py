@@ -45,6 +45,21 @@ def test_matches_numpy_loop(eps, alpha, steps, decay):
   np.testing.assert_allclose(got, numpy_mifgsm(x, target, eps, alpha, steps, decay), atol=1e-6)
 
 
+@pytest.mark.parametrize("steps,unroll", [(3, 3), (3, 5), (3, 1), (4, 2)])
+def test_unrolled_steps_match_numpy_with_traced_steps(steps, unroll):
+  # The first `unroll` steps compile without a loop (skipped past `steps`),
+  # the rest in one; the step count stays a traced value, as under a sweep.
+  x = RNG.uniform(size=(5, 6)).astype(np.float32)
+  target = features_np(RNG.uniform(size=(5, 6)).astype(np.float32))
+  run = jax.jit(
+    lambda n: rar_jax.mifgsm(
+      jax_loss(target), jnp.asarray(x), epsilon=0.3, alpha=0.07, steps=n, decay=0.8, unroll=unroll
+    )
+  )
+  got = run(jnp.asarray(steps, jnp.int32))
+  np.testing.assert_allclose(got, numpy_mifgsm(x, target, 0.3, 0.07, steps, 0.8), atol=1e-6)
+
+
 def test_stays_in_ball_and_range_and_gets_closer():
   x = RNG.uniform(size=(32, 6)).astype(np.float32)
   target = features_np(RNG.uniform(size=(32, 6)).astype(np.float32))

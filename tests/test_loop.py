@@ -1,6 +1,8 @@
 """Execution strategies: how a chunk's steps run (`stream_loop`) and how conv
 nets convolve (`conv_impl`). Strategies must not change the numbers."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -148,14 +150,17 @@ def test_resnet_input_shape_check(shape, ok):
 
 
 def test_defaults_per_platform():
-  # CPU: XLA's convolutions (host loop) unless the method differentiates
-  # with respect to its inputs (RAR) or runs in several processes.
-  assert loop.default_conv_impl("cpu", 1, input_grads=False) == "xla"
-  assert loop.default_conv_impl("cpu", 1, input_grads=True) == "im2col"
-  assert loop.default_conv_impl("cpu", 1, input_grads=False, processes=2) == "im2col"
-  assert loop.default_conv_impl("cpu", 4, input_grads=False, batching="map") == "xla"
-  assert loop.default_conv_impl("cpu", 4, input_grads=False, batching="vmap") == "im2col"
+  # CPU: XLA's convolutions (host loop, inner loops unrolled) for runs one at
+  # a time in one process, RAR's attack included; im2col otherwise.
+  assert loop.default_conv_impl("cpu", 1) == "xla"
+  assert loop.default_conv_impl("cpu", 1, processes=2) == "im2col"
+  assert loop.default_conv_impl("cpu", 4, batching="map") == "xla"
+  assert loop.default_conv_impl("cpu", 4, batching="vmap") == "im2col"
   assert loop.default_stream_loop("cpu", True, "xla", processes=2) == "scan"
+  assert loop.default_unroll("cpu", True, "xla")
+  assert not loop.default_unroll("cpu", True, "im2col")
+  assert not loop.default_unroll("cpu", False, "xla")  # the MLP keeps its loops
+  assert not loop.default_unroll("gpu", True, "xla")
   # Evaluation: a host loop over runs and chunks with XLA's convolutions on
   # one CPU device; in one program (im2col on the CPU) over several devices.
   assert loop.eval_execution("cpu", "im2col") == {"conv_impl": "xla", "eval_loop": "host"}
@@ -171,28 +176,57 @@ def test_defaults_per_platform():
 
 
 @pytest.mark.parametrize(
-  "method,expected",
+  "method,overrides,unroll",
   [
-    ("er", {"conv_impl": "xla", "stream_loop": "host"}),
-    ("mir", {"conv_impl": "xla", "stream_loop": "host"}),
-    ("er_rar", {"conv_impl": "im2col", "stream_loop": "scan"}),
-    ("er_mix_rar", {"conv_impl": "im2col", "stream_loop": "scan"}),
+    ("er", {}, 0),
+    ("mir", {}, 0),
+    ("er_rar", {"iter_fgsm": 2}, 2),
+    ("er_mix_rar", {"iter_fgsm": 5}, 5),
+    ("er_rar", {"iter_fgsm": 2, "sweep": "iter_fgsm=3,7"}, 7),  # the sweep's longest
+    ("er", {"replay_iters": 3}, 3),
+    ("er_rar", {"iter_fgsm": 2, "replay_iters": 3}, 3),
   ],
 )
-def test_plan_picks_the_execution_per_method_on_the_cpu(method, expected):
+def test_plan_picks_the_execution_on_the_cpu(method, overrides, unroll):
   from rar_jax import config as config_lib
   from rar_jax import data as data_lib
   from rar_jax import plan as plan_lib
 
   config = config_lib.base_config()
-  config.update(model="resnet18_reduced", methods=method, num_seeds=1)
+  config.update(model="resnet18_reduced", methods=method, num_seeds=1, **overrides)
   streams = data_lib.Streams(np.zeros((1, 1, 1, 10), np.int32), np.zeros((1, 10), np.int32), 0)
   plan = plan_lib.make_plan(config, method, streams, 10, 1)
-  assert plan.execution == expected
-  # Explicit keys win over the rule.
+  assert plan.execution == {"conv_impl": "xla", "stream_loop": "host", "unroll": unroll}
+  assert plan.replay.unroll == unroll  # what the step is built with
+  # Explicit keys win over the rule; im2col keeps the loops.
   config.update(conv_impl="im2col", stream_loop="host")
   plan = plan_lib.make_plan(config, method, streams, 10, 1)
-  assert plan.execution == {"conv_impl": "im2col", "stream_loop": "host"}
+  assert plan.execution == {"conv_impl": "im2col", "stream_loop": "host", "unroll": 0}
+  assert plan.replay.unroll == 0
+  # The MLP has no convolutions to keep out of loops.
+  config.update(model="mlp", conv_impl="auto", stream_loop="auto")
+  plan = plan_lib.make_plan(config, method, streams, 10, 1)
+  assert plan.execution == {"conv_impl": "xla", "stream_loop": "scan", "unroll": 0}
+
+
+@pytest.mark.parametrize(
+  "method,replay_iters", [("mir_mix_rar", 1), pytest.param("er_rar", 2, marks=pytest.mark.slow)]
+)
+def test_unrolled_inner_loops_give_the_same_runs(method, replay_iters):
+  # `unroll` changes how the step compiles, not what it computes.
+  module = rar_jax.MLP(NUM_CLASSES, hidden=(16, 16))
+  x, y = stream((4, 4, 1))
+  cfg, tx, hyper = parts(module, method)
+  index = jnp.asarray(np.arange(len(y)).reshape(1, -1, 10))
+  out = []
+  for unroll in (0, 2):
+    c = dataclasses.replace(cfg, replay_iters=replay_iters, unroll=unroll)
+    states = loop.init_states(module, tx, c, hyper, loop.seed_keys([5]), x[:10])
+    step = rar_jax.make_train_step(module, tx, c)
+    runner = loop.make_stream_runner(step, "map", "host")
+    out.append(runner(states, x, y, index)[0])
+  for u, v in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
+    np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
 
 
 def test_a_resume_keeps_the_convolutions_its_checkpoints_were_written_with(tmp_path):
@@ -215,7 +249,7 @@ def test_a_resume_keeps_the_convolutions_its_checkpoints_were_written_with(tmp_p
     json.dumps({"padded_runs": 1, "devices": 1, "conv_impl": "im2col"})
   )
   resumed = experiment._check_placement(str(tmp_path), config, plan, 1, True)
-  assert resumed.execution == {"conv_impl": "im2col", "stream_loop": "scan"}
+  assert resumed.execution == {"conv_impl": "im2col", "stream_loop": "scan", "unroll": 0}
   assert json.loads((tmp_path / "placement.json").read_text())["conv_impl"] == "im2col"
   config.update(conv_impl="xla")  # asked for explicitly: refused, not silently changed
   with pytest.raises(ConfigError, match="conv_impl='im2col'.*--config.conv_impl=im2col"):
