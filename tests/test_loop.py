@@ -229,6 +229,28 @@ def test_unrolled_inner_loops_give_the_same_runs(method, replay_iters):
     np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_norm_rows", ["group", "joint"])
+def test_resnet_rar_on_the_cpu_default_matches_the_round_7_execution(batch_norm_rows):
+  # The CPU default for RAR on conv nets (XLA's convolutions, host loop, attack
+  # unrolled) against round 7's (im2col, scan, attack in a loop): the same
+  # training, to float tolerance, over a few steps of a small ResNet.
+  x, y = stream((8, 8, 1), n=40)
+  index = jnp.asarray(np.arange(len(y)).reshape(1, -1, 10))
+  finals = []
+  for conv_impl, stream_loop, unroll in (("xla", "host", 2), ("im2col", "scan", 0)):
+    module = rar_jax.ReducedResNet18(NUM_CLASSES, nf=4, blocks=(1, 1), conv_impl=conv_impl)
+    cfg, tx, hyper = parts(module, "er_rar")
+    cfg = dataclasses.replace(cfg, unroll=unroll, batch_norm_rows=batch_norm_rows)
+    states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys([1]), x[:10])
+    runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg), "map", stream_loop)
+    finals.append(runner(states, x, y, index)[0])
+  moved = jax.tree.leaves(finals[0].params)[0]
+  for u, v in zip(jax.tree.leaves(finals[0]), jax.tree.leaves(finals[1])):
+    np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-5)
+  assert int(finals[0].buffer.size[0]) == 20 and np.all(np.isfinite(np.asarray(moved)))
+
+
 def test_a_resume_keeps_the_convolutions_its_checkpoints_were_written_with(tmp_path):
   import json
 

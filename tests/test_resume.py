@@ -119,6 +119,17 @@ def test_checkpoint_of_an_older_payload_restores_through_its_own_structure(tmp_p
   assert os.listdir(tmp_path / "checkpoints_damaged") == ["7"]
 
 
+def test_the_newest_of_several_checkpoints_is_restored(tmp_path):
+  # A resume from an older one would end with the same numbers (the stream
+  # replays deterministically), so only the step tells it apart.
+  ckpt = Checkpointer(tmp_path / "checkpoints", keep=3)
+  for step in (2, 4, 6, 9):  # keep=3 drops the first
+    ckpt.save(step, {"position": np.asarray(step, np.int64)})
+  assert ckpt.steps() == [4, 6, 9]
+  step, got = ckpt.restore_latest({"position": np.asarray(0, np.int64)})
+  assert step == 9 and int(got["position"]) == 9
+
+
 @pytest.mark.slow
 def test_damaged_checkpoint_is_skipped_for_the_previous_one(reference, tmp_path):
   workdir = tmp_path / "run"

@@ -62,6 +62,24 @@ def test_a_user_chain_of_builtin_stages_is_the_named_method_bit_for_bit():
   _equal(_train("er", chain=chain)[0].params, _train("er_rar")[0].params)
 
 
+@pytest.mark.parametrize("method", ["er_rar", "mir_rar", "aser_rar"])
+def test_every_retrieval_stage_keeps_the_current_labels_out_of_replay(method):
+  # CE's replay rule (the paper's code): no replay row shares a label with the
+  # incoming batch, whichever stage draws the rows.
+  kw = dict(mir_candidates=10, aser_candidates=10, aser_coop_size=10)
+  state, _ = _train(method, **kw)
+  held = np.asarray(state.buffer.y)[: int(state.buffer.size)]
+  assert set(held.tolist()) == {0, 1, 2, 3}
+  module, cfg, tx, _ = _parts(method, **kw)
+  x, _ = _stream()
+  x_in, y_in = x[20:30], jnp.asarray([0] * 5 + [2] * 5, jnp.int32)  # incoming labels 0 and 2
+  preview = jax.jit(rar_jax.step.make_rar_preview(module, tx, cfg))
+  for seed in range(5):
+    out = jax.device_get(preview(state, x_in, y_in, jax.random.PRNGKey(seed)))
+    labels = np.argmax(out["targets"], -1)[out["mask"]]
+    assert len(labels) > 0 and set(labels.tolist()) <= {1, 3}, (seed, labels)
+
+
 def test_rar_on_a_user_written_retrieval():
   calls = []
 
