@@ -34,7 +34,8 @@ Stages:
             with the config's beta_coef, or with --resnet_tune one tuned on the
             validation split first (3 values x 2 seeds); --resnet_beta,
             --resnet_epsilon, --resnet_batch_norm_rows and --resnet_memory set
-            those keys (the run's folder name carries the last three). Not run by default:
+            those keys (the run's folder name carries the last three);
+            --resnet_conv_impl how it convolves. Not run by default:
             about 5 min per seed of er_rar on one core.
 
 Every run's files land in bench/results/quality/<name>/; one JSON line per run
@@ -334,6 +335,12 @@ def main():
     "--resnet_memory", type=int, default=None, help="mem_size instead of the config's (200)"
   )
   p.add_argument(
+    "--resnet_conv_impl",
+    default="auto",
+    choices=("auto", "xla", "im2col"),
+    help="conv_impl (README, Execution); im2col reproduces RAR rows trained before round 8",
+  )
+  p.add_argument(
     "--resnet_tune",
     action="store_true",
     help="tune beta_coef on the validation split first (else the config's)",
@@ -432,6 +439,7 @@ def main():
       keep_checkpoints=1,
       overwrite=False,
       batch_norm_rows=a.resnet_batch_norm_rows,
+      conv_impl=a.resnet_conv_impl,
     )
     suffix = "" if a.resnet_batch_norm_rows == "group" else f"_bn_{a.resnet_batch_norm_rows}"
     if a.resnet_epsilon is not None:
