@@ -145,15 +145,7 @@ def _check_placement(
           f"conv_impl={config.conv_impl!r} would change the numbers. Pass "
           f"--config.conv_impl={was} (or auto), or start afresh with --config.overwrite=true"
         )
-      execution = loop.resolve_execution(
-        was,
-        config.stream_loop,
-        config.model in models.CONV_MODELS,
-        plan.padded // devices,
-        plan.batching,
-        loop.inner_loop_iters(plan.replay, plan.hypers.iter_fgsm),
-      )
-      plan = plan.with_execution(execution)
+      plan = plan.with_execution(config, devices, conv_impl=was)
   if lead:
     report.atomic_write_json(
       path,

@@ -5,7 +5,7 @@ and the streams: no device, no file."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import jax
 import numpy as np
@@ -37,8 +37,19 @@ class RunPlan:
   execution: Dict[str, Any]  # conv_impl, stream_loop ("auto" resolved) and unroll
   batching: str  # vmap | map
 
-  def with_execution(self, execution: Dict[str, Any]) -> "RunPlan":
-    """This plan run as ``execution`` says (`loop.resolve_execution`)."""
+  def with_execution(
+    self, config: ConfigDict, num_devices: int, conv_impl: Optional[str] = None
+  ) -> "RunPlan":
+    """This plan with its execution resolved (`loop.resolve_execution`) from
+    ``config``'s keys, ``conv_impl`` in place of the config's when given."""
+    execution = loop.resolve_execution(
+      conv_impl or config.conv_impl,
+      config.stream_loop,
+      config.model in models.CONV_MODELS,
+      self.padded // num_devices,
+      self.batching,
+      loop.inner_loop_iters(self.replay, self.hypers.iter_fgsm),
+    )
     replay = dataclasses.replace(self.replay, unroll=execution["unroll"])
     return dataclasses.replace(self, execution=execution, replay=replay)
 
@@ -74,7 +85,6 @@ def make_plan(
     loop.default_batching(num_devices) if config.run_batching == "auto" else config.run_batching
   )
   replay = config_lib.replay_parts(config, method, num_classes)[0]
-  hypers = jax.tree.map(lambda *a: np.stack(a)[run_cell], *parts)
   plan = RunPlan(
     method=method,
     cells=cells,
@@ -82,7 +92,7 @@ def make_plan(
     num_runs=num_runs,
     padded=padded,
     replay=replay,
-    hypers=hypers,
+    hypers=jax.tree.map(lambda *a: np.stack(a)[run_cell], *parts),
     learning_rates=np.asarray(lrs, np.float32)[run_cell],
     keys=np.asarray(loop.seed_keys([seeds[i] for i in run_seed])),
     index=np.asarray(streams.index)[run_seed],
@@ -90,13 +100,4 @@ def make_plan(
     execution={},
     batching=batching,
   )
-  return plan.with_execution(
-    loop.resolve_execution(
-      config.conv_impl,
-      config.stream_loop,
-      config.model in models.CONV_MODELS,
-      padded // num_devices,
-      batching,
-      loop.inner_loop_iters(replay, hypers.iter_fgsm),
-    )
-  )
+  return plan.with_execution(config, num_devices)
