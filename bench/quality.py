@@ -29,6 +29,11 @@ Stages:
   internals (not run by default) round 7: RAR's internals at the same cells, the
             same way: look-ahead step size (opt_lr), the neighbour search's
             feature layer, the weights the attack differentiates.
+  ncm       (not run by default) round 9: the nearest-class-mean classifier
+            (eval_classifier=ncm) tuned on validation for er, er_rar, er_ace,
+            er_ace_rar (memory 200) and er, er_rar (memory 500), 10 seeds per
+            cell; then each best cell on the test set with both classifiers
+            (--ncm_phase tune | test | all).
   resnet    the reduced ResNet-18 (configs/split_fashion_mnist_resnet.py): er,
             er_rar and er_mix_rar on the test set (--resnet_seeds, default 10),
             with the config's beta_coef, or with --resnet_tune one tuned on the
@@ -297,6 +302,65 @@ def goal_stage(skip_done, phase="all"):
         )
 
 
+# Round 9: the nearest-class-mean classifier (eval_classifier=ncm: evaluation only, training
+# as before) tuned on validation (10 seeds per cell); then each best cell on the test set, once
+# with each classifier (the training is the same, so the two rows pair exactly).
+RAR_NCM_GRID = "learning_rate=0.03,0.05,0.1;beta_coef=0.05,0.1,0.3,0.5;epsilon_fgsm=0.3,0.5"
+NCM_TUNING = {
+  "ncm_tune_er": dict(methods="er", sweep="learning_rate=0.03,0.05,0.1"),
+  "ncm_tune_er_rar": dict(methods="er_rar", sweep=RAR_NCM_GRID),
+  "ncm_tune_er_ace": dict(methods="er_ace", sweep="learning_rate=0.03,0.05,0.1"),
+  "ncm_tune_er_ace_rar": dict(methods="er_ace_rar", sweep=RAR_NCM_GRID),
+  "ncm_tune_m500_er": dict(methods="er", mem_size=500, sweep="learning_rate=0.03,0.05,0.1"),
+  "ncm_tune_m500_er_rar": dict(methods="er_rar", mem_size=500, sweep=RAR_NCM_GRID),
+}
+# (memory, method, seeds, the tuning run its cell is the best of)
+NCM_TESTS = (
+  (200, "er", 20, "ncm_tune_er"),
+  (200, "er_rar", 20, "ncm_tune_er_rar"),
+  (200, "er_ace", 20, "ncm_tune_er_ace"),
+  (200, "er_ace_rar", 20, "ncm_tune_er_ace_rar"),
+  (500, "er", 10, "ncm_tune_m500_er"),
+  (500, "er_rar", 10, "ncm_tune_m500_er_rar"),
+)
+
+
+def ncm_test_name(mem, method, classifier):
+  return f"ncm_test_m{mem}_{method}_{classifier}"
+
+
+def ncm_stage(skip_done, phase="all"):
+  """Round 9: ``NCM_TUNING`` with the NCM classifier on the validation split,
+  then each ``NCM_TESTS`` row on the test set with both classifiers."""
+  common = dict(iter_fgsm=5, alpha_fgsm=None)
+  if phase in ("tune", "all"):
+    for name, overrides in NCM_TUNING.items():
+      if not (skip_done and done(name)):
+        run(
+          name,
+          eval_classifier="ncm",
+          eval_split="validation",
+          num_seeds=10,
+          **common,
+          **overrides,
+        )
+  if phase in ("test", "all"):
+    for mem, method, seeds, tuning in NCM_TESTS:
+      best = tuned(method, [tuning])
+      for classifier in ("ncm", "head"):
+        name = ncm_test_name(mem, method, classifier)
+        if not (skip_done and done(name)):
+          run(
+            name,
+            methods=method,
+            mem_size=mem,
+            num_seeds=seeds,
+            eval_classifier=classifier,
+            **common,
+            **best,
+          )
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument(
@@ -312,6 +376,7 @@ def main():
       "goals",
       "variants",
       "internals",
+      "ncm",
     ),
     default=None,
   )
@@ -346,6 +411,9 @@ def main():
     help="tune beta_coef on the validation split first (else the config's)",
   )
   p.add_argument("--goal_phase", default="all", choices=("tune", "test", "all"))
+  p.add_argument(
+    "--ncm_phase", default="all", choices=("tune", "test", "all"), help="of the ncm stage"
+  )
   p.add_argument("--skip_done", action="store_true", help="skip tuning runs already done")
   p.add_argument("--run_batching", default="auto", help="auto | vmap | map (see README)")
   a = p.parse_args()
@@ -432,6 +500,8 @@ def main():
     variant_stage(a.skip_done, VARIANTS)
   if a.only == "internals":
     variant_stage(a.skip_done, INTERNALS)
+  if a.only == "ncm":
+    ncm_stage(a.skip_done, a.ncm_phase)
   if a.only == "resnet":
     # Long runs: checkpoints kept, so rerunning the stage resumes where it stopped.
     resnet = dict(

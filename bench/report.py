@@ -11,7 +11,7 @@ import json
 import os
 
 import numpy as np
-from quality import INTERNALS, VARIANT_CELLS, VARIANTS, variant_name
+from quality import INTERNALS, NCM_TESTS, VARIANT_CELLS, VARIANTS, ncm_test_name, variant_name
 
 from rar_jax import metrics
 from rar_jax.report import plot_sensitivity, sensitivity_grid
@@ -404,6 +404,89 @@ def goals_table(m):
   return _test_table(m, "Round 5: more tuning for the goals", rows, name_base=True)
 
 
+def ncm_table(m):
+  """Round 9: each method's NCM-tuned cell on the test set, evaluated with the
+  nearest class mean and with the output layer (bench/quality.py --only ncm);
+  the same training, so the two rows pair exactly."""
+  cells = []
+  for mem, method, _, _ in NCM_TESTS:
+    ncm, head = (m.get((ncm_test_name(mem, method, c), method)) for c in ("ncm", "head"))
+    if not (ncm and head):
+      continue
+    base = {"er_rar": "er", "er_ace_rar": "er_ace"}.get(method)
+    b = m.get((ncm_test_name(mem, base, "ncm"), base)) if base else None
+    cells.append(
+      [
+        mem,
+        method,
+        tuned_keys(ncm_test_name(mem, method, "ncm"), "rar" in method),
+        len(ncm["seeds"]),
+        pm(ncm["final_avg_accuracy"]),
+        pm(ncm["final_forgetting"]),
+        pm(head["final_avg_accuracy"]),
+        paired_by_seed(ncm, head),
+        paired_by_seed(ncm, b) + f" (vs {base})" if b else "",
+      ]
+    )
+  cols = [
+    "memory",
+    "method",
+    "tuned (NCM, validation)",
+    "seeds",
+    "NCM accuracy",
+    "NCM forgetting",
+    "output layer",
+    "NCM − output layer",
+    "paired, both NCM",
+  ]
+  title = "Round 9: the nearest-class-mean classifier"
+  return "\n".join(table(title, "test split", cols, cells))
+
+
+def ncm_checkpoint_table():
+  """Round 9: NCM on the ResNet runs' final checkpoints (bench/ncm_checkpoints.py):
+  final average accuracy per memory, both classifiers, ER-RAR paired with ER."""
+  path = os.path.join(RES, "ncm_checkpoints.jsonl")
+  if not os.path.exists(path):
+    return ""
+  runs = {}  # (memory, method) -> {seed: (head, ncm)}; later lines win
+  with open(path) as f:
+    for line in f:
+      r = json.loads(line)
+      per = runs.setdefault((r["mem_size"], r["method"]), {})
+      for s, h, n in zip(r["seeds"], r["head_final_avg_accuracy"], r["ncm_final_avg_accuracy"]):
+        per[s] = (h, n)
+
+  def summary(v):
+    v = np.asarray(v)
+    return f"{v.mean():.3f} ± {metrics.two_se(v):.3f}"
+
+  cells = []
+  for mem in sorted({k[0] for k in runs}):
+    er, rar = runs.get((mem, "er"), {}), runs.get((mem, "er_rar"), {})
+    common = sorted(set(er) & set(rar))
+    if not common:
+      continue
+    for i, name in ((0, "output layer"), (1, "NCM")):
+      a = [er[s][i] for s in common]
+      b = [rar[s][i] for s in common]
+      d = np.subtract(b, a)
+      cells.append(
+        [
+          mem,
+          name,
+          len(common),
+          summary(a),
+          summary(b),
+          f"{_mean_2se(d)} ({int((d > 0).sum())} of {len(d)} seeds)",
+        ]
+      )
+  cols = ["memory", "classifier", "seeds", "er", "er_rar", "er_rar − er (paired)"]
+  title = "Round 9: NCM on the ResNet runs' final checkpoints"
+  note = "test split, final average accuracy, Split Fashion-MNIST, joint batch norm"
+  return "\n".join(table(title, note, cols, cells))
+
+
 def tuning_tables(m):
   lines = []
   for method in ("er_rar", "er_mix_rar"):
@@ -574,6 +657,10 @@ def main():
     + variants_table(m)
     + "\n"
     + variants_table(m, INTERNALS, "Round 7: RAR's internals at the best ER-RAR cell")
+    + "\n"
+    + ncm_table(m)
+    + "\n"
+    + ncm_checkpoint_table()
     + "\n"
     + tuning_tables(m)
     + "\n\nSensitivity heat maps: "

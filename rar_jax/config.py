@@ -40,6 +40,9 @@ def base_config() -> ConfigDict:
   c.validation_fraction = 0.0  # held out of each class's training data (paper: 0.05)
   c.eval_split = "test"  # test | validation (for tuning)
   c.eval_protocol = "class"  # class (all logits) | task (the logits of the task's classes)
+  # head (the model's output layer) | ncm (nearest class mean of the buffer's penultimate
+  # features, the "NCM trick"; evaluation only, training unchanged)
+  c.eval_classifier = "head"
   # Model and optimiser.
   c.model = "mlp"  # mlp | resnet18_reduced
   c.learning_rate = 0.1
@@ -226,6 +229,7 @@ def _check_choices(config: ConfigDict) -> None:
   _one_of(config, "conv_impl", ("auto",) + models.CONV_IMPLS)
   _one_of(config, "stream_loop", ("auto",) + loop.STREAM_LOOPS)
   _one_of(config, "eval_protocol", ("class", "task"))
+  _one_of(config, "eval_classifier", loop.EVAL_CLASSIFIERS)
   _one_of(config, "matmul_precision", MATMUL_PRECISIONS)
   _one_of(config, "aser_type", ASER_TYPES)
   _one_of(config, "attack_params", ATTACK_PARAMS)

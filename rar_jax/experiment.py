@@ -36,6 +36,7 @@ from rar_jax import loop, models, report
 from rar_jax import sweep as sweep_lib
 from rar_jax.config import (
   RUNTIME_KEYS,
+  base_config,
   cell_config,
   method_config,
   method_names,
@@ -105,6 +106,8 @@ def _check_resumable(workdir: str, config, overwrite: bool) -> None:
     return
   with open(path) as f:
     old = json.load(f)
+  # A key added after that run was written ran as its default (keys are added that way).
+  old = {**_config_json(base_config()), **old}
   new = _config_json(config)
   differ = sorted(
     k for k in set(old) | set(new) if k not in RUNTIME_KEYS and old.get(k) != new.get(k)
@@ -385,6 +388,13 @@ def _compile(plan: RunPlan, placed: _Placed, run: _RunState, module, tx, config)
     n: runner.lower(run.states, placed.data_x, placed.data_y, placed.index(0, 0, n)).compile()
     for n in sorted({chunk, steps % chunk} - {0})
   }
+  evaluate, eval_execution = _compile_evaluation(plan, placed, run, module, config)
+  fill = loop.make_buffer_filler() if plan.replay.buffer_update == "per_experience" else None
+  return _Programs(chunks, evaluate, fill, time.perf_counter() - t0, eval_execution)
+
+
+def _compile_evaluation(plan: RunPlan, placed: _Placed, run: _RunState, module, config):
+  """The compiled evaluation of every run and how it runs (recorded in metrics.json)."""
   eval_execution = {"eval_loop": "map"}
   if hasattr(module, "conv_impl"):  # any conv model with a choice of convolutions
     ev = loop.eval_execution(jax.devices()[0].platform, module.conv_impl, jax.device_count())
@@ -401,12 +411,12 @@ def _compile(plan: RunPlan, placed: _Placed, run: _RunState, module, tx, config)
     chunk=eval_chunk,
     eval_protocol=config.eval_protocol,
     eval_loop=eval_execution["eval_loop"],
+    eval_classifier=config.eval_classifier,
   )
   evaluate = evaluator.lower(
     run.states, placed.eval_x, placed.eval_y, placed.task_of_class
   ).compile()
-  fill = loop.make_buffer_filler() if plan.replay.buffer_update == "per_experience" else None
-  return _Programs(chunks, evaluate, fill, time.perf_counter() - t0, eval_execution)
+  return evaluate, eval_execution
 
 
 def _train(
@@ -525,6 +535,7 @@ def _summarise(
     "dataset": data.ds.name,
     "data_source": data.ds.source,
     "eval_split": config.eval_split,
+    "eval_classifier": config.eval_classifier,
     "steps_per_task": plan.steps_per_task,
     "dropped_samples_per_seed": data.streams.dropped_samples,
   }
@@ -628,6 +639,53 @@ def run_method(config: ConfigDict, method: str, data: PreparedData, workdir: str
   if lead:
     _write_results(config, plan, data, result, workdir, preview)
   return result.to_dict()
+
+
+def evaluate_checkpoint(workdir: str, eval_classifier: str = "head") -> dict:
+  """Evaluates the latest checkpoint of one method's folder (as train.py wrote
+  it: ``config.json``, ``placement.json``, ``checkpoints/``) with another
+  ``eval_classifier``, on the split the run was evaluated on; training is not
+  touched. E.g. the nearest-class-mean accuracies of runs trained and evaluated
+  with the output layer. Returns ``{"step", "steps", "seeds", "overrides",
+  "accuracy"}``, ``accuracy[run][task]`` after the checkpoint's step (the
+  final row of ``acc_matrix`` when the run had finished), runs as metrics.json
+  orders them (sweep cells x seeds)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise ConfigError(f"{workdir} holds no config.json: not a method's folder written by train.py")
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise ConfigError(f"{workdir} holds no checkpoints/ (was keep_checkpoints 0?)")
+  config = base_config()  # keys added after the run was written run as their defaults
+  with open(path) as f:
+    config.update(json.load(f))
+  config.eval_classifier = eval_classifier
+  config.progress = False
+  validate_config(config)
+  method = method_names(config)[0]
+  data = prepare_data(config)
+  mesh = loop.runs_mesh()
+  plan = make_plan(config, method, data.streams, data.ds.num_classes, mesh.size)
+  plan = _check_placement(workdir, config, plan, mesh.size, lead=False)
+  module = models.create_model(config.model, data.ds.num_classes, plan.execution["conv_impl"])
+  placed = _place(plan, data, mesh)
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=1)
+  try:
+    tx = make_optimizer(config.learning_rate)
+    run = _init_or_restore(plan, placed, module, tx, ckpt, data.train_x[:1])
+  finally:
+    ckpt.close()
+  if run.position == 0:
+    raise ConfigError(f"{workdir}: no checkpoint could be restored")
+  with jax.default_matmul_precision(config.matmul_precision):
+    evaluate, _ = _compile_evaluation(plan, placed, run, module, config)
+    acc = _gather(evaluate(run.states, placed.eval_x, placed.eval_y, placed.task_of_class))
+  return {
+    "step": run.position,
+    "steps": plan.num_tasks * plan.steps_per_task,
+    "seeds": list(plan.seeds),
+    "overrides": [dict(o) for o in plan.cells],
+    "accuracy": acc[: plan.num_runs].tolist(),
+  }
 
 
 # ---------------------------------------------------------------- the benchmark

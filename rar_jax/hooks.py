@@ -14,6 +14,7 @@ import numpy as np
 
 from rar_jax import checkpoint as checkpoint_lib
 from rar_jax.errors import TrainingDiverged
+from rar_jax.report import format_rate
 from rar_jax.writer import MetricWriter
 
 LOG_LINE_SECONDS = 30.0  # progress in a log: one plain line per this many seconds
@@ -156,7 +157,7 @@ class Progress(Hook):
     self.position = e.position
     status = (
       f"task {e.task + 1}/{e.num_tasks}, loss {e.scalars['loss_current']:.3f}, "
-      f"replay {e.scalars['loss_replay']:.3f}, {e.steps_per_second:.0f} steps/s"
+      f"replay {e.scalars['loss_replay']:.3f}, {format_rate(e.steps_per_second)} steps/s"
     )
     if self._bar is not None:
       self._bar.update(e.chunk_steps)

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from rar_jax import buffer as buffer_lib
+from rar_jax import ncm as ncm_lib
 from rar_jax.method import Hyper, ReplayConfig
 from rar_jax.step import TrainState, init_train_state, make_predict
 
@@ -244,6 +245,7 @@ def inner_loop_iters(replay: ReplayConfig, iter_fgsm) -> int:
 
 
 EVAL_LOOPS = ("map", "host")
+EVAL_CLASSIFIERS = ("head", "ncm")  # the output layer | the buffer's nearest class mean
 
 
 def eval_execution(platform: str, conv_impl: str, devices: int = 1) -> dict:
@@ -281,6 +283,7 @@ def make_evaluator(
   chunk: int = 1000,
   eval_protocol: str = "class",
   eval_loop: str = "map",
+  eval_classifier: str = "head",
 ) -> Callable:
   """``evaluate(states, x, y, task_of_class[seeds, C]) -> accuracy[seeds, num_tasks]``.
 
@@ -290,16 +293,33 @@ def make_evaluator(
   ``"host"`` (see `eval_execution`). Tasks with no evaluation sample get NaN.
   ``eval_protocol="class"``: argmax over every class (class-incremental);
   ``"task"``: over the classes of the sample's task only (task-incremental).
+  ``eval_classifier="head"``: the model's output layer; ``"ncm"``: the nearest
+  class mean of the run's buffer in the penultimate features (`rar_jax.ncm`),
+  the means computed once per evaluation.
   The result is jitted or behaves like a jitted function (``.lower(...).compile()``).
   """
   if eval_protocol not in ("class", "task"):
     raise ValueError(f"eval_protocol={eval_protocol!r} is invalid: one of ('class', 'task')")
   if eval_loop not in EVAL_LOOPS:
     raise ValueError(f"eval_loop={eval_loop!r} is invalid: one of {EVAL_LOOPS}")
+  if eval_classifier not in EVAL_CLASSIFIERS:
+    raise ValueError(f"eval_classifier={eval_classifier!r} is invalid: one of {EVAL_CLASSIFIERS}")
   predict = make_predict(module)
+  features = ncm_lib.make_features(module)
 
-  def correct(state: TrainState, xb, yb, task_of_class):
-    logits = predict(state.params, state.batch_stats, xb)
+  def prepare(state: TrainState, task_of_class):
+    """What every chunk of one run's evaluation shares: the class means."""
+    if eval_classifier == "head":
+      return ()
+    return ncm_lib.buffer_class_means(
+      features, state.params, state.batch_stats, state.buffer, task_of_class.shape[0]
+    )
+
+  def correct(state: TrainState, shared, xb, yb, task_of_class):
+    if eval_classifier == "head":
+      logits = predict(state.params, state.batch_stats, xb)
+    else:
+      logits = ncm_lib.ncm_scores(features(state.params, state.batch_stats, xb), *shared)
     if eval_protocol == "task":  # the task is known at test time
       logits = jnp.where(task_of_class[None, :] == task_of_class[yb][:, None], logits, -jnp.inf)
     return jnp.argmax(logits, -1) == yb
@@ -318,12 +338,13 @@ def make_evaluator(
     return jnp.where(total > 0, right / jnp.maximum(total, 1.0), jnp.nan)
 
   if eval_loop == "host":
-    return _HostEvaluator(correct, pad, per_task, chunk)
+    return _HostEvaluator(prepare, correct, pad, per_task, chunk)
 
   def evaluate_one(state: TrainState, x, y, task_of_class):
     xp, yp, valid = pad(x, y)
+    shared = prepare(state, task_of_class)
     hits = jax.lax.map(
-      lambda b: correct(state, b[0], b[1], task_of_class),
+      lambda b: correct(state, shared, b[0], b[1], task_of_class),
       (xp.reshape(-1, chunk, *x.shape[1:]), yp.reshape(-1, chunk)),
     )
     return per_task(hits, yp, valid, task_of_class)
@@ -335,13 +356,17 @@ class _HostEvaluator:
   """A Python loop over runs and test-set chunks around one compiled chunk
   program (see `make_evaluator`)."""
 
-  def __init__(self, correct: Callable, pad: Callable, per_task: Callable, chunk: int):
+  def __init__(
+    self, prepare: Callable, correct: Callable, pad: Callable, per_task: Callable, chunk: int
+  ):
     self.chunk = chunk
 
-    def chunk_hits(state, xp, yp, task_of_class, start):
+    def chunk_hits(state, shared, xp, yp, task_of_class, start):
       xb = jax.lax.dynamic_slice_in_dim(xp, start, chunk)
-      return correct(state, xb, jax.lax.dynamic_slice_in_dim(yp, start, chunk), task_of_class)
+      yb = jax.lax.dynamic_slice_in_dim(yp, start, chunk)
+      return correct(state, shared, xb, yb, task_of_class)
 
+    self._prepare = jax.jit(prepare)
     self._jitted = jax.jit(chunk_hits)
     self._hits = self._jitted
     self._pad = jax.jit(pad)
@@ -356,7 +381,10 @@ class _HostEvaluator:
     class Lowered:
       def compile(self):
         if evaluator._hits is evaluator._jitted:  # one chunk program serves every call
-          evaluator._hits = evaluator._jitted.lower(one, xp, yp, task_of_class[0], 0).compile()
+          shared = jax.eval_shape(evaluator._prepare, one, task_of_class[0])
+          evaluator._hits = evaluator._jitted.lower(
+            one, shared, xp, yp, task_of_class[0], 0
+          ).compile()
         return evaluator
 
     return Lowered()
@@ -367,8 +395,9 @@ class _HostEvaluator:
     hits = []
     for r in range(runs):
       state = jax.tree.map(lambda a: a[r], states)
+      shared = self._prepare(state, task_of_class[r])
       row = [
-        self._hits(state, xp, yp, task_of_class[r], start)
+        self._hits(state, shared, xp, yp, task_of_class[r], start)
         for start in range(0, xp.shape[0], self.chunk)
       ]
       hits.append(jnp.concatenate(row))

@@ -148,6 +148,12 @@ def plus_minus(summary: Mapping) -> str:
   return f"{summary['mean']:.3f} ± {se2:.3f}" if se2 is not None else f"{summary['mean']:.3f}"
 
 
+def format_rate(steps_per_second: float) -> str:
+  """Steps per second as a person reads them: whole numbers from 10 up, two
+  significant digits below (a conv net on the CPU runs at 0.23, not "0")."""
+  return f"{steps_per_second:.0f}" if steps_per_second >= 10 else f"{steps_per_second:.2g}"
+
+
 def comparison_table(results: Sequence[Mapping]) -> str:
   """A Markdown table, one row per method's metrics dict."""
   rows = [
@@ -157,7 +163,8 @@ def comparison_table(results: Sequence[Mapping]) -> str:
   for r in results:
     rows.append(
       f"| {r['method']} | {plus_minus(r['final_avg_accuracy'])} | "
-      f"{plus_minus(r['final_forgetting'])} | {r['num_seeds']} | {r['steps_per_second']:.0f} |"
+      f"{plus_minus(r['final_forgetting'])} | {r['num_seeds']} | "
+      f"{format_rate(r['steps_per_second'])} |"
     )
   # Say what the speed counts: it is easily read as per seed, or as wall time.
   rows += [

@@ -35,7 +35,7 @@ class CellResult:
     num_tasks = self.acc.shape[-1]
     return {
       "method": self.method,
-      **{k: self.info[k] for k in ("dataset", "data_source", "eval_split")},
+      **{k: self.info[k] for k in ("dataset", "data_source", "eval_split", "eval_classifier")},
       "overrides": self.overrides,
       "num_seeds": len(self.seeds),
       "seeds": self.seeds,

@@ -96,3 +96,65 @@ def test_chunk_size_does_not_change_the_numbers(eval_loop):
       states, jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.asarray(task_of_class, jnp.int32)
     )
     np.testing.assert_allclose(np.asarray(got)[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("eval_loop", loop.EVAL_LOOPS)
+def test_ncm_classifies_by_the_nearest_buffer_class_mean(eval_loop):
+  """``eval_classifier="ncm"`` ignores the logits: each sample goes to the class
+  whose buffered features (per run: its own buffer) have the nearest unit mean."""
+  from test_ncm import numpy_class_means, numpy_ncm_predict
+
+  rng = np.random.default_rng(2)
+  n, dim, num_tasks, cap = 29, 4, 3, 12
+  centers = rng.normal(size=(C, dim)) * 3
+  y = rng.integers(0, C, n)
+  x = (centers[y] + rng.normal(size=(n, dim))).astype(np.float32)
+  x[:, 0] = 0.0  # the Oracle's logits all say class 0: the head gets only class 0 right
+  task_of_class = np.array([[0, 0, 1, 1, 2, 2], [2, 2, 1, 1, 0, 0]])
+  module = Oracle(C)
+  cfg = rar_jax.ReplayConfig.from_method("er", num_classes=C, mem_size=cap)
+  states = loop.init_states(
+    module,
+    rar_jax.make_optimizer(0.1),
+    cfg,
+    rar_jax.Hyper.create(opt_lr=0.1),
+    loop.seed_keys([0, 1]),
+    jnp.asarray(x[:2]),
+  )
+  bx = np.zeros((2, cap, dim), np.float32)
+  by = np.zeros((2, cap), np.int32)
+  sizes = [cap, 7]  # run 1's buffer is partly empty, and lacks some classes
+  for r, size in enumerate(sizes):
+    by[r, :size] = rng.integers(0, C if r == 0 else 3, size)
+    bx[r, :size] = centers[by[r, :size]] + rng.normal(size=(size, dim))
+    bx[r, size:] = centers[5] * 10  # empty slots must not count (label 0 there)
+  bx[:, :, 0] = 0.0
+  states = states.replace(
+    buffer=states.buffer.replace(
+      x=jnp.asarray(bx), y=jnp.asarray(by), size=jnp.asarray(sizes, jnp.int32)
+    )
+  )
+  args = (states, jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.asarray(task_of_class, jnp.int32))
+  evaluate = loop.make_evaluator(
+    module, num_tasks, chunk=10, eval_loop=eval_loop, eval_classifier="ncm"
+  )
+  if eval_loop == "host":
+    evaluate = evaluate.lower(*args).compile()
+  got = np.asarray(evaluate(*args))
+  for r, size in enumerate(sizes):
+    valid = np.arange(cap) < size
+    means, present = numpy_class_means(bx[r].astype(np.float64), by[r], valid, C)
+    pred = numpy_ncm_predict(x.astype(np.float64), means, present)
+    np.testing.assert_allclose(
+      got[r], numpy_accuracy(pred, y, task_of_class[r], num_tasks), atol=1e-6
+    )
+  head = np.asarray(loop.make_evaluator(module, num_tasks, chunk=10, eval_loop=eval_loop)(*args))
+  np.testing.assert_allclose(
+    head[0], numpy_accuracy(np.zeros(n, int), y, task_of_class[0], num_tasks), atol=1e-6
+  )
+  assert got[0].mean() > head[0].mean() + 0.2  # the classifiers differ, and NCM sees the classes
+
+
+def test_an_unknown_classifier_is_named():
+  with pytest.raises(ValueError, match="eval_classifier='knn' is invalid"):
+    loop.make_evaluator(Oracle(C), 3, eval_classifier="knn")

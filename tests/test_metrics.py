@@ -89,3 +89,10 @@ def test_summary_mean_and_two_standard_errors_by_hand():
 def test_summary_of_one_seed_has_no_standard_error():
   s = metrics.summarize(np.array([0.42]))
   assert s["mean"] == pytest.approx(0.42) and s["se2"] is None and s["per_seed"] == [0.42]
+
+
+def test_slow_rates_keep_their_digits():
+  from rar_jax.report import format_rate
+
+  # A conv net on the CPU steps at well under 1 per second: "0 steps/s" said nothing.
+  assert [format_rate(x) for x in (0.234, 2.5, 12.4, 1234.6)] == ["0.23", "2.5", "12", "1235"]

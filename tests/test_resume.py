@@ -173,3 +173,19 @@ def test_resume_with_another_device_count_is_refused(reference, tmp_path):
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 2 and "Traceback" not in err
   assert "padded for 1 devices" in err and "3 devices" in err
+
+
+def test_a_workdir_from_before_a_new_key_resumes_as_that_key_default(tmp_path):
+  """A key added after a run was written ran as its default there: resuming
+  with the default goes on, with another value is refused, naming the key."""
+  from rar_jax import experiment
+  from rar_jax.config import base_config
+
+  old = json.loads(base_config().to_json())
+  del old["eval_classifier"]  # written before round 9 added the key
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  experiment._check_resumable(str(tmp_path), base_config(), overwrite=False)
+  new = base_config()
+  new.eval_classifier = "ncm"
+  with pytest.raises(experiment.ConfigError, match="eval_classifier: 'head' -> 'ncm'"):
+    experiment._check_resumable(str(tmp_path), new, overwrite=False)

@@ -197,6 +197,7 @@ BAD = [
   (dict(methods="random+bogus"), ["unknown stage 'bogus'"]),
   (dict(eval_protocol="domain"), ["eval_protocol='domain'", "task"]),
   (dict(matmul_precision="fp8"), ["matmul_precision='fp8'", "float32"]),
+  (dict(eval_classifier="knn"), ["eval_classifier='knn'", "ncm"]),
 ]
 
 
@@ -219,6 +220,7 @@ def test_new_methods_and_keys_validate():
     methods="aser_rar,er_ace_rar,aser+mixup+rar+ace",
     replay_iters=3,
     eval_protocol="task",
+    eval_classifier="ncm",
     matmul_precision="float32",
     exclude_current_labels=False,
   )
