@@ -331,7 +331,9 @@ class _RunState:
     return {k: v for k, v in self.payload().items() if k != "eval_seconds"}
 
 
-def _init_or_restore(plan: RunPlan, placed: _Placed, module, tx, ckpt, sample_x) -> _RunState:
+def _init_or_restore(
+  plan: RunPlan, placed: _Placed, module, tx, ckpt, sample_x, verb: str = "resumed"
+) -> _RunState:
   by_run = placed.by_run
   states = loop.init_states(
     module,
@@ -358,7 +360,7 @@ def _init_or_restore(plan: RunPlan, placed: _Placed, module, tx, ckpt, sample_x)
     )
     run.diverged = _diverged_runs(run.states, plan.num_runs)
     _say(
-      f"[{plan.method}] resumed from the checkpoint at step {run.position} of "
+      f"[{plan.method}] {verb} from the checkpoint at step {run.position} of "
       f"{plan.num_tasks * plan.steps_per_task}"
     )
   return run
@@ -671,7 +673,9 @@ def evaluate_checkpoint(workdir: str, eval_classifier: str = "head") -> dict:
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=1)
   try:
     tx = make_optimizer(config.learning_rate)
-    run = _init_or_restore(plan, placed, module, tx, ckpt, data.train_x[:1])
+    run = _init_or_restore(
+      plan, placed, module, tx, ckpt, data.train_x[:1], f"evaluating ({eval_classifier})"
+    )
   finally:
     ckpt.close()
   if run.position == 0:
