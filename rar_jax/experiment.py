@@ -654,7 +654,15 @@ def evaluate_checkpoint(workdir: str, eval_classifier: str = "head") -> dict:
   orders them (sweep cells x seeds)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
-    raise ConfigError(f"{workdir} holds no config.json: not a method's folder written by train.py")
+    inner = sorted(
+      d
+      for d in (os.listdir(workdir) if os.path.isdir(workdir) else [])
+      if os.path.isfile(os.path.join(workdir, d, "config.json"))
+    )
+    hint = f"; its method folders: {', '.join(inner)}" if inner else ""
+    raise ConfigError(
+      f"{workdir} holds no config.json: not a method's folder written by train.py{hint}"
+    )
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     raise ConfigError(f"{workdir} holds no checkpoints/ (was keep_checkpoints 0?)")
   config = base_config()  # keys added after the run was written run as their defaults

@@ -3,6 +3,7 @@ force and a hand-computed case."""
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rar_jax import ncm
 
@@ -91,3 +92,5 @@ def test_a_checkpoint_reevaluates_to_what_training_evaluated(tmp_path):
   ncm_after = experiment.evaluate_checkpoint(str(tmp_path / "head"), "ncm")
   np.testing.assert_array_equal(np.asarray(ncm_after["accuracy"]), got["ncm"][:, -1])
   assert not np.array_equal(got["ncm"][:, -1], got["head"][:, -1])
+  with pytest.raises(experiment.ConfigError, match="its method folders: head, ncm"):
+    experiment.evaluate_checkpoint(str(tmp_path), "ncm")  # the parent of method folders
