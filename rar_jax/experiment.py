@@ -669,7 +669,6 @@ def evaluate_checkpoint(workdir: str, eval_classifier: str = "head") -> dict:
   with open(path) as f:
     config.update(json.load(f))
   config.eval_classifier = eval_classifier
-  config.progress = False
   validate_config(config)
   method = method_names(config)[0]
   data = prepare_data(config)
