@@ -322,7 +322,9 @@ def make_evaluator(
       logits = ncm_lib.ncm_scores(features(state.params, state.batch_stats, xb), *shared)
     if eval_protocol == "task":  # the task is known at test time
       logits = jnp.where(task_of_class[None, :] == task_of_class[yb][:, None], logits, -jnp.inf)
-    return jnp.argmax(logits, -1) == yb
+    # A row with no finite score has no prediction (NCM with none of its candidate classes
+    # in the buffer): argmax would say class 0 and count class-0 samples right.
+    return (jnp.argmax(logits, -1) == yb) & jnp.isfinite(jnp.max(logits, -1))
 
   def pad(x, y):
     n = x.shape[0]

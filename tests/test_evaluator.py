@@ -158,3 +158,38 @@ def test_ncm_classifies_by_the_nearest_buffer_class_mean(eval_loop):
 def test_an_unknown_classifier_is_named():
   with pytest.raises(ValueError, match="eval_classifier='knn' is invalid"):
     loop.make_evaluator(Oracle(C), 3, eval_classifier="knn")
+
+
+@pytest.mark.parametrize("eval_loop", loop.EVAL_LOOPS)
+def test_ncm_never_credits_a_task_whose_classes_the_buffer_lacks(eval_loop):
+  """Task protocol + NCM, classes 0 and 1 (task 0) absent from the buffer: no
+  class of task 0 has a mean, so its samples have no prediction and are wrong
+  (argmax over all ``-inf`` would have said class 0, right for class-0 samples)."""
+  y = np.array([0, 0, 1, 2, 3], np.int32)
+  x = np.zeros((5, 3), np.float32)  # features (0, 1, +-1); the Oracle's logits say class 0
+  x[:, 1] = 1
+  x[:, 2] = [1, 1, 1, 1, -1]
+  module = Oracle(C)
+  cfg = rar_jax.ReplayConfig.from_method("er", num_classes=C, mem_size=4, batch_size_mem=2)
+  states = loop.init_states(
+    module,
+    rar_jax.make_optimizer(0.1),
+    cfg,
+    rar_jax.Hyper.create(opt_lr=0.1),
+    loop.seed_keys([0]),
+    jnp.asarray(x[:2]),
+  )
+  bx = np.array([[[0, 1, 1], [0, 1, -1], [0, 0, 0], [0, 0, 0]]], np.float32)  # classes 2, 3
+  states = states.replace(
+    buffer=states.buffer.replace(
+      x=jnp.asarray(bx), y=jnp.asarray([[2, 3, 0, 0]], jnp.int32), size=jnp.asarray([2])
+    )
+  )
+  task_of_class = jnp.asarray([[0, 0, 1, 1, 2, 2]], jnp.int32)
+  args = (states, jnp.asarray(x), jnp.asarray(y), task_of_class)
+  for protocol in ("task", "class"):
+    evaluate = loop.make_evaluator(
+      module, 3, chunk=4, eval_protocol=protocol, eval_loop=eval_loop, eval_classifier="ncm"
+    )
+    got = np.asarray(evaluate(*args))[0]
+    np.testing.assert_allclose(got, [0.0, 1.0, np.nan], equal_nan=True)
