@@ -14,7 +14,7 @@ import numpy as np
 from quality import INTERNALS, NCM_TESTS, VARIANT_CELLS, VARIANTS, ncm_test_name, variant_name
 
 from rar_jax import metrics
-from rar_jax.report import plot_sensitivity, sensitivity_grid
+from rar_jax.report import evaluation_words, plot_sensitivity, sensitivity_grid
 from rar_jax.report import plus_minus as pm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,8 +133,10 @@ def combined(parts):
   if len(set(seeds)) != len(seeds):
     raise SystemExit(f"combined: the parts share seeds ({sorted(seeds)}); they would count twice")
   same = ("method", "dataset", "eval_split", "steps", "conv_impl", "run_batching")
-  for key in same:
-    if len({json.dumps(p.get(key)) for p in parts}) > 1:
+  # Keys that metrics.json gained later: a part written before them ran the default.
+  defaults = {"eval_classifier": "head", "eval_protocol": "class"}
+  for key in same + tuple(defaults):
+    if len({json.dumps(p.get(key, defaults.get(key))) for p in parts}) > 1:
       raise SystemExit(f"combined: the parts differ in {key}; they are not one experiment")
   out = {"seeds": [s for p in parts for s in p["seeds"]]}
   for key in ("final_avg_accuracy", "final_forgetting"):
@@ -522,7 +524,9 @@ def sensitivity_pictures(m):
     if sensitivity_grid(r) is None:
       continue
     png = os.path.join(RES, "quality", name, "sensitivity.png")
-    title = f"{method} ({name}), {r['num_seeds']} seeds per cell, {r['eval_split']} split"
+    title = f"{method} ({name}), {r['num_seeds']} seeds per cell, " + evaluation_words(
+      r["eval_split"], r.get("eval_classifier", "head"), r.get("eval_protocol", "class")
+    )
     plot_sensitivity(png, r, title)
     paths.append(os.path.relpath(png, ROOT))
   return paths

@@ -10,25 +10,35 @@ from typing import Any, Optional, Tuple
 import orbax.checkpoint as ocp
 
 
+class CheckpointError(Exception):
+  """A checkpoint that a read-only `Checkpointer` cannot restore."""
+
+
 class Checkpointer:
   """Keeps the last ``keep`` checkpoints under ``directory``.
 
   Orbax writes each checkpoint into a temporary folder and renames it when
   complete, so a run killed mid-save leaves no half checkpoint that looks
   finished. A finished one that fails to restore (damaged files) is reported
-  and skipped for the previous one.
+  and skipped for the previous one. ``read_only`` (re-evaluating a finished
+  run) writes, moves and deletes nothing: a damaged checkpoint raises instead.
   """
 
-  def __init__(self, directory: str, keep: int):
+  def __init__(self, directory: str, keep: int, read_only: bool = False):
     self.directory = os.path.abspath(directory)
+    self.read_only = read_only
     self._manager = ocp.CheckpointManager(
       self.directory,
       options=ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=False
+        max_to_keep=keep,
+        create=not read_only,
+        enable_async_checkpointing=False,
       ),
     )
 
   def save(self, step: int, payload: Any) -> None:
+    if self.read_only:
+      raise RuntimeError(f"{self.directory} was opened read-only")
     self._manager.save(step, args=ocp.args.StandardSave(payload), force=True)
     self._manager.wait_until_finished()
 
@@ -48,6 +58,11 @@ class Checkpointer:
       try:
         return step, self._restore_any(step, targets)
       except Exception as e:  # damaged files surface as many error types
+        if self.read_only:
+          raise CheckpointError(
+            f"checkpoint {step} in {self.directory} is unreadable "
+            f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})"
+          ) from e
         aside = self._set_aside(step)
         logging.warning(
           "checkpoint %d in %s is unreadable (%s: %s); moved to %s, trying the previous one",

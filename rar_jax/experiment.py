@@ -538,6 +538,7 @@ def _summarise(
     "data_source": data.ds.source,
     "eval_split": config.eval_split,
     "eval_classifier": config.eval_classifier,
+    "eval_protocol": config.eval_protocol,
     "steps_per_task": plan.steps_per_task,
     "dropped_samples_per_seed": data.streams.dropped_samples,
   }
@@ -579,7 +580,9 @@ def _write_results(
     report.plot_accuracy(
       os.path.join(workdir, "accuracy.png"),
       result.cells[0].acc,
-      f"{plan.method} on {data.ds.name} ({len(plan.seeds)} seeds)",
+      f"{plan.method} on {data.ds.name} ({len(plan.seeds)} seeds, "
+      + report.evaluation_words(config.eval_split, config.eval_classifier, config.eval_protocol)
+      + ")",
     )
   if sweep:
     report.atomic_write_text(os.path.join(workdir, "sweep.md"), report.sweep_table(summary) + "\n")
@@ -587,7 +590,8 @@ def _write_results(
       report.plot_sensitivity(
         os.path.join(workdir, "sensitivity.png"),
         summary,
-        f"{plan.method} on {data.ds.name}, {len(plan.seeds)} seeds, {config.eval_split} split",
+        f"{plan.method} on {data.ds.name}, {len(plan.seeds)} seeds, "
+        + report.evaluation_words(config.eval_split, config.eval_classifier, config.eval_protocol),
       )
   if preview is not None:
     r = preview["run"]
@@ -651,7 +655,9 @@ def evaluate_checkpoint(workdir: str, eval_classifier: str = "head") -> dict:
   with the output layer. Returns ``{"step", "steps", "seeds", "overrides",
   "accuracy"}``, ``accuracy[run][task]`` after the checkpoint's step (the
   final row of ``acc_matrix`` when the run had finished), runs as metrics.json
-  orders them (sweep cells x seeds)."""
+  orders them (sweep cells x seeds); a run whose parameters hold a NaN/Inf
+  (diverged) has NaN accuracies. Reads the folder only: an unreadable latest
+  checkpoint raises `ConfigError` instead of being set aside."""
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     inner = sorted(
@@ -677,12 +683,14 @@ def evaluate_checkpoint(workdir: str, eval_classifier: str = "head") -> dict:
   plan = _check_placement(workdir, config, plan, mesh.size, lead=False)
   module = models.create_model(config.model, data.ds.num_classes, plan.execution["conv_impl"])
   placed = _place(plan, data, mesh)
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=1)
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=1, read_only=True)
   try:
     tx = make_optimizer(config.learning_rate)
     run = _init_or_restore(
       plan, placed, module, tx, ckpt, data.train_x[:1], f"evaluating ({eval_classifier})"
     )
+  except checkpoint_lib.CheckpointError as e:
+    raise ConfigError(f"{e}; nothing was changed in {workdir}") from None
   finally:
     ckpt.close()
   if run.position == 0:
@@ -690,12 +698,14 @@ def evaluate_checkpoint(workdir: str, eval_classifier: str = "head") -> dict:
   with jax.default_matmul_precision(config.matmul_precision):
     evaluate, _ = _compile_evaluation(plan, placed, run, module, config)
     acc = _gather(evaluate(run.states, placed.eval_x, placed.eval_y, placed.task_of_class))
+  acc = np.array(acc[: plan.num_runs], np.float64)
+  acc[sorted(run.diverged)] = np.nan
   return {
     "step": run.position,
     "steps": plan.num_tasks * plan.steps_per_task,
     "seeds": list(plan.seeds),
     "overrides": [dict(o) for o in plan.cells],
-    "accuracy": acc[: plan.num_runs].tolist(),
+    "accuracy": acc.tolist(),
   }
 
 
@@ -713,7 +723,8 @@ def _compare(
   table = report.comparison_table(list(results.values()))
   title = (
     f"{data.ds.name}, {config.num_tasks} tasks, memory {config.mem_size}, "
-    f"{config.num_seeds} seeds, {config.eval_split} split"
+    f"{config.num_seeds} seeds, "
+    + report.evaluation_words(config.eval_split, config.eval_classifier, config.eval_protocol)
   )
   print(f"\n{title}:\n{table}", flush=True)
   if len(results) > 1:

@@ -312,7 +312,7 @@ def make_evaluator(
     if eval_classifier == "head":
       return ()
     return ncm_lib.buffer_class_means(
-      features, state.params, state.batch_stats, state.buffer, task_of_class.shape[0]
+      features, state.params, state.batch_stats, state.buffer, task_of_class.shape[0], chunk
     )
 
   def correct(state: TrainState, shared, xb, yb, task_of_class):
@@ -384,6 +384,8 @@ class _HostEvaluator:
       def compile(self):
         if evaluator._hits is evaluator._jitted:  # one chunk program serves every call
           shared = jax.eval_shape(evaluator._prepare, one, task_of_class[0])
+          # Compiled here, not on first use: its time belongs to compile_seconds.
+          evaluator._prepare = evaluator._prepare.lower(one, task_of_class[0]).compile()
           evaluator._hits = evaluator._jitted.lower(
             one, shared, xp, yp, task_of_class[0], 0
           ).compile()

@@ -60,8 +60,21 @@ def make_features(module: nn.Module, layer: str = models.PENULTIMATE):
   return features
 
 
-def buffer_class_means(features_fn, params, batch_stats, buf: BufferState, num_classes: int):
-  """`class_means` of the buffer's held items under the model ``params``."""
-  valid = jnp.arange(buf.y.shape[0]) < buf.size
-  feats = features_fn(params, batch_stats, buf.x)
+def buffer_class_means(
+  features_fn, params, batch_stats, buf: BufferState, num_classes: int, chunk: int = 1000
+):
+  """`class_means` of the buffer's held items under the model ``params``; a
+  buffer larger than ``chunk`` goes through the model ``chunk`` rows at a time
+  (bounded memory for large buffers and models)."""
+  n = buf.y.shape[0]
+  valid = jnp.arange(n) < buf.size
+  if n <= chunk:
+    feats = features_fn(params, batch_stats, buf.x)
+  else:
+    rows = (-n) % chunk
+    xp = jnp.pad(buf.x, [(0, rows)] + [(0, 0)] * (buf.x.ndim - 1))
+    feats = jax.lax.map(
+      lambda xb: features_fn(params, batch_stats, xb), xp.reshape(-1, chunk, *buf.x.shape[1:])
+    )
+    feats = feats.reshape(n + rows, -1)[:n]
   return class_means(feats, buf.y, valid, num_classes)

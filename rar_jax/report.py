@@ -148,6 +148,20 @@ def plus_minus(summary: Mapping) -> str:
   return f"{summary['mean']:.3f} ± {se2:.3f}" if se2 is not None else f"{summary['mean']:.3f}"
 
 
+def evaluation_words(
+  eval_split: str, eval_classifier: str = "head", eval_protocol: str = "class"
+) -> str:
+  """How a result was evaluated, for titles: ``"test split"``, plus the
+  classifier and protocol where they are not the defaults (their numbers do
+  not compare with the defaults')."""
+  words = [f"{eval_split} split"]
+  if eval_classifier == "ncm":
+    words.append("nearest-class-mean classifier")
+  if eval_protocol == "task":
+    words.append("task-incremental")
+  return ", ".join(words)
+
+
 def format_rate(steps_per_second: float) -> str:
   """Steps per second as a person reads them: whole numbers from 10 up, two
   significant digits below (a conv net on the CPU runs at 0.23, not "0")."""
@@ -181,7 +195,12 @@ def sweep_table(result: Mapping) -> str:
   seed after the others, as `rar_jax.results.MethodResult.best` ranks them)."""
   cells = sorted(result["cells"], key=results_lib.rank, reverse=True)
   rows = [
-    f"{result['method']}, {result['num_seeds']} seeds per cell, {result['eval_split']} split",
+    f"{result['method']}, {result['num_seeds']} seeds per cell, "
+    + evaluation_words(
+      result["eval_split"],
+      result.get("eval_classifier", "head"),
+      result.get("eval_protocol", "class"),
+    ),
     "",
     "| cell | final avg accuracy (± 2SE) | forgetting (± 2SE) |",
     "| --- | --- | --- |",

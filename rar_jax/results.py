@@ -35,7 +35,10 @@ class CellResult:
     num_tasks = self.acc.shape[-1]
     return {
       "method": self.method,
-      **{k: self.info[k] for k in ("dataset", "data_source", "eval_split", "eval_classifier")},
+      **{
+        k: self.info[k]
+        for k in ("dataset", "data_source", "eval_split", "eval_classifier", "eval_protocol")
+      },
       "overrides": self.overrides,
       "num_seeds": len(self.seeds),
       "seeds": self.seeds,

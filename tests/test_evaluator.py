@@ -193,3 +193,82 @@ def test_ncm_never_credits_a_task_whose_classes_the_buffer_lacks(eval_loop):
     )
     got = np.asarray(evaluate(*args))[0]
     np.testing.assert_allclose(got, [0.0, 1.0, np.nan], equal_nan=True)
+
+
+class BatchNormNet(nn.Module):
+  """Batch norm, then the penultimate features, then a dense head."""
+
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    h = nn.BatchNorm(use_running_average=not train, epsilon=1e-5)(x.reshape((x.shape[0], -1)))
+    self.sow("features", "penultimate", h)
+    return nn.Dense(self.num_classes)(h)
+
+
+@pytest.mark.parametrize("eval_loop", loop.EVAL_LOOPS)
+def test_ncm_of_a_batch_norm_model_uses_its_running_statistics(eval_loop):
+  """NCM features come from the model in evaluation mode: batch norm normalises
+  with the run's running mean and variance (a buffer larger than ``chunk`` goes
+  through in pieces), against a NumPy computation of those features."""
+  from test_ncm import numpy_class_means, numpy_ncm_predict
+
+  rng = np.random.default_rng(5)
+  n, dim, num_tasks, cap, chunk = 23, 3, 3, 12, 5
+  module = BatchNormNet(C)
+  cfg = rar_jax.ReplayConfig.from_method("er", num_classes=C, mem_size=cap)
+  states = loop.init_states(
+    module,
+    rar_jax.make_optimizer(0.1),
+    cfg,
+    rar_jax.Hyper.create(opt_lr=0.1),
+    loop.seed_keys([0, 1]),
+    jnp.zeros((2, dim), jnp.float32),
+  )
+  # Running statistics far from a batch's own: per-feature shift and scale.
+  mean = rng.normal(size=(2, dim)) * 2
+  var = rng.uniform(0.2, 3.0, size=(2, dim))
+  scale = rng.uniform(0.5, 2.0, size=(2, dim))
+  bias = rng.normal(size=(2, dim))
+  stats = {
+    "BatchNorm_0": {"mean": jnp.asarray(mean, jnp.float32), "var": jnp.asarray(var, jnp.float32)}
+  }
+  params = dict(states.params)
+  params["BatchNorm_0"] = {
+    "scale": jnp.asarray(scale, jnp.float32),
+    "bias": jnp.asarray(bias, jnp.float32),
+  }
+  centers = rng.normal(size=(C, dim)) * 3
+  by = rng.integers(0, C, (2, cap)).astype(np.int32)
+  bx = (centers[by] + rng.normal(size=(2, cap, dim))).astype(np.float32)
+  sizes = [cap, 9]
+  y = rng.integers(0, C, n).astype(np.int32)
+  x = (centers[y] + rng.normal(size=(n, dim))).astype(np.float32)
+  states = states.replace(
+    params=params,
+    batch_stats=stats,
+    buffer=states.buffer.replace(
+      x=jnp.asarray(bx), y=jnp.asarray(by), size=jnp.asarray(sizes, jnp.int32)
+    ),
+  )
+  task_of_class = np.array([[0, 0, 1, 1, 2, 2], [2, 2, 1, 1, 0, 0]])
+  args = (states, jnp.asarray(x), jnp.asarray(y), jnp.asarray(task_of_class, jnp.int32))
+  evaluate = loop.make_evaluator(
+    module, num_tasks, chunk=chunk, eval_loop=eval_loop, eval_classifier="ncm"
+  )
+  if eval_loop == "host":
+    evaluate = evaluate.lower(*args).compile()
+  got = np.asarray(evaluate(*args))
+  for r, size in enumerate(sizes):
+
+    def feats(v, r=r):
+      return (v - mean[r]) / np.sqrt(var[r] + 1e-5) * scale[r] + bias[r]
+
+    means, present = numpy_class_means(
+      feats(bx[r].astype(np.float64)), by[r], np.arange(cap) < size, C
+    )
+    pred = numpy_ncm_predict(feats(x.astype(np.float64)), means, present)
+    np.testing.assert_allclose(
+      got[r], numpy_accuracy(pred, y, task_of_class[r], num_tasks), atol=1e-6
+    )

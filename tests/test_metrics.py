@@ -96,3 +96,52 @@ def test_slow_rates_keep_their_digits():
 
   # A conv net on the CPU steps at well under 1 per second: "0 steps/s" said nothing.
   assert [format_rate(x) for x in (0.234, 2.5, 12.4, 1234.6)] == ["0.23", "2.5", "12", "1235"]
+
+
+def test_titles_name_a_classifier_or_protocol_that_is_not_the_default():
+  from rar_jax.report import evaluation_words, sweep_table
+
+  assert evaluation_words("test") == "test split"
+  assert evaluation_words("validation", "ncm", "task") == (
+    "validation split, nearest-class-mean classifier, task-incremental"
+  )
+  cell = {
+    "overrides": {"beta_coef": 0.1},
+    "final_avg_accuracy": {"mean": 0.7, "se2": 0.01, "per_seed": [0.7]},
+    "final_forgetting": {"mean": 0.2, "se2": 0.01, "per_seed": [0.2]},
+    "diverged_seeds": [],
+  }
+  result = {"method": "er_rar", "num_seeds": 1, "eval_split": "test", "cells": [cell]}
+  assert sweep_table(result).splitlines()[0] == "er_rar, 1 seeds per cell, test split"
+  ncm = sweep_table(dict(result, eval_classifier="ncm")).splitlines()[0]
+  assert ncm == "er_rar, 1 seeds per cell, test split, nearest-class-mean classifier"
+
+
+def test_bench_report_refuses_to_combine_parts_evaluated_differently():
+  """bench/report.py `combined` joins one method's runs split over seeds; parts
+  evaluated with another classifier are not the same experiment."""
+  import importlib
+  import os
+  import sys
+
+  bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+  sys.path.insert(0, bench)
+  try:
+    report = importlib.import_module("report")
+  finally:
+    sys.path.remove(bench)
+
+  def part(seeds, accs, **keys):
+    s = {"mean": float(np.mean(accs)), "se2": 0.0, "per_seed": accs}
+    base = {"method": "er", "dataset": "d", "eval_split": "test", "steps": 10}
+    return dict(base, seeds=seeds, final_avg_accuracy=s, final_forgetting=s, **keys)
+
+  # A part written before metrics.json held eval_classifier ran the output layer.
+  joined = report.combined([part([0, 1], [0.6, 0.8]), part([2], [0.7], eval_classifier="head")])
+  assert joined["seeds"] == [0, 1, 2]
+  np.testing.assert_allclose(joined["final_avg_accuracy"]["mean"], 0.7)
+  np.testing.assert_allclose(joined["final_avg_accuracy"]["se2"], 2 * 0.1 / np.sqrt(3))
+  with pytest.raises(SystemExit, match="differ in eval_classifier"):
+    report.combined([part([0], [0.6]), part([1], [0.7], eval_classifier="ncm")])
+  with pytest.raises(SystemExit, match="share seeds"):
+    report.combined([part([0], [0.6]), part([0], [0.7])])

@@ -94,3 +94,47 @@ def test_a_checkpoint_reevaluates_to_what_training_evaluated(tmp_path):
   assert not np.array_equal(got["ncm"][:, -1], got["head"][:, -1])
   with pytest.raises(experiment.ConfigError, match="its method folders: head, ncm"):
     experiment.evaluate_checkpoint(str(tmp_path), "ncm")  # the parent of method folders
+
+
+def test_reevaluation_marks_diverged_runs_and_leaves_a_damaged_folder_as_it_was(tmp_path):
+  """A sweep cell that diverged keeps NaN weights in the checkpoint: its runs
+  get NaN accuracies, not the hits of NaN scores. An unreadable checkpoint
+  raises, and `evaluate_checkpoint` moves nothing (training's resume would set
+  it aside)."""
+  import os
+
+  from rar_jax import experiment
+  from rar_jax.config import load_file
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = load_file(os.path.join(root, "configs", "default.py"))
+  config.update(
+    methods="er",
+    num_seeds=1,
+    samples_per_task=100,
+    mem_size=20,
+    plot=False,
+    progress=False,
+    sweep="learning_rate=1e30,0.05",
+  )
+  workdir = str(tmp_path / "run")
+  trained = experiment.train_and_evaluate(config, workdir)["er"]
+  cells = {c["overrides"]["learning_rate"]: c for c in trained["cells"]}
+  assert cells[1e30]["diverged_seeds"] == [0]
+  got = experiment.evaluate_checkpoint(workdir, "ncm")
+  assert [o["learning_rate"] for o in got["overrides"]] == [1e30, 0.05]
+  assert np.isnan(got["accuracy"][0]).all() and np.isfinite(got["accuracy"][1]).all()
+  head = experiment.evaluate_checkpoint(workdir, "head")
+  np.testing.assert_array_equal(head["accuracy"][1], np.asarray(cells[0.05]["acc_matrix"])[0, -1])
+
+  ckpts = os.path.join(workdir, "checkpoints")
+  kept = sorted(os.listdir(ckpts))
+  latest = str(max(map(int, kept)))
+  for folder, _, files in os.walk(os.path.join(ckpts, latest)):
+    for name in files:
+      with open(os.path.join(folder, name), "wb") as f:
+        f.write(b"garbage")
+  before = sorted(os.listdir(workdir))
+  with pytest.raises(experiment.ConfigError, match=f"checkpoint {latest} in .* is unreadable"):
+    experiment.evaluate_checkpoint(workdir, "ncm")
+  assert sorted(os.listdir(workdir)) == before and sorted(os.listdir(ckpts)) == kept

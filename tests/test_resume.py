@@ -189,3 +189,20 @@ def test_a_workdir_from_before_a_new_key_resumes_as_that_key_default(tmp_path):
   new.eval_classifier = "ncm"
   with pytest.raises(experiment.ConfigError, match="eval_classifier: 'head' -> 'ncm'"):
     experiment._check_resumable(str(tmp_path), new, overwrite=False)
+
+
+def test_a_read_only_checkpointer_raises_on_an_unreadable_checkpoint_and_moves_nothing(tmp_path):
+  """Re-evaluating a finished run (`experiment.evaluate_checkpoint`) must leave
+  its folder as it was: no `checkpoints_damaged/`, no save."""
+  from rar_jax.checkpoint import CheckpointError
+
+  Checkpointer(tmp_path / "checkpoints", keep=2).save(7, {"acc": np.arange(3.0)})
+  ckpt = Checkpointer(tmp_path / "checkpoints", keep=1, read_only=True)
+  step, got = ckpt.restore_latest({"acc": np.zeros(3)})
+  assert step == 7 and np.array_equal(got["acc"], np.arange(3.0))
+  with pytest.raises(CheckpointError, match="checkpoint 7 in .* is unreadable"):
+    ckpt.restore_latest({"position": np.asarray(0, np.int64)})  # not its structure
+  with pytest.raises(RuntimeError, match="read-only"):
+    ckpt.save(8, {"acc": np.arange(3.0)})
+  assert sorted(os.listdir(tmp_path)) == ["checkpoints"]
+  assert os.listdir(tmp_path / "checkpoints") == ["7"]
