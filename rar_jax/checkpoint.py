@@ -9,9 +9,7 @@ from typing import Any, Optional, Tuple
 
 import orbax.checkpoint as ocp
 
-
-class CheckpointError(Exception):
-  """A checkpoint that a read-only `Checkpointer` cannot restore."""
+from rar_jax.errors import CheckpointError
 
 
 class Checkpointer:

@@ -195,7 +195,10 @@ def _tfds_arrays(tfds, name: str, data_dir: Optional[str], download: bool):
 
 
 def _load_tfds(name: str, data_dir: Optional[str]) -> Dataset:
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up noise; a user's value wins
+  # TF's start-up noise; a user's value wins. TF 2.21 prints its oneDNN notice on some CPUs
+  # (AMD family 26) whatever the log level; TF only decodes and batches bytes here.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   try:
     import tensorflow as tf
     import tensorflow_datasets as tfds

@@ -24,4 +24,15 @@ class TrainingDiverged(RarError, RuntimeError):
   """The loss became NaN/Inf; the message says which checkpoint, if any, is kept."""
 
 
-__all__ = ["RarError", "ConfigError", "SweepError", "DataError", "TrainingDiverged"]
+class CheckpointError(RarError, RuntimeError):
+  """A checkpoint that must be read as it is (re-evaluation) cannot be restored."""
+
+
+__all__ = [
+  "RarError",
+  "ConfigError",
+  "SweepError",
+  "DataError",
+  "TrainingDiverged",
+  "CheckpointError",
+]

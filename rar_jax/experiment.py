@@ -43,7 +43,7 @@ from rar_jax.config import (
   replay_parts,
   validate_config,
 )
-from rar_jax.errors import ConfigError, TrainingDiverged
+from rar_jax.errors import CheckpointError, ConfigError, TrainingDiverged
 from rar_jax.plan import RunPlan, make_plan
 from rar_jax.results import CellResult, MethodResult, is_sweep
 from rar_jax.step import make_optimizer, make_rar_preview, make_train_step
@@ -689,7 +689,7 @@ def evaluate_checkpoint(workdir: str, eval_classifier: str = "head") -> dict:
     run = _init_or_restore(
       plan, placed, module, tx, ckpt, data.train_x[:1], f"evaluating ({eval_classifier})"
     )
-  except checkpoint_lib.CheckpointError as e:
+  except CheckpointError as e:
     raise ConfigError(f"{e}; nothing was changed in {workdir}") from None
   finally:
     ckpt.close()

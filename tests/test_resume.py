@@ -194,7 +194,7 @@ def test_a_workdir_from_before_a_new_key_resumes_as_that_key_default(tmp_path):
 def test_a_read_only_checkpointer_raises_on_an_unreadable_checkpoint_and_moves_nothing(tmp_path):
   """Re-evaluating a finished run (`experiment.evaluate_checkpoint`) must leave
   its folder as it was: no `checkpoints_damaged/`, no save."""
-  from rar_jax.checkpoint import CheckpointError
+  from rar_jax.errors import CheckpointError
 
   Checkpointer(tmp_path / "checkpoints", keep=2).save(7, {"acc": np.arange(3.0)})
   ckpt = Checkpointer(tmp_path / "checkpoints", keep=1, read_only=True)
