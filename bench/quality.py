@@ -322,6 +322,12 @@ NCM_TESTS = (
   (200, "er_ace_rar", 20, "ncm_tune_er_ace_rar"),
   (500, "er", 10, "ncm_tune_m500_er"),
   (500, "er_rar", 10, "ncm_tune_m500_er_rar"),
+  # Round 10: the small buffers, where the paper says RAR helps most, with the memory-200 cells.
+  *(
+    (mem, method, 20, f"ncm_tune_{method}")
+    for mem in (50, 100)
+    for method in ("er", "er_rar", "er_ace", "er_ace_rar")
+  ),
 )
 
 

@@ -417,6 +417,7 @@ def ncm_table(m):
       continue
     base = {"er_rar": "er", "er_ace_rar": "er_ace"}.get(method)
     b = m.get((ncm_test_name(mem, base, "ncm"), base)) if base else None
+    bh = m.get((ncm_test_name(mem, base, "head"), base)) if base else None
     cells.append(
       [
         mem,
@@ -428,6 +429,7 @@ def ncm_table(m):
         pm(head["final_avg_accuracy"]),
         paired_by_seed(ncm, head),
         paired_by_seed(ncm, b) + f" (vs {base})" if b else "",
+        paired_by_seed(head, bh) + f" (vs {base})" if bh else "",
       ]
     )
   cols = [
@@ -440,8 +442,9 @@ def ncm_table(m):
     "output layer",
     "NCM − output layer",
     "paired, both NCM",
+    "paired, both output layer",
   ]
-  title = "Round 9: the nearest-class-mean classifier"
+  title = "Rounds 9-10: the nearest-class-mean classifier"
   return "\n".join(table(title, "test split", cols, cells))
 
 

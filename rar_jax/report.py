@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import textwrap
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -105,7 +106,7 @@ def accuracy_figure(acc: np.ndarray, title: str):
     title="average accuracy (± 2SE)",
     xticks=xs,
   )
-  fig.suptitle(title)
+  fig.suptitle(_wrap(title, 90))
   fig.tight_layout()
   return fig
 
@@ -130,7 +131,7 @@ def comparison_figure(accs: Mapping[str, np.ndarray], title: str):
     ylabel="average accuracy on seen tasks",
     ylim=(0, 1),
     xticks=np.arange(1, t + 1),
-    title=title,
+    title=_wrap(title, 70),
   )
   ax.grid(alpha=0.3)
   ax.legend(title="method (± 2SE band)")
@@ -257,7 +258,7 @@ def rar_samples_figure(preview: Mapping[str, np.ndarray], num: int, title: str):
       axes[3, c].set_title("no neighbour", fontsize=7)
   for r, name in enumerate(("replay", "perturbed", "difference", "pushed towards")):
     axes[r, 0].set_ylabel(name, fontsize=8)
-  fig.suptitle(title, fontsize=9)
+  fig.suptitle(_wrap(title, int(13 * 1.7 * len(cols))), fontsize=9)
   fig.tight_layout()
   return fig
 
@@ -293,6 +294,12 @@ def sensitivity_grid(result: Mapping):
   return betas, epss, grid
 
 
+def _wrap(title: str, width: int) -> str:
+  """A figure title in lines of at most ``width`` characters (matplotlib clips,
+  it does not wrap); lines already in it are kept."""
+  return "\n".join(textwrap.fill(line, width) for line in title.split("\n"))
+
+
 def sensitivity_figure(result: Mapping, title: str):
   plt = _pyplot()
   betas, epss, grid = sensitivity_grid(result)
@@ -320,7 +327,8 @@ def sensitivity_figure(result: Mapping, title: str):
     yticklabels=[f"{b:g}" for b in betas],
   )
   note = f" (best over {', '.join(others)})" if others else ""
-  ax.set_title(f"{title}\nfinal average accuracy, seed mean{note}", fontsize=9)
+  width = int(8 * (1.2 * len(epss) + 3))  # characters that fit the figure at fontsize 9
+  ax.set_title(_wrap(f"{title}\nfinal average accuracy, seed mean{note}", width), fontsize=9)
   fig.colorbar(im, ax=ax)
   fig.tight_layout()
   return fig

@@ -145,3 +145,28 @@ def test_bench_report_refuses_to_combine_parts_evaluated_differently():
     report.combined([part([0], [0.6]), part([1], [0.7], eval_classifier="ncm")])
   with pytest.raises(SystemExit, match="share seeds"):
     report.combined([part([0], [0.6]), part([0], [0.7])])
+
+
+def test_a_long_title_is_wrapped_to_fit_the_sensitivity_picture():
+  """matplotlib clips a title wider than its figure; the picture wraps it and
+  keeps every word."""
+  from rar_jax import report
+
+  def cell(beta, eps):
+    s = {"mean": 0.7, "se2": 0.0, "per_seed": [0.7]}
+    return {
+      "overrides": {"beta_coef": beta, "epsilon_fgsm": eps},
+      "final_avg_accuracy": s,
+      "final_forgetting": s,
+    }
+
+  result = {"cells": [cell(b, e) for b in (0.1, 0.5) for e in (0.1, 0.3)]}
+  title = "er_rar (ncm_tune_er_rar), 10 seeds per cell, " + report.evaluation_words(
+    "validation", "ncm"
+  )
+  fig = report.sensitivity_figure(result, title)
+  shown = fig.axes[0].get_title()
+  fig.canvas.draw()
+  box = fig.axes[0].title.get_window_extent()
+  assert box.x0 >= 0 and box.x1 <= fig.bbox.x1  # inside the figure, not clipped
+  assert shown.split() == (title + " final average accuracy, seed mean").split()
