@@ -112,6 +112,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
+  from rar_jax import host
+
+  host.keep_freed_memory()  # XLA's CPU programs re-fault their buffers otherwise
   import jax
 
   if _CACHE.value:

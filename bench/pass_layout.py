@@ -32,7 +32,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from rerun import cpu_model  # noqa: E402
 
-from rar_jax import models  # noqa: E402
+from rar_jax import host, models  # noqa: E402
 
 
 def main():
@@ -42,7 +42,14 @@ def main():
   p.add_argument("--channels", type=int, default=3)
   p.add_argument("--calls", type=int, default=10)
   p.add_argument("--repeats", type=int, default=3)
+  p.add_argument(
+    "--keep_freed_memory",
+    type=int,
+    default=1,
+    help="1: rar_jax.host.keep_freed_memory() first, as train.py does; 0: glibc's default",
+  )
   a = p.parse_args()
+  kept = bool(a.keep_freed_memory) and host.keep_freed_memory()
   n = a.rows
   model = models.create_model("resnet18_reduced", 10, "xla")
   x = jnp.asarray(np.random.default_rng(0).random((2 * n, a.side, a.side, a.channels)), jnp.float32)
@@ -90,6 +97,7 @@ def main():
       "ms_per_call": round(min(times), 2),
       "ms_per_call_median": round(float(np.median(times)), 2),
       "cpu": cpu_model(),
+      "keep_freed_memory": kept,
     }
     print(json.dumps(line), flush=True)
 

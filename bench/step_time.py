@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -23,7 +24,10 @@ import numpy as np
 from _common import cli
 
 import rar_jax
-from rar_jax import loop
+from rar_jax import host, loop
+
+# As train.py does: glibc keeps freed heap mapped (rar_jax.host); a user's MALLOC_TOP_PAD_ wins.
+FREED_MEMORY_KEPT = host.keep_freed_memory() or "MALLOC_TOP_PAD_" in os.environ
 
 SHAPES = {"mlp": (28, 28, 1), "resnet18_reduced": (32, 32, 3)}
 
@@ -109,6 +113,7 @@ def measure(
     "host": platform.node(),
     "cpu": cpu_model(),
     "batch_norm_rows": batch_norm_rows,
+    "freed_memory_kept": FREED_MEMORY_KEPT,
   }
 
 
