@@ -656,8 +656,10 @@ def evaluate_checkpoint(workdir: str, eval_classifier: str = "head") -> dict:
   "accuracy"}``, ``accuracy[run][task]`` after the checkpoint's step (the
   final row of ``acc_matrix`` when the run had finished), runs as metrics.json
   orders them (sweep cells x seeds); a run whose parameters hold a NaN/Inf
-  (diverged) has NaN accuracies. Reads the folder only: an unreadable latest
-  checkpoint raises `ConfigError` instead of being set aside."""
+  (diverged) has NaN accuracies, where metrics.json recorded what its NaN
+  weights scored (0 for such runs, listed in ``diverged_seeds``). Reads the
+  folder only: an unreadable latest checkpoint raises `ConfigError` instead of
+  being set aside."""
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     inner = sorted(

@@ -143,6 +143,8 @@ def test_bench_report_refuses_to_combine_parts_evaluated_differently():
   np.testing.assert_allclose(joined["final_avg_accuracy"]["se2"], 2 * 0.1 / np.sqrt(3))
   with pytest.raises(SystemExit, match="differ in eval_classifier"):
     report.combined([part([0], [0.6]), part([1], [0.7], eval_classifier="ncm")])
+  with pytest.raises(SystemExit, match="differ in eval_protocol"):
+    report.combined([part([0], [0.6]), part([1], [0.7], eval_protocol="task")])
   with pytest.raises(SystemExit, match="share seeds"):
     report.combined([part([0], [0.6]), part([0], [0.7])])
 
