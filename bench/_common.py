@@ -1,6 +1,7 @@
 """Shared by the bench scripts."""
 
 import contextlib
+import platform
 import sys
 
 
@@ -24,3 +25,16 @@ def cli(main):
   except RarError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+def cpu_model() -> str:
+  """The CPU's model name and family, as lscpu shows them: timings, and on the
+  CPU even numbers, are only comparable on one (BENCHMARKS.md, "Round 10")."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      info = dict(
+        (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in f) if v.strip()
+      )
+    return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')})"
+  except OSError:
+    return platform.processor() or "unknown"

@@ -18,8 +18,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import cli
-from step_time import cpu_model
+from _common import cli, cpu_model
 
 import rar_jax
 from rar_jax import loop

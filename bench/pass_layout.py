@@ -30,7 +30,7 @@ os.environ["XLA_FLAGS"] = (
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from rerun import cpu_model  # noqa: E402
+from _common import cpu_model  # noqa: E402
 
 from rar_jax import host, models  # noqa: E402
 

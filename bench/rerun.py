@@ -16,27 +16,14 @@ folder's metrics.json records ``host_cpus``), e.g. ``taskset -c 0``.
 import argparse
 import json
 import os
-import platform
 import tempfile
 
 import numpy as np
-from _common import cli, quiet
+from _common import cli, cpu_model, quiet
 
 from rar_jax import experiment
 from rar_jax.config import base_config
 from rar_jax.errors import ConfigError
-
-
-def cpu_model() -> str:
-  """`lscpu`'s model name and family, where /proc/cpuinfo has them."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      info = dict(
-        (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in f) if v.strip()
-      )
-    return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')})"
-  except OSError:
-    return platform.processor() or "unknown"
 
 
 def rerun(folder: str) -> dict:

@@ -21,7 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import cli
+from _common import cli, cpu_model
 
 import rar_jax
 from rar_jax import host, loop
@@ -115,18 +115,6 @@ def measure(
     "batch_norm_rows": batch_norm_rows,
     "freed_memory_kept": FREED_MEMORY_KEPT,
   }
-
-
-def cpu_model() -> str:
-  """The CPU's model name, as lscpu shows it (timings are only comparable on one)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
 
 
 def main():

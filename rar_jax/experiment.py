@@ -567,6 +567,10 @@ def _rar_preview(
   return dict(out, x=x, y=y, run=r)
 
 
+def _evaluation_words(config: ConfigDict) -> str:
+  return report.evaluation_words(config.eval_split, config.eval_classifier, config.eval_protocol)
+
+
 def _write_results(
   config: ConfigDict, plan: RunPlan, data: PreparedData, result: MethodResult, workdir: str, preview
 ) -> None:
@@ -581,7 +585,7 @@ def _write_results(
       os.path.join(workdir, "accuracy.png"),
       result.cells[0].acc,
       f"{plan.method} on {data.ds.name} ({len(plan.seeds)} seeds, "
-      + report.evaluation_words(config.eval_split, config.eval_classifier, config.eval_protocol)
+      + _evaluation_words(config)
       + ")",
     )
   if sweep:
@@ -590,8 +594,7 @@ def _write_results(
       report.plot_sensitivity(
         os.path.join(workdir, "sensitivity.png"),
         summary,
-        f"{plan.method} on {data.ds.name}, {len(plan.seeds)} seeds, "
-        + report.evaluation_words(config.eval_split, config.eval_classifier, config.eval_protocol),
+        f"{plan.method} on {data.ds.name}, {len(plan.seeds)} seeds, " + _evaluation_words(config),
       )
   if preview is not None:
     r = preview["run"]
@@ -725,8 +728,7 @@ def _compare(
   table = report.comparison_table(list(results.values()))
   title = (
     f"{data.ds.name}, {config.num_tasks} tasks, memory {config.mem_size}, "
-    f"{config.num_seeds} seeds, "
-    + report.evaluation_words(config.eval_split, config.eval_classifier, config.eval_protocol)
+    f"{config.num_seeds} seeds, " + _evaluation_words(config)
   )
   print(f"\n{title}:\n{table}", flush=True)
   if len(results) > 1:

@@ -25,6 +25,18 @@ class Oracle(nn.Module):
     return scale * jax.nn.one_hot(jnp.round(h[:, 0]).astype(jnp.int32), self.num_classes)
 
 
+def init_runs(module, cfg, seeds, sample_x):
+  """One training state per seed (SGD at 0.1), as the loop holds them."""
+  return loop.init_states(
+    module,
+    rar_jax.make_optimizer(0.1),
+    cfg,
+    rar_jax.Hyper.create(opt_lr=0.1),
+    loop.seed_keys(seeds),
+    jnp.asarray(sample_x),
+  )
+
+
 def numpy_accuracy(pred, y, task_of_class, num_tasks):
   acc = np.full(num_tasks, np.nan)
   task = task_of_class[y]
@@ -50,10 +62,7 @@ def test_per_task_accuracy_with_a_partial_last_chunk_and_an_empty_task(eval_loop
   task_of_class = np.array([[0, 0, 1, 1, 2, 2], [2, 1, 0, 1, 2, 3]])
   module = Oracle(C)
   cfg = rar_jax.ReplayConfig.from_method("finetune", num_classes=C)
-  tx = rar_jax.make_optimizer(0.1)
-  states = loop.init_states(
-    module, tx, cfg, rar_jax.Hyper.create(opt_lr=0.1), loop.seed_keys([0, 1]), jnp.asarray(x[:2])
-  )
+  states = init_runs(module, cfg, [0, 1], x[:2])
   evaluate = loop.make_evaluator(module, num_tasks, chunk=10, eval_loop=eval_loop)
   if eval_loop == "host":  # compiled ahead of time, as train.py does
     evaluate = evaluate.lower(
@@ -82,14 +91,7 @@ def test_chunk_size_does_not_change_the_numbers(eval_loop):
   task_of_class = np.array([[0, 0, 1, 1, 2, 2]])
   module = Oracle(C)
   cfg = rar_jax.ReplayConfig.from_method("finetune", num_classes=C)
-  states = loop.init_states(
-    module,
-    rar_jax.make_optimizer(0.1),
-    cfg,
-    rar_jax.Hyper.create(opt_lr=0.1),
-    loop.seed_keys([0]),
-    jnp.asarray(x[:2]),
-  )
+  states = init_runs(module, cfg, [0], x[:2])
   expected = numpy_accuracy(x[:, 0].astype(int), y, task_of_class[0], 3)
   for chunk in (8, 100):  # a partial last chunk; one chunk mostly padding
     got = loop.make_evaluator(module, 3, chunk=chunk, eval_loop=eval_loop)(
@@ -113,14 +115,7 @@ def test_ncm_classifies_by_the_nearest_buffer_class_mean(eval_loop):
   task_of_class = np.array([[0, 0, 1, 1, 2, 2], [2, 2, 1, 1, 0, 0]])
   module = Oracle(C)
   cfg = rar_jax.ReplayConfig.from_method("er", num_classes=C, mem_size=cap)
-  states = loop.init_states(
-    module,
-    rar_jax.make_optimizer(0.1),
-    cfg,
-    rar_jax.Hyper.create(opt_lr=0.1),
-    loop.seed_keys([0, 1]),
-    jnp.asarray(x[:2]),
-  )
+  states = init_runs(module, cfg, [0, 1], x[:2])
   bx = np.zeros((2, cap, dim), np.float32)
   by = np.zeros((2, cap), np.int32)
   sizes = [cap, 7]  # run 1's buffer is partly empty, and lacks some classes
@@ -171,14 +166,7 @@ def test_ncm_never_credits_a_task_whose_classes_the_buffer_lacks(eval_loop):
   x[:, 2] = [1, 1, 1, 1, -1]
   module = Oracle(C)
   cfg = rar_jax.ReplayConfig.from_method("er", num_classes=C, mem_size=4, batch_size_mem=2)
-  states = loop.init_states(
-    module,
-    rar_jax.make_optimizer(0.1),
-    cfg,
-    rar_jax.Hyper.create(opt_lr=0.1),
-    loop.seed_keys([0]),
-    jnp.asarray(x[:2]),
-  )
+  states = init_runs(module, cfg, [0], x[:2])
   bx = np.array([[[0, 1, 1], [0, 1, -1], [0, 0, 0], [0, 0, 0]]], np.float32)  # classes 2, 3
   states = states.replace(
     buffer=states.buffer.replace(
@@ -218,14 +206,7 @@ def test_ncm_of_a_batch_norm_model_uses_its_running_statistics(eval_loop):
   n, dim, num_tasks, cap, chunk = 23, 3, 3, 12, 5
   module = BatchNormNet(C)
   cfg = rar_jax.ReplayConfig.from_method("er", num_classes=C, mem_size=cap)
-  states = loop.init_states(
-    module,
-    rar_jax.make_optimizer(0.1),
-    cfg,
-    rar_jax.Hyper.create(opt_lr=0.1),
-    loop.seed_keys([0, 1]),
-    jnp.zeros((2, dim), jnp.float32),
-  )
+  states = init_runs(module, cfg, [0, 1], np.zeros((2, dim), np.float32))
   # Running statistics far from a batch's own: per-feature shift and scale.
   mean = rng.normal(size=(2, dim)) * 2
   var = rng.uniform(0.2, 3.0, size=(2, dim))
