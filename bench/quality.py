@@ -34,6 +34,12 @@ Stages:
             er_ace_rar (memory 200) and er, er_rar (memory 500), 10 seeds per
             cell; then each best cell on the test set with both classifiers
             (--ncm_phase tune | test | all).
+  ema       (not run by default) round 11: a moving average of the weights
+            (ema_decay) tuned on validation with each method's keys for er,
+            er_rar, er_ace, er_ace_rar (memory 200) and er, er_rar (memory 500);
+            then each best cell on the test set with and without the average,
+            also at memory 50 and 100 (--ema_phase tune | test | all; --names
+            runs only the named runs, e.g. to split the stage over two cores).
   resnet    the reduced ResNet-18 (configs/split_fashion_mnist_resnet.py): er,
             er_rar and er_mix_rar on the test set (--resnet_seeds, default 10),
             with the config's beta_coef, or with --resnet_tune one tuned on the
@@ -314,21 +320,21 @@ NCM_TUNING = {
   "ncm_tune_m500_er": dict(methods="er", mem_size=500, sweep="learning_rate=0.03,0.05,0.1"),
   "ncm_tune_m500_er_rar": dict(methods="er_rar", mem_size=500, sweep=RAR_NCM_GRID),
 }
-# (memory, method, seeds, the tuning run its cell is the best of)
-NCM_TESTS = (
-  (200, "er", 20, "ncm_tune_er"),
-  (200, "er_rar", 20, "ncm_tune_er_rar"),
-  (200, "er_ace", 20, "ncm_tune_er_ace"),
-  (200, "er_ace_rar", 20, "ncm_tune_er_ace_rar"),
-  (500, "er", 10, "ncm_tune_m500_er"),
-  (500, "er_rar", 10, "ncm_tune_m500_er_rar"),
-  # Round 10: the small buffers, where the paper says RAR helps most, with the memory-200 cells.
-  *(
-    (mem, method, 20, f"ncm_tune_{method}")
-    for mem in (50, 100)
-    for method in ("er", "er_rar", "er_ace", "er_ace_rar")
-  ),
-)
+
+
+def _test_rows(stage):
+  """(memory, method, seeds, the tuning run its cell is the best of) of a stage's
+  test rows: memory 200 and 500 with their own cells; then (round 10 on) the small
+  buffers, where the paper says RAR helps most, with the memory-200 cells."""
+  methods = ("er", "er_rar", "er_ace", "er_ace_rar")
+  return (
+    *((200, method, 20, f"{stage}_tune_{method}") for method in methods),
+    *((500, method, 10, f"{stage}_tune_m500_{method}") for method in ("er", "er_rar")),
+    *((mem, method, 20, f"{stage}_tune_{method}") for mem in (50, 100) for method in methods),
+  )
+
+
+NCM_TESTS = _test_rows("ncm")
 
 
 def ncm_test_name(mem, method, classifier):
@@ -367,6 +373,52 @@ def ncm_stage(skip_done, phase="all"):
           )
 
 
+# Round 11: a moving average of the weights evaluated in place of the current ones
+# (ema_decay: a temporal ensemble, Soutif-Cormerais et al. 2023; training unchanged), output
+# layer, tuned on validation with each method's keys (10 seeds per cell); then each best cell on
+# the test set twice, with and without the average (the same training: the rows pair exactly).
+EMA_DECAYS = "ema_decay=0.9,0.95,0.97,0.98,0.985"
+EMA_RAR = "beta_coef=0.05,0.1,0.3;epsilon_fgsm=0.3;" + EMA_DECAYS
+EMA_TUNING = {
+  "ema_tune_er": dict(methods="er", sweep="learning_rate=0.03,0.05,0.1;" + EMA_DECAYS),
+  "ema_tune_er_rar": dict(methods="er_rar", sweep="learning_rate=0.03,0.05;" + EMA_RAR),
+  "ema_tune_er_ace": dict(methods="er_ace", sweep="learning_rate=0.03,0.05,0.1;" + EMA_DECAYS),
+  "ema_tune_er_ace_rar": dict(methods="er_ace_rar", sweep="learning_rate=0.05,0.1;" + EMA_RAR),
+  "ema_tune_m500_er": dict(
+    methods="er", mem_size=500, sweep="learning_rate=0.03,0.05,0.1;" + EMA_DECAYS
+  ),
+  "ema_tune_m500_er_rar": dict(
+    methods="er_rar", mem_size=500, sweep="learning_rate=0.03,0.05;" + EMA_RAR
+  ),
+}
+EMA_TESTS = _test_rows("ema")
+
+
+def ema_test_name(mem, method, weights):
+  return f"ema_test_m{mem}_{method}_{weights}"
+
+
+def ema_stage(skip_done, phase="all", names=None):
+  """Round 11: ``EMA_TUNING`` on the validation split (``names``: only those
+  runs), then each ``EMA_TESTS`` row on the test set with the averaged weights
+  ("ema") and with the current ones ("plain": the same cell at ema_decay 0)."""
+  common = dict(iter_fgsm=5, alpha_fgsm=None)
+  if phase in ("tune", "all"):
+    for name, overrides in EMA_TUNING.items():
+      if names and name not in names or skip_done and done(name):
+        continue
+      run(name, eval_split="validation", num_seeds=10, **common, **overrides)
+  if phase in ("test", "all"):
+    for mem, method, seeds, tuning in EMA_TESTS:
+      for weights in ("ema", "plain"):
+        name = ema_test_name(mem, method, weights)
+        if names and name not in names or skip_done and done(name):
+          continue
+        best = tuned(method, [tuning])
+        keys = dict(best, ema_decay=best["ema_decay"] if weights == "ema" else 0.0)
+        run(name, methods=method, mem_size=mem, num_seeds=seeds, **common, **keys)
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument(
@@ -383,6 +435,7 @@ def main():
       "variants",
       "internals",
       "ncm",
+      "ema",
     ),
     default=None,
   )
@@ -420,6 +473,10 @@ def main():
   p.add_argument(
     "--ncm_phase", default="all", choices=("tune", "test", "all"), help="of the ncm stage"
   )
+  p.add_argument(
+    "--ema_phase", default="all", choices=("tune", "test", "all"), help="of the ema stage"
+  )
+  p.add_argument("--names", default="", help="ema stage: only these runs (comma-separated)")
   p.add_argument("--skip_done", action="store_true", help="skip tuning runs already done")
   p.add_argument("--run_batching", default="auto", help="auto | vmap | map (see README)")
   a = p.parse_args()
@@ -508,6 +565,8 @@ def main():
     variant_stage(a.skip_done, INTERNALS)
   if a.only == "ncm":
     ncm_stage(a.skip_done, a.ncm_phase)
+  if "ema" in stages:
+    ema_stage(a.skip_done, a.ema_phase, [n for n in a.names.split(",") if n])
   if a.only == "resnet":
     # Long runs: checkpoints kept, so rerunning the stage resumes where it stopped.
     resnet = dict(

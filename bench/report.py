@@ -11,9 +11,19 @@ import json
 import os
 
 import numpy as np
-from quality import INTERNALS, NCM_TESTS, VARIANT_CELLS, VARIANTS, ncm_test_name, variant_name
+from quality import (
+  EMA_TESTS,
+  EMA_TUNING,
+  INTERNALS,
+  NCM_TESTS,
+  VARIANT_CELLS,
+  VARIANTS,
+  ema_test_name,
+  ncm_test_name,
+  variant_name,
+)
 
-from rar_jax import metrics
+from rar_jax import metrics, results
 from rar_jax.report import evaluation_words, plot_sensitivity, sensitivity_grid
 from rar_jax.report import plus_minus as pm
 
@@ -134,7 +144,7 @@ def combined(parts):
     raise SystemExit(f"combined: the parts share seeds ({sorted(seeds)}); they would count twice")
   same = ("method", "dataset", "eval_split", "steps", "conv_impl", "run_batching")
   # Keys that metrics.json gained later: a part written before them ran the default.
-  defaults = {"eval_classifier": "head", "eval_protocol": "class"}
+  defaults = {"eval_classifier": "head", "eval_protocol": "class", "ema_decay": 0.0}
   for key in same + tuple(defaults):
     if len({json.dumps(p.get(key, defaults.get(key))) for p in parts}) > 1:
       raise SystemExit(f"combined: the parts differ in {key}; they are not one experiment")
@@ -406,35 +416,40 @@ def goals_table(m):
   return _test_table(m, "Round 5: more tuning for the goals", rows, name_base=True)
 
 
-def ncm_table(m):
-  """Round 9: each method's NCM-tuned cell on the test set, evaluated with the
-  nearest class mean and with the output layer (bench/quality.py --only ncm);
-  the same training, so the two rows pair exactly."""
+def _paired_evaluations_table(m, tests, run_name, evaluations, tuned_suffix, cols, title):
+  """Test rows trained once and evaluated two ways (``evaluations``: the run
+  names' last parts, the main one first); the two pair exactly. Columns: the
+  main evaluation, the other, their paired difference, and RAR's paired gain
+  over its base method under each."""
   cells = []
-  for mem, method, _, _ in NCM_TESTS:
-    ncm, head = (m.get((ncm_test_name(mem, method, c), method)) for c in ("ncm", "head"))
-    if not (ncm and head):
+  for mem, method, _, _ in tests:
+    main, other = (m.get((run_name(mem, method, e), method)) for e in evaluations)
+    if not (main and other):
       continue
     base = {"er_rar": "er", "er_ace_rar": "er_ace"}.get(method)
-    b = m.get((ncm_test_name(mem, base, "ncm"), base)) if base else None
-    bh = m.get((ncm_test_name(mem, base, "head"), base)) if base else None
+    b, bo = (m.get((run_name(mem, base, e), base)) if base else None for e in evaluations)
     cells.append(
       [
         mem,
         method,
-        tuned_keys(ncm_test_name(mem, method, "ncm"), "rar" in method),
-        len(ncm["seeds"]),
-        pm(ncm["final_avg_accuracy"]),
-        pm(ncm["final_forgetting"]),
-        pm(head["final_avg_accuracy"]),
-        paired_by_seed(ncm, head),
-        paired_by_seed(ncm, b) + f" (vs {base})" if b else "",
-        paired_by_seed(head, bh) + f" (vs {base})" if bh else "",
+        tuned_keys(run_name(mem, method, evaluations[0]), "rar" in method) + tuned_suffix(main),
+        len(main["seeds"]),
+        pm(main["final_avg_accuracy"]),
+        pm(main["final_forgetting"]),
+        pm(other["final_avg_accuracy"]),
+        paired_by_seed(main, other),
+        paired_by_seed(main, b) + f" (vs {base})" if b else "",
+        paired_by_seed(other, bo) + f" (vs {base})" if bo else "",
       ]
     )
+  return "\n".join(table(title, "test split", ["memory", "method", *cols], cells))
+
+
+def ncm_table(m):
+  """Round 9: each method's NCM-tuned cell on the test set, evaluated with the
+  nearest class mean and with the output layer (bench/quality.py --only ncm);
+  the same training, so the two rows pair exactly."""
   cols = [
-    "memory",
-    "method",
     "tuned (NCM, validation)",
     "seeds",
     "NCM accuracy",
@@ -445,7 +460,57 @@ def ncm_table(m):
     "paired, both output layer",
   ]
   title = "Rounds 9-10: the nearest-class-mean classifier"
-  return "\n".join(table(title, "test split", cols, cells))
+  return _paired_evaluations_table(
+    m, NCM_TESTS, ncm_test_name, ("ncm", "head"), lambda r: "", cols, title
+  )
+
+
+def ema_table(m):
+  """Round 11: each method's cell tuned with a moving average of the weights
+  (bench/quality.py --only ema), on the test set evaluated with the average and
+  with the current weights; the same training, so the two pair exactly."""
+  cols = [
+    "tuned (averaged, validation)",
+    "seeds",
+    "averaged weights",
+    "forgetting (averaged)",
+    "current weights",
+    "averaged − current",
+    "paired, both averaged",
+    "paired, both current",
+  ]
+  title = "Round 11: a moving average of the weights (ema_decay), output layer"
+  return _paired_evaluations_table(
+    m,
+    EMA_TESTS,
+    ema_test_name,
+    ("ema", "plain"),
+    lambda r: f", decay {r.get('ema_decay', 0.0):g}",
+    cols,
+    title,
+  )
+
+
+def ema_tuning_table(m):
+  """Round 11's validation sweeps: per ema_decay, the best cell over the other
+  keys (bench/results/quality/ema_tune_*/sweep.md has every cell)."""
+  runs = [(name, method, r) for (name, method), r in sorted(m.items()) if name in EMA_TUNING]
+  decays = sorted({c["overrides"]["ema_decay"] for _, _, r in runs for c in r["cells"]})
+  cells = []
+  for name, method, r in runs:
+    row = [name, method]
+    for d in decays:
+      here = [c for c in r["cells"] if c["overrides"]["ema_decay"] == d]
+      best = max(here, key=results.rank) if here else None
+      row.append(
+        f"{pm(best['final_avg_accuracy'])} (forg. {best['final_forgetting']['mean']:.3f})"
+        if best
+        else ""
+      )
+    cells.append(row)
+  title = "Round 11: validation accuracy by ema_decay (best cell of the other keys)"
+  cols = ["run", "method", *(f"decay {d:g}" for d in decays)]
+  return "\n".join(table(title, "validation split, 10 seeds per cell", cols, cells))
 
 
 def ncm_checkpoint_table():
@@ -528,7 +593,10 @@ def sensitivity_pictures(m):
       continue
     png = os.path.join(RES, "quality", name, "sensitivity.png")
     title = f"{method} ({name}), {r['num_seeds']} seeds per cell, " + evaluation_words(
-      r["eval_split"], r.get("eval_classifier", "head"), r.get("eval_protocol", "class")
+      r["eval_split"],
+      r.get("eval_classifier", "head"),
+      r.get("eval_protocol", "class"),
+      r.get("ema_decay", 0.0),
     )
     plot_sensitivity(png, r, title)
     paths.append(os.path.relpath(png, ROOT))
@@ -668,6 +736,10 @@ def main():
     + ncm_table(m)
     + "\n"
     + ncm_checkpoint_table()
+    + "\n"
+    + ema_tuning_table(m)
+    + "\n"
+    + ema_table(m)
     + "\n"
     + tuning_tables(m)
     + "\n\nSensitivity heat maps: "

@@ -14,11 +14,13 @@ from rar_jax.neighbors import nearest_neighbors, neighbor_distances
 from rar_jax.retrieval import mir_retrieve, random_retrieve
 from rar_jax.step import (
   TrainState,
+  evaluation_params,
   init_train_state,
   make_optimizer,
   make_predict,
   make_rar_preview,
   make_train_step,
+  track_params_ema,
 )
 
 __version__ = "0.1.0"
@@ -47,4 +49,6 @@ __all__ = [
   "knn_shapley",
   "parse_method",
   "make_rar_preview",
+  "evaluation_params",
+  "track_params_ema",
 ]

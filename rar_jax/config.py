@@ -15,6 +15,7 @@ from typing import List, Tuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from ml_collections import ConfigDict, config_dict
 
 from rar_jax import data as data_lib
@@ -46,6 +47,9 @@ def base_config() -> ConfigDict:
   # Model and optimiser.
   c.model = "mlp"  # mlp | resnet18_reduced
   c.learning_rate = 0.1
+  # > 0: evaluate an exponential moving average of the weights (decay per update; a
+  # temporal ensemble, Soutif-Cormerais et al. 2023); training is unchanged. 0 = off.
+  c.ema_decay = 0.0
   c.batch_size = 10
   # float32 matmul/conv precision: default (TF32 on recent NVIDIA GPUs) | float32 | tensorfloat32 |
   # bfloat16 (jax.default_matmul_precision); recorded in metrics.json.
@@ -169,6 +173,20 @@ def replay_parts(config: ConfigDict, method: str, num_classes: int) -> Tuple[Rep
   return cfg, hyper
 
 
+def averages_weights(config: ConfigDict) -> bool:
+  """Whether the runs of ``config`` keep a moving average of their weights
+  (``ema_decay`` > 0, or swept: a cell with decay 0 then evaluates the current weights)."""
+  swept = any("ema_decay" in o for o in sweep_lib.parse_sweep(config.sweep))
+  return config.ema_decay > 0 or swept
+
+
+def optimizer(config: ConfigDict) -> optax.GradientTransformation:
+  """The optimiser of ``config``'s runs (`make_optimizer`); sweeps set its
+  injected hyper-parameters per run."""
+  decay = config.ema_decay if averages_weights(config) else None
+  return make_optimizer(config.learning_rate, decay)
+
+
 def cell_config(config: ConfigDict, overrides) -> ConfigDict:
   """``config`` with one sweep cell's overrides applied."""
   c = ConfigDict(config.to_dict())
@@ -270,12 +288,20 @@ def _check_numbers(config: ConfigDict) -> None:
     raise ConfigError(
       f"config.validation_fraction={config.validation_fraction} is invalid: a number in [0, 1)"
     )
+  _check_ema_decay(config.ema_decay, "config.ema_decay")
   if config.eval_split == "validation" and config.validation_fraction == 0:
     raise ConfigError("config.eval_split='validation' needs config.validation_fraction > 0")
   if config.checkpoint_every_steps % config.log_every_steps:
     raise ConfigError(
       f"config.checkpoint_every_steps={config.checkpoint_every_steps} must be a "
       f"multiple of config.log_every_steps={config.log_every_steps}"
+    )
+
+
+def _check_ema_decay(value, where: str) -> None:
+  if not 0.0 <= value < 1.0:
+    raise ConfigError(
+      f"{where}: ema_decay={value!r} is invalid: a number in [0, 1) (0 = the current weights)"
     )
 
 
@@ -296,6 +322,10 @@ def _check_methods_and_model(config: ConfigDict) -> None:
     cells = sweep_lib.parse_sweep(config.sweep)
   except ConfigError as e:
     raise ConfigError(f"config.sweep={config.sweep!r}: {e}") from None
+  for overrides in cells:
+    if "ema_decay" in overrides:
+      where = f"config.sweep cell {sweep_lib.cell_name(overrides)}"
+      _check_ema_decay(overrides["ema_decay"], where)
   for overrides in cells[1:] if len(cells) > 1 else []:
     try:
       replay_parts(cell_config(config, overrides), names[0], num_classes)
@@ -313,7 +343,7 @@ def _check_methods_and_model(config: ConfigDict) -> None:
       jax.eval_shape(
         lambda: init_train_state(
           module,
-          make_optimizer(config.learning_rate),
+          optimizer(config),
           cfg,
           hyper,
           jax.random.PRNGKey(0),

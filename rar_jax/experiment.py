@@ -40,13 +40,14 @@ from rar_jax.config import (
   cell_config,
   method_config,
   method_names,
+  optimizer,
   replay_parts,
   validate_config,
 )
 from rar_jax.errors import CheckpointError, ConfigError, TrainingDiverged
 from rar_jax.plan import RunPlan, make_plan
 from rar_jax.results import CellResult, MethodResult, is_sweep
-from rar_jax.step import make_optimizer, make_rar_preview, make_train_step
+from rar_jax.step import make_rar_preview, make_train_step
 from rar_jax.writer import MetricWriter
 
 # Re-exported: the names scripts of the first release used.
@@ -342,7 +343,7 @@ def _init_or_restore(
     jax.tree.map(lambda a: loop.put_global(a, by_run), plan.hypers),
     loop.put_global(plan.keys, by_run),
     sample_x,
-    learning_rates=loop.put_global(plan.learning_rates, by_run),
+    opt_hyperparams={k: loop.put_global(v, by_run) for k, v in plan.opt_hyperparams.items()},
     sharding=by_run,
   )
   run = _RunState(
@@ -546,8 +547,10 @@ def _summarise(
   for i, overrides in enumerate(plan.cells):
     runs = range(plan.num_runs)[plan.cell_runs(i)]
     bad = [seed for r, seed in zip(runs, plan.seeds) if r in run.diverged]
+    # The weights evaluated: a cell may set its own ema_decay.
+    cell_info = dict(info, ema_decay=cell_config(config, overrides).ema_decay)
     cells.append(
-      CellResult(plan.method, overrides, plan.seeds, run.acc[plan.cell_runs(i)], info, bad)
+      CellResult(plan.method, overrides, plan.seeds, run.acc[plan.cell_runs(i)], cell_info, bad)
     )
   return MethodResult(plan.method, config.sweep, cells, timing)
 
@@ -568,7 +571,9 @@ def _rar_preview(
 
 
 def _evaluation_words(config: ConfigDict) -> str:
-  return report.evaluation_words(config.eval_split, config.eval_classifier, config.eval_protocol)
+  return report.evaluation_words(
+    config.eval_split, config.eval_classifier, config.eval_protocol, config.ema_decay
+  )
 
 
 def _write_results(
@@ -621,7 +626,7 @@ def run_method(config: ConfigDict, method: str, data: PreparedData, workdir: str
   plan = make_plan(config, method, data.streams, data.ds.num_classes, mesh.size)
   plan = _check_placement(workdir, config, plan, mesh.size, lead)  # before checkpoints open
   module = models.create_model(config.model, data.ds.num_classes, plan.execution["conv_impl"])
-  tx = make_optimizer(config.learning_rate)
+  tx = optimizer(config)
   placed = _place(plan, data, mesh)
   ckpt = (
     checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
@@ -690,7 +695,7 @@ def evaluate_checkpoint(workdir: str, eval_classifier: str = "head") -> dict:
   placed = _place(plan, data, mesh)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=1, read_only=True)
   try:
-    tx = make_optimizer(config.learning_rate)
+    tx = optimizer(config)
     run = _init_or_restore(
       plan, placed, module, tx, ckpt, data.train_x[:1], f"evaluating ({eval_classifier})"
     )

@@ -17,7 +17,7 @@ import optax
 from rar_jax import buffer as buffer_lib
 from rar_jax import ncm as ncm_lib
 from rar_jax.method import Hyper, ReplayConfig
-from rar_jax.step import TrainState, init_train_state, make_predict
+from rar_jax.step import TrainState, evaluation_params, init_train_state, make_predict
 
 
 def seed_keys(seeds: Sequence[int]) -> jax.Array:
@@ -33,33 +33,34 @@ def init_states(
   keys: jax.Array,
   sample_x,
   *,
-  learning_rates=None,
+  opt_hyperparams=None,
   sharding=None,
 ) -> TrainState:
   """A stack of independent initial states, one per key (leading axis).
 
   ``hyper`` is one `Hyper` for all runs, or a stack with the same leading
-  axis as ``keys`` (a sweep). ``learning_rates`` optionally sets the injected
-  SGD rate per run. ``sharding`` places the stack (e.g. over a device mesh).
+  axis as ``keys`` (a sweep). ``opt_hyperparams`` optionally sets the
+  optimiser's injected hyper-parameters per run (``{"learning_rate": [runs]}``,
+  ``"ema_decay"``). ``sharding`` places the stack (e.g. over a device mesh).
   """
   one = jax.tree.map(lambda a: a[0] if a.ndim else a, hyper)
   # Python-side checks (feature layer, buffer) raise here; eval_shape runs no FLOPs.
   jax.eval_shape(lambda k: init_train_state(module, tx, cfg, one, k, sample_x), keys[0])
   hyper_axis = 0 if hyper.beta_coef.ndim else None
 
-  def init(key, h, lr):
+  def init(key, h, opt_h):
     state = init_train_state(module, tx, cfg, h, key, sample_x)
-    if lr is not None:
+    if opt_h:
+      unknown = set(opt_h) - set(state.opt_state.hyperparams)
+      if unknown:
+        raise ValueError(f"the optimiser injects no {sorted(unknown)}")
       state = state.replace(
-        opt_state=state.opt_state._replace(
-          hyperparams={**state.opt_state.hyperparams, "learning_rate": lr}
-        )
+        opt_state=state.opt_state._replace(hyperparams={**state.opt_state.hyperparams, **opt_h})
       )
     return state
 
-  lr_axis = None if learning_rates is None else 0
-  fn = jax.vmap(init, in_axes=(0, hyper_axis, lr_axis))
-  return jax.jit(fn, out_shardings=sharding)(keys, hyper, learning_rates)
+  fn = jax.vmap(init, in_axes=(0, hyper_axis, 0))
+  return jax.jit(fn, out_shardings=sharding)(keys, hyper, opt_hyperparams or {})
 
 
 BATCHINGS = ("vmap", "map")
@@ -311,15 +312,17 @@ def make_evaluator(
     """What every chunk of one run's evaluation shares: the class means."""
     if eval_classifier == "head":
       return ()
+    params, num_classes = evaluation_params(state), task_of_class.shape[0]
     return ncm_lib.buffer_class_means(
-      features, state.params, state.batch_stats, state.buffer, task_of_class.shape[0], chunk
+      features, params, state.batch_stats, state.buffer, num_classes, chunk
     )
 
   def correct(state: TrainState, shared, xb, yb, task_of_class):
     if eval_classifier == "head":
-      logits = predict(state.params, state.batch_stats, xb)
+      logits = predict(evaluation_params(state), state.batch_stats, xb)
     else:
-      logits = ncm_lib.ncm_scores(features(state.params, state.batch_stats, xb), *shared)
+      feats = features(evaluation_params(state), state.batch_stats, xb)
+      logits = ncm_lib.ncm_scores(feats, *shared)
     if eval_protocol == "task":  # the task is known at test time
       logits = jnp.where(task_of_class[None, :] == task_of_class[yb][:, None], logits, -jnp.inf)
     # A row with no finite score has no prediction (NCM with none of its candidate classes

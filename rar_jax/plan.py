@@ -30,7 +30,9 @@ class RunPlan:
   padded: int  # num_runs rounded up to the device count
   replay: ReplayConfig  # static, shared by every run (its `unroll` = execution's)
   hypers: Hyper  # numeric hyper-parameters, one row per padded run
-  learning_rates: np.ndarray  # [padded] float32
+  # The optimiser's injected hyper-parameters, [padded] float32 each: learning_rate, and
+  # ema_decay when the run averages its weights.
+  opt_hyperparams: Dict[str, np.ndarray]
   keys: np.ndarray  # [padded, ...] PRNG keys
   index: np.ndarray  # [padded, tasks, steps, batch] int32 into the training subset
   task_of_class: np.ndarray  # [padded, num_classes]
@@ -76,7 +78,8 @@ def make_plan(
     config_lib.replay_parts(config_lib.cell_config(config, o), method, num_classes)[1]
     for o in cells
   ]
-  lrs = [config_lib.cell_config(config, o).learning_rate for o in cells]
+  opt_keys = ["learning_rate"] + (["ema_decay"] if config_lib.averages_weights(config) else [])
+  opt_values = {k: [config_lib.cell_config(config, o)[k] for o in cells] for k in opt_keys}
   num_runs = len(cells) * len(seeds)
   padded = loop.padded_runs(num_runs, num_devices)
   run = np.minimum(np.arange(padded), num_runs - 1)
@@ -93,7 +96,7 @@ def make_plan(
     padded=padded,
     replay=replay,
     hypers=jax.tree.map(lambda *a: np.stack(a)[run_cell], *parts),
-    learning_rates=np.asarray(lrs, np.float32)[run_cell],
+    opt_hyperparams={k: np.asarray(v, np.float32)[run_cell] for k, v in opt_values.items()},
     keys=np.asarray(loop.seed_keys([seeds[i] for i in run_seed])),
     index=np.asarray(streams.index)[run_seed],
     task_of_class=np.asarray(streams.task_of_class)[run_seed],

@@ -150,16 +150,18 @@ def plus_minus(summary: Mapping) -> str:
 
 
 def evaluation_words(
-  eval_split: str, eval_classifier: str = "head", eval_protocol: str = "class"
+  eval_split: str, eval_classifier: str = "head", eval_protocol: str = "class", ema_decay=0.0
 ) -> str:
   """How a result was evaluated, for titles: ``"test split"``, plus the
-  classifier and protocol where they are not the defaults (their numbers do
-  not compare with the defaults')."""
+  classifier, protocol and averaged weights where they are not the defaults
+  (their numbers do not compare with the defaults')."""
   words = [f"{eval_split} split"]
   if eval_classifier == "ncm":
     words.append("nearest-class-mean classifier")
   if eval_protocol == "task":
     words.append("task-incremental")
+  if ema_decay:
+    words.append(f"weights averaged (ema_decay {ema_decay:g})")
   return ", ".join(words)
 
 
@@ -195,12 +197,15 @@ def sweep_table(result: Mapping) -> str:
   """A Markdown table of a sweep's cells, best first (cells with a diverged
   seed after the others, as `rar_jax.results.MethodResult.best` ranks them)."""
   cells = sorted(result["cells"], key=results_lib.rank, reverse=True)
+  # Averaged weights go in the title only when every cell shares them (else cells name them).
+  decays = {c.get("ema_decay", 0.0) for c in cells}
   rows = [
     f"{result['method']}, {result['num_seeds']} seeds per cell, "
     + evaluation_words(
       result["eval_split"],
       result.get("eval_classifier", "head"),
       result.get("eval_protocol", "class"),
+      decays.pop() if len(decays) == 1 else 0.0,
     ),
     "",
     "| cell | final avg accuracy (± 2SE) | forgetting (± 2SE) |",

@@ -39,6 +39,7 @@ class CellResult:
         k: self.info[k]
         for k in ("dataset", "data_source", "eval_split", "eval_classifier", "eval_protocol")
       },
+      "ema_decay": self.info.get("ema_decay", 0.0),  # > 0: a moving average was evaluated
       "overrides": self.overrides,
       "num_seeds": len(self.seeds),
       "seeds": self.seeds,

@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 from rar_jax.errors import SweepError
 
 # Numeric keys a sweep may vary: they live in the state (`Hyper`, the optimiser's
-# injected learning rate), so cells differ only in data, not in program.
+# injected learning rate and weight-average decay), so cells differ only in data, not in program.
 SWEEPABLE = (
   "beta_coef",
   "epsilon_fgsm",
@@ -24,6 +24,7 @@ SWEEPABLE = (
   "opt_lr",
   "mixup_alpha",
   "learning_rate",
+  "ema_decay",
 )
 
 

@@ -49,6 +49,9 @@ BAD_CONFIGS = [
   (dict(eval_split="validation"), ["validation_fraction > 0"]),
   (dict(checkpoint_every_steps=150), ["checkpoint_every_steps=150", "multiple"]),
   (dict(run_batching="pmap"), ["run_batching='pmap'", "vmap"]),
+  (dict(ema_decay=1.0), ["config.ema_decay", "ema_decay=1.0", "[0, 1)"]),
+  (dict(ema_decay=-0.1), ["ema_decay=-0.1", "[0, 1)"]),
+  (dict(sweep="ema_decay=0.9,1.5"), ["cell ema_decay=1.5", "ema_decay=1.5", "[0, 1)"]),
 ]
 
 

@@ -25,11 +25,11 @@ class Oracle(nn.Module):
     return scale * jax.nn.one_hot(jnp.round(h[:, 0]).astype(jnp.int32), self.num_classes)
 
 
-def init_runs(module, cfg, seeds, sample_x):
+def init_runs(module, cfg, seeds, sample_x, ema_decay=None):
   """One training state per seed (SGD at 0.1), as the loop holds them."""
   return loop.init_states(
     module,
-    rar_jax.make_optimizer(0.1),
+    rar_jax.make_optimizer(0.1, ema_decay),
     cfg,
     rar_jax.Hyper.create(opt_lr=0.1),
     loop.seed_keys(seeds),
@@ -253,3 +253,47 @@ def test_ncm_of_a_batch_norm_model_uses_its_running_statistics(eval_loop):
     np.testing.assert_allclose(
       got[r], numpy_accuracy(pred, y, task_of_class[r], num_tasks), atol=1e-6
     )
+
+
+@pytest.mark.parametrize("eval_loop", loop.EVAL_LOOPS)
+@pytest.mark.parametrize("classifier", loop.EVAL_CLASSIFIERS)
+def test_a_run_that_averages_its_weights_is_evaluated_with_the_average(classifier, eval_loop):
+  """With ``ema_decay`` the optimiser holds a moving average of the weights:
+  both classifiers (the head's logits, NCM's features and buffer means) use it,
+  not the current weights: a run whose average is W scores as a run whose
+  weights are W, whatever its current weights."""
+  rng = np.random.default_rng(6)
+  n, dim, num_tasks, cap = 31, 3, 3, 12
+  module = BatchNormNet(C)
+  cfg = rar_jax.ReplayConfig.from_method("er", num_classes=C, mem_size=cap)
+  sample = np.zeros((2, dim), np.float32)
+  plain = init_runs(module, cfg, [0, 1], sample)
+  averaging = init_runs(module, cfg, [0, 1], sample, ema_decay=0.9)
+  centers = rng.normal(size=(C, dim)) * 3
+  by = rng.integers(0, C, (2, cap)).astype(np.int32)
+  bx = (centers[by] + rng.normal(size=(2, cap, dim))).astype(np.float32)
+  buffer = plain.buffer.replace(
+    x=jnp.asarray(bx), y=jnp.asarray(by), size=jnp.asarray([cap, cap], jnp.int32)
+  )
+  good = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype), plain.params)
+  bad = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype), plain.params)
+  y = rng.integers(0, C, n).astype(np.int32)
+  x = (centers[y] + rng.normal(size=(n, dim))).astype(np.float32)
+  task_of_class = jnp.asarray([[0, 0, 1, 1, 2, 2], [2, 2, 1, 1, 0, 0]], jnp.int32)
+
+  def averaged(current, average):
+    inner = averaging.opt_state.inner_state
+    inner = (inner[0], inner[1]._replace(params_ema=average))
+    return averaging.replace(
+      params=current, buffer=buffer, opt_state=averaging.opt_state._replace(inner_state=inner)
+    )
+
+  def accuracy(states):
+    evaluate = loop.make_evaluator(
+      module, num_tasks, chunk=10, eval_loop=eval_loop, eval_classifier=classifier
+    )
+    return np.asarray(evaluate(states, jnp.asarray(x), jnp.asarray(y), task_of_class))
+
+  expected = accuracy(plain.replace(params=good, buffer=buffer))
+  np.testing.assert_array_equal(accuracy(averaged(bad, good)), expected)
+  assert not np.array_equal(accuracy(averaged(good, bad)), expected)  # the weights matter

@@ -115,6 +115,11 @@ def test_titles_name_a_classifier_or_protocol_that_is_not_the_default():
   assert sweep_table(result).splitlines()[0] == "er_rar, 1 seeds per cell, test split"
   ncm = sweep_table(dict(result, eval_classifier="ncm")).splitlines()[0]
   assert ncm == "er_rar, 1 seeds per cell, test split, nearest-class-mean classifier"
+  averaged = [dict(cell, ema_decay=0.9), dict(cell, ema_decay=0.9)]
+  title = sweep_table(dict(result, cells=averaged)).splitlines()[0]
+  assert title == "er_rar, 1 seeds per cell, test split, weights averaged (ema_decay 0.9)"
+  swept = [dict(cell, ema_decay=0.9), dict(cell, ema_decay=0.0)]  # the cells name it
+  assert sweep_table(dict(result, cells=swept)).splitlines()[0].endswith("test split")
 
 
 def test_bench_report_refuses_to_combine_parts_evaluated_differently():
@@ -145,6 +150,8 @@ def test_bench_report_refuses_to_combine_parts_evaluated_differently():
     report.combined([part([0], [0.6]), part([1], [0.7], eval_classifier="ncm")])
   with pytest.raises(SystemExit, match="differ in eval_protocol"):
     report.combined([part([0], [0.6]), part([1], [0.7], eval_protocol="task")])
+  with pytest.raises(SystemExit, match="differ in ema_decay"):
+    report.combined([part([0], [0.6]), part([1], [0.7], ema_decay=0.9)])
   with pytest.raises(SystemExit, match="share seeds"):
     report.combined([part([0], [0.6]), part([0], [0.7])])
 

@@ -138,3 +138,29 @@ def test_reevaluation_marks_diverged_runs_and_leaves_a_damaged_folder_as_it_was(
   with pytest.raises(experiment.ConfigError, match=f"checkpoint {latest} in .* is unreadable"):
     experiment.evaluate_checkpoint(workdir, "ncm")
   assert sorted(os.listdir(workdir)) == before and sorted(os.listdir(ckpts)) == kept
+
+
+def test_a_weight_average_sweep_pairs_with_plain_training_and_reevaluates(tmp_path):
+  """``sweep="ema_decay=0,0.9"``: training is the same in both cells, so the
+  decay-0 cell is the run without an average bit for bit; the 0.9 cell scores
+  otherwise, and its checkpoint (which holds the average) re-evaluates to the
+  last row of its accuracy matrix."""
+  import os
+
+  from rar_jax import experiment
+  from rar_jax.config import load_file
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = load_file(os.path.join(root, "configs", "default.py"))
+  config.update(methods="er", num_seeds=2, mem_size=40, plot=False, progress=False)
+  plain = experiment.train_and_evaluate(config, str(tmp_path / "plain"))["er"]
+  config.sweep = "ema_decay=0,0.9"
+  swept = experiment.train_and_evaluate(config, str(tmp_path / "swept"))["er"]
+  cells = {c["overrides"]["ema_decay"]: np.asarray(c["acc_matrix"]) for c in swept["cells"]}
+  np.testing.assert_array_equal(cells[0.0], np.asarray(plain["acc_matrix"]))
+  assert not np.array_equal(cells[0.9][:, -1], cells[0.0][:, -1])
+  again = experiment.evaluate_checkpoint(str(tmp_path / "swept"), "head")
+  assert [o["ema_decay"] for o in again["overrides"]] == [0.0, 0.9]
+  np.testing.assert_array_equal(
+    np.asarray(again["accuracy"]), np.concatenate([cells[0.0][:, -1], cells[0.9][:, -1]])
+  )

@@ -1,6 +1,9 @@
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import rar_jax
@@ -297,3 +300,34 @@ def test_map_batching_runs_each_seed_exactly_as_alone():
 def test_unknown_batching_is_rejected():
   with pytest.raises(ValueError, match="batching"):
     loop.make_stream_runner(lambda s, x, y: (s, {}), "pmap")
+
+
+def test_the_weight_average_follows_its_recursion_and_leaves_sgd_unchanged():
+  """`make_optimizer(lr, ema_decay)`: the same SGD updates as without it, and
+  the average e_k = d e_(k-1) + (1 - d) w_k from e_0 = w_0, against NumPy."""
+  rng = np.random.default_rng(0)
+  w0 = {"a": rng.normal(size=(3, 2)).astype(np.float32), "b": rng.normal(size=4).astype(np.float32)}
+  grads = [
+    jax.tree.map(lambda a: rng.normal(size=a.shape).astype(np.float32), w0) for _ in range(4)
+  ]
+  lr, decay = 0.1, 0.8
+  plain, averaging = rar_jax.make_optimizer(lr), rar_jax.make_optimizer(lr, decay)
+  w_plain = w = jax.tree.map(jnp.asarray, w0)
+  s_plain, s = plain.init(w_plain), averaging.init(w)
+  ref_w = {k: v.astype(np.float64) for k, v in w0.items()}
+  ref_e = dict(ref_w)
+  for g in grads:
+    u_plain, s_plain = plain.update(g, s_plain, w_plain)
+    w_plain = optax.apply_updates(w_plain, u_plain)
+    u, s = averaging.update(g, s, w)
+    w = optax.apply_updates(w, u)
+    ref_w = {k: ref_w[k] - lr * g[k] for k in ref_w}
+    ref_e = {k: decay * ref_e[k] + (1 - decay) * ref_w[k] for k in ref_w}
+  jax.tree.map(np.testing.assert_array_equal, w, w_plain)
+  state = types.SimpleNamespace(params=w, opt_state=s)
+  got = rar_jax.evaluation_params(state)
+  for k in ref_e:
+    np.testing.assert_allclose(np.asarray(got[k]), ref_e[k], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(ref_e[k], ref_w[k], atol=1e-3)  # the average is not the weights
+  plain_state = types.SimpleNamespace(params=w_plain, opt_state=s_plain)
+  assert rar_jax.evaluation_params(plain_state) is w_plain
