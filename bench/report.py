@@ -24,7 +24,7 @@ from quality import (
 )
 
 from rar_jax import metrics, results
-from rar_jax.report import evaluation_words, plot_sensitivity, sensitivity_grid
+from rar_jax.report import evaluated_decay, evaluation_words, plot_sensitivity, sensitivity_grid
 from rar_jax.report import plus_minus as pm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -596,7 +596,7 @@ def sensitivity_pictures(m):
       r["eval_split"],
       r.get("eval_classifier", "head"),
       r.get("eval_protocol", "class"),
-      r.get("ema_decay", 0.0),
+      evaluated_decay(r),
     )
     plot_sensitivity(png, r, title)
     paths.append(os.path.relpath(png, ROOT))

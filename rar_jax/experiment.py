@@ -571,8 +571,10 @@ def _rar_preview(
 
 
 def _evaluation_words(config: ConfigDict) -> str:
+  swept = any("ema_decay" in o for o in sweep_lib.parse_sweep(config.sweep))
+  decay = "per cell" if swept else config.ema_decay
   return report.evaluation_words(
-    config.eval_split, config.eval_classifier, config.eval_protocol, config.ema_decay
+    config.eval_split, config.eval_classifier, config.eval_protocol, decay
   )
 
 

@@ -160,9 +160,18 @@ def evaluation_words(
     words.append("nearest-class-mean classifier")
   if eval_protocol == "task":
     words.append("task-incremental")
-  if ema_decay:
+  if isinstance(ema_decay, str):  # a sweep over it: the cells name theirs
+    words.append(f"ema_decay {ema_decay}")
+  elif ema_decay:
     words.append(f"weights averaged (ema_decay {ema_decay:g})")
   return ", ".join(words)
+
+
+def evaluated_decay(result: Mapping):
+  """The ``ema_decay`` every cell of a metrics dict was evaluated with, or
+  ``"per cell"`` where a sweep varies it (for `evaluation_words`)."""
+  decays = {c.get("ema_decay", 0.0) for c in result.get("cells", [result])}
+  return decays.pop() if len(decays) == 1 else "per cell"
 
 
 def format_rate(steps_per_second: float) -> str:
@@ -197,15 +206,13 @@ def sweep_table(result: Mapping) -> str:
   """A Markdown table of a sweep's cells, best first (cells with a diverged
   seed after the others, as `rar_jax.results.MethodResult.best` ranks them)."""
   cells = sorted(result["cells"], key=results_lib.rank, reverse=True)
-  # Averaged weights go in the title only when every cell shares them (else cells name them).
-  decays = {c.get("ema_decay", 0.0) for c in cells}
   rows = [
     f"{result['method']}, {result['num_seeds']} seeds per cell, "
     + evaluation_words(
       result["eval_split"],
       result.get("eval_classifier", "head"),
       result.get("eval_protocol", "class"),
-      decays.pop() if len(decays) == 1 else 0.0,
+      evaluated_decay(result),
     ),
     "",
     "| cell | final avg accuracy (± 2SE) | forgetting (± 2SE) |",

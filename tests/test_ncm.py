@@ -159,6 +159,8 @@ def test_a_weight_average_sweep_pairs_with_plain_training_and_reevaluates(tmp_pa
   cells = {c["overrides"]["ema_decay"]: np.asarray(c["acc_matrix"]) for c in swept["cells"]}
   np.testing.assert_array_equal(cells[0.0], np.asarray(plain["acc_matrix"]))
   assert not np.array_equal(cells[0.9][:, -1], cells[0.0][:, -1])
+  with open(tmp_path / "swept" / "sweep.md") as f:
+    assert f.readline().strip() == "er, 2 seeds per cell, test split, ema_decay per cell"
   again = experiment.evaluate_checkpoint(str(tmp_path / "swept"), "head")
   assert [o["ema_decay"] for o in again["overrides"]] == [0.0, 0.9]
   np.testing.assert_array_equal(

@@ -331,3 +331,15 @@ def test_the_weight_average_follows_its_recursion_and_leaves_sgd_unchanged():
     assert not np.allclose(ref_e[k], ref_w[k], atol=1e-3)  # the average is not the weights
   plain_state = types.SimpleNamespace(params=w_plain, opt_state=s_plain)
   assert rar_jax.evaluation_params(plain_state) is w_plain
+
+
+def test_without_an_average_the_optimiser_state_is_plain_injected_sgd():
+  """Checkpoints written before `ema_decay` existed hold this structure: a run
+  without an average must restore them (same tree, same hyper-parameters)."""
+  params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+  state = rar_jax.make_optimizer(0.1).init(params)
+  plain = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1).init(params)
+  assert jax.tree.structure(state) == jax.tree.structure(plain)
+  assert set(state.hyperparams) == {"learning_rate"}
+  averaging = rar_jax.make_optimizer(0.1, 0.9).init(params)
+  assert set(averaging.hyperparams) == {"learning_rate", "ema_decay"}
