@@ -173,11 +173,15 @@ def replay_parts(config: ConfigDict, method: str, num_classes: int) -> Tuple[Rep
   return cfg, hyper
 
 
+def is_swept(config: ConfigDict, key: str) -> bool:
+  """Whether ``config.sweep`` varies ``key`` (its cells then set their own)."""
+  return any(key in o for o in sweep_lib.parse_sweep(config.sweep))
+
+
 def averages_weights(config: ConfigDict) -> bool:
   """Whether the runs of ``config`` keep a moving average of their weights
   (``ema_decay`` > 0, or swept: a cell with decay 0 then evaluates the current weights)."""
-  swept = any("ema_decay" in o for o in sweep_lib.parse_sweep(config.sweep))
-  return config.ema_decay > 0 or swept
+  return config.ema_decay > 0 or is_swept(config, "ema_decay")
 
 
 def optimizer(config: ConfigDict) -> optax.GradientTransformation:

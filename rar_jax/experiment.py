@@ -38,6 +38,7 @@ from rar_jax.config import (
   RUNTIME_KEYS,
   base_config,
   cell_config,
+  is_swept,
   method_config,
   method_names,
   optimizer,
@@ -571,8 +572,7 @@ def _rar_preview(
 
 
 def _evaluation_words(config: ConfigDict) -> str:
-  swept = any("ema_decay" in o for o in sweep_lib.parse_sweep(config.sweep))
-  decay = "per cell" if swept else config.ema_decay
+  decay = "per cell" if is_swept(config, "ema_decay") else config.ema_decay
   return report.evaluation_words(
     config.eval_split, config.eval_classifier, config.eval_protocol, decay
   )
