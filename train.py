@@ -56,7 +56,7 @@ def check_override_keys(argv) -> None:
   it with one line naming the key and the nearest known ones."""
   import difflib
 
-  from rar_jax.config import base_config
+  from rar_jax.runner.config import base_config
 
   known = set(base_config().keys())
   for arg in argv[1:]:
@@ -112,7 +112,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
-  from rar_jax import host
+  from rar_jax.runner import host
 
   host.keep_freed_memory()  # XLA's CPU programs re-fault their buffers otherwise
   import jax
@@ -124,8 +124,8 @@ def main(argv):
     # CPU processes exchange results through gloo; GPUs/TPUs use their own.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  from rar_jax import experiment  # after flag parsing, so --help is fast
   from rar_jax.errors import RarError
+  from rar_jax.runner import experiment  # after flag parsing, so --help is fast
 
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join(

@@ -6,7 +6,7 @@
 Rows: ``map`` (one program, the runs vmapped, the test set walked with
 `lax.map`; im2col or XLA convolutions) and ``host`` (a Python loop over runs
 and chunks around one compiled chunk program; the CPU default on one device,
-`rar_jax.loop.eval_execution`). Each row evaluates the same parameters and
+`rar_jax.runner.loop.eval_execution`). Each row evaluates the same parameters and
 reports how far its accuracies are from the first row's. Synthetic images: the
 cost does not depend on pixel values.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from _common import cli, cpu_model
 
 import rar_jax
-from rar_jax import loop
+from rar_jax.runner import loop
 
 
 def states_for(module, runs, x):

@@ -1,5 +1,5 @@
 """The nearest-class-mean classifier on runs already trained, from their final
-checkpoints (`rar_jax.experiment.evaluate_checkpoint`), as JSON lines.
+checkpoints (`rar_jax.runner.experiment.evaluate_checkpoint`), as JSON lines.
 
   python bench/ncm_checkpoints.py bench/results/quality/resnet_test_s10_bn_joint_eps0.3_m50/er ...
   python bench/ncm_checkpoints.py --resnet   # every ResNet test folder BENCHMARKS.md reports
@@ -21,7 +21,7 @@ import os
 import numpy as np
 from _common import cli, quiet
 
-from rar_jax import experiment
+from rar_jax.runner import experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "results")

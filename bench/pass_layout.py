@@ -32,7 +32,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from _common import cpu_model  # noqa: E402
 
-from rar_jax import host, models  # noqa: E402
+from rar_jax import models  # noqa: E402
+from rar_jax.runner import host
 
 
 def main():
@@ -46,7 +47,7 @@ def main():
     "--keep_freed_memory",
     type=int,
     default=1,
-    help="1: rar_jax.host.keep_freed_memory() first, as train.py does; 0: glibc's default",
+    help="1: rar_jax.runner.host.keep_freed_memory() first, as train.py does; 0: glibc's default",
   )
   a = p.parse_args()
   kept = bool(a.keep_freed_memory) and host.keep_freed_memory()

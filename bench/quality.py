@@ -59,8 +59,8 @@ import os
 
 from _common import cli, quiet
 
-from rar_jax import experiment, results
-from rar_jax.config import load_file
+from rar_jax.runner import experiment, results
+from rar_jax.runner.config import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

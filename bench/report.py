@@ -23,9 +23,15 @@ from quality import (
   variant_name,
 )
 
-from rar_jax import metrics, results
-from rar_jax.report import evaluated_decay, evaluation_words, plot_sensitivity, sensitivity_grid
-from rar_jax.report import plus_minus as pm
+from rar_jax.evaluation import metrics
+from rar_jax.runner import results
+from rar_jax.runner.report import (
+  evaluated_decay,
+  evaluation_words,
+  plot_sensitivity,
+  sensitivity_grid,
+)
+from rar_jax.runner.report import plus_minus as pm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RES = os.path.join(ROOT, "bench", "results")

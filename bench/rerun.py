@@ -21,9 +21,9 @@ import tempfile
 import numpy as np
 from _common import cli, cpu_model, quiet
 
-from rar_jax import experiment
-from rar_jax.config import base_config
 from rar_jax.errors import ConfigError
+from rar_jax.runner import experiment
+from rar_jax.runner.config import base_config
 
 
 def rerun(folder: str) -> dict:

@@ -12,8 +12,8 @@ import tempfile
 
 from _common import cli, quiet
 
-from rar_jax import experiment
-from rar_jax.config import load_file
+from rar_jax.runner import experiment
+from rar_jax.runner.config import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,7 +1,7 @@
 """Offline default: scikit-learn's bundled 8x8 digits as 5 tasks of 2 classes,
 ER-RAR next to ER; well under a minute on 2 CPU cores."""
 
-from rar_jax.config import base_config
+from rar_jax.runner.config import base_config
 
 
 def get_config():

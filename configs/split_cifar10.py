@@ -2,7 +2,7 @@
 (nf=20), memory 200, MIR-RAR with beta 0.5, eps = alpha = 0.0314, 2 steps
 (memory 500: beta 0.1; 1000: Avalanche's comment gives 0.075)."""
 
-from rar_jax.config import base_config
+from rar_jax.runner.config import base_config
 
 
 def get_config():

@@ -2,7 +2,7 @@
 (nf=20), memory 1000 (10 per class), beta 0.4 (Avalanche's comment for
 CIFAR-100), eps = alpha = 0.0314, 2 steps."""
 
-from rar_jax.config import base_config
+from rar_jax.runner.config import base_config
 
 
 def get_config():

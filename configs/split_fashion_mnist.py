@@ -7,7 +7,7 @@ otherwise. RAR hyper-parameters: tuned on the 5% validation split
 Split-MNIST values were beta 0.3, eps 0.3, alpha 0.075, 5 steps.
 """
 
-from rar_jax.config import base_config
+from rar_jax.runner.config import base_config
 
 
 def get_config():

@@ -16,7 +16,7 @@ screened on validation) gave the best ER-RAR, 0.741, still within noise of ER, a
 `--config.mem_size=50` ER-RAR 0.579 against ER 0.534, paired +0.045 ± 0.027 (20 seeds).
 """
 
-from rar_jax.config import base_config
+from rar_jax.runner.config import base_config
 
 
 def get_config():

@@ -2,7 +2,7 @@
 MLP 2x400, memory 200, MIR-RAR with beta 0.3, eps 0.3, alpha 0.075, 5 steps.
 Data through TFDS (or IDX files with --config.data_source=idx --config.data_dir=DIR)."""
 
-from rar_jax.config import base_config
+from rar_jax.runner.config import base_config
 
 
 def get_config():

@@ -4,15 +4,14 @@ Importing the library never imports TensorFlow; only `rar_jax.data`'s TFDS
 path does, on demand.
 """
 
-from rar_jax import buffer, stages
-from rar_jax.aser import aser_retrieve, knn_shapley
-from rar_jax.attack import mifgsm
-from rar_jax.method import METHODS, Hyper, ReplayConfig, parse_method
-from rar_jax.mixup import mixup
-from rar_jax.models import MLP, ReducedResNet18, create_model
-from rar_jax.neighbors import nearest_neighbors, neighbor_distances
-from rar_jax.retrieval import mir_retrieve, random_retrieve
-from rar_jax.step import (
+from rar_jax.core import buffer, stages
+from rar_jax.core.aser import aser_retrieve, knn_shapley
+from rar_jax.core.attack import mifgsm
+from rar_jax.core.method import METHODS, Hyper, ReplayConfig, parse_method
+from rar_jax.core.mixup import mixup
+from rar_jax.core.neighbors import nearest_neighbors, neighbor_distances
+from rar_jax.core.retrieval import mir_retrieve, random_retrieve
+from rar_jax.core.step import (
   TrainState,
   evaluation_params,
   init_train_state,
@@ -22,6 +21,7 @@ from rar_jax.step import (
   make_train_step,
   track_params_ema,
 )
+from rar_jax.models import MLP, ReducedResNet18, create_model
 
 __version__ = "0.1.0"
 

@@ -8,9 +8,9 @@ import tempfile
 
 import jax
 
-from rar_jax import experiment
-from rar_jax.config import base_config
-from rar_jax.sweep import parse_sweep
+from rar_jax.runner import experiment
+from rar_jax.runner.config import base_config
+from rar_jax.runner.sweep import parse_sweep
 
 SWEEP = "beta_coef=0.1,0.5,0.9;epsilon_fgsm=0.3"  # 3 cells
 

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import rar_jax
-from rar_jax import buffer, stages
+from rar_jax.core import buffer, stages
 
 C = 4
 

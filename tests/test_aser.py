@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import rar_jax
-from rar_jax import aser, buffer
+from rar_jax.core import aser, buffer
 
 
 def knn_utility(subset, dist, cand_y, y_e, k):

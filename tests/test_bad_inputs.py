@@ -14,8 +14,9 @@ import pytest
 from cli import ROOT, train
 
 import rar_jax
-from rar_jax import data, experiment
-from rar_jax.config import base_config
+from rar_jax import data
+from rar_jax.runner import experiment
+from rar_jax.runner.config import base_config
 
 # (overrides, fragments the message must contain)
 BAD_CONFIGS = [

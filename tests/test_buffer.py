@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from rar_jax import buffer
+from rar_jax.core import buffer
 
 
 @functools.lru_cache(maxsize=None)

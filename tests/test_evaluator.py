@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import rar_jax
-from rar_jax import loop
+from rar_jax.runner import loop
 
 C = 6  # classes
 

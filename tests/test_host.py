@@ -1,10 +1,10 @@
-"""`rar_jax.host`: process-level settings."""
+"""`rar_jax.runner.host`: process-level settings."""
 
 import platform
 
 import pytest
 
-from rar_jax import host
+from rar_jax.runner import host
 
 
 def test_a_users_malloc_top_pad_wins(monkeypatch):

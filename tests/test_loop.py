@@ -10,7 +10,8 @@ import pytest
 from jax import lax
 
 import rar_jax
-from rar_jax import loop, models
+from rar_jax import models
+from rar_jax.runner import loop
 
 NUM_CLASSES = 4
 HYPER = dict(opt_lr=0.1, beta_coef=0.3, epsilon_fgsm=0.1, alpha_fgsm=0.05, iter_fgsm=2)
@@ -188,9 +189,9 @@ def test_defaults_per_platform():
   ],
 )
 def test_plan_picks_the_execution_on_the_cpu(method, overrides, unroll):
-  from rar_jax import config as config_lib
   from rar_jax import data as data_lib
-  from rar_jax import plan as plan_lib
+  from rar_jax.runner import config as config_lib
+  from rar_jax.runner import plan as plan_lib
 
   config = config_lib.base_config()
   config.update(model="resnet18_reduced", methods=method, num_seeds=1, **overrides)
@@ -254,11 +255,11 @@ def test_resnet_rar_on_the_cpu_default_matches_the_round_7_execution(batch_norm_
 def test_a_resume_keeps_the_convolutions_its_checkpoints_were_written_with(tmp_path):
   import json
 
-  from rar_jax import config as config_lib
   from rar_jax import data as data_lib
-  from rar_jax import experiment
-  from rar_jax import plan as plan_lib
   from rar_jax.errors import ConfigError
+  from rar_jax.runner import config as config_lib
+  from rar_jax.runner import experiment
+  from rar_jax.runner import plan as plan_lib
 
   config = config_lib.base_config()
   config.update(model="resnet18_reduced", methods="er", num_seeds=1)
@@ -286,8 +287,8 @@ def test_unknown_stream_loop_and_conv_impl_are_rejected():
 
 
 def test_config_with_a_model_that_cannot_take_the_images_fails_before_any_work():
-  from rar_jax import experiment
-  from rar_jax.config import base_config
+  from rar_jax.runner import experiment
+  from rar_jax.runner.config import base_config
 
   config = base_config()
   config.update(dataset="digits", data_source="embedded", model="resnet18_reduced")
@@ -299,8 +300,8 @@ def test_config_with_a_model_that_cannot_take_the_images_fails_before_any_work()
 
 @pytest.mark.parametrize("key,value", [("stream_loop", "while"), ("conv_impl", "fft")])
 def test_config_rejects_unknown_execution_choices(key, value):
-  from rar_jax import experiment
-  from rar_jax.config import base_config
+  from rar_jax.runner import experiment
+  from rar_jax.runner.config import base_config
 
   config = base_config()
   config[key] = value

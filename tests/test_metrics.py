@@ -8,7 +8,7 @@ reads them gives a different number.
 import numpy as np
 import pytest
 
-from rar_jax import metrics
+from rar_jax.evaluation import metrics
 
 # Seed A: task 0's best accuracy (0.8) comes after task 1, not on the diagonal.
 A = [[0.50, 0.90, 0.90], [0.80, 0.70, 0.90], [0.40, 0.60, 0.90]]
@@ -92,14 +92,14 @@ def test_summary_of_one_seed_has_no_standard_error():
 
 
 def test_slow_rates_keep_their_digits():
-  from rar_jax.report import format_rate
+  from rar_jax.runner.report import format_rate
 
   # A conv net on the CPU steps at well under 1 per second: "0 steps/s" said nothing.
   assert [format_rate(x) for x in (0.234, 2.5, 12.4, 1234.6)] == ["0.23", "2.5", "12", "1235"]
 
 
 def test_titles_name_a_classifier_or_protocol_that_is_not_the_default():
-  from rar_jax.report import evaluation_words, sweep_table
+  from rar_jax.runner.report import evaluation_words, sweep_table
 
   assert evaluation_words("test") == "test split"
   assert evaluation_words("validation", "ncm", "task") == (
@@ -160,7 +160,7 @@ def test_bench_report_refuses_to_combine_parts_evaluated_differently():
 def test_a_long_title_is_wrapped_to_fit_the_sensitivity_picture():
   """matplotlib clips a title wider than its figure; the picture wraps it and
   keeps every word."""
-  from rar_jax import report
+  from rar_jax.runner import report
 
   def cell(beta, eps):
     s = {"mean": 0.7, "se2": 0.0, "per_seed": [0.7]}

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from rar_jax.mixup import mixup, valid_permutation
+from rar_jax.core.mixup import mixup, valid_permutation
 
 MIX = jax.jit(mixup)  # one compilation per shape for the loops below
 

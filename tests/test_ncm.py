@@ -1,11 +1,11 @@
-"""`rar_jax.ncm`: nearest-class-mean classification against a NumPy brute
+"""`rar_jax.evaluation.ncm`: nearest-class-mean classification against a NumPy brute
 force and a hand-computed case."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rar_jax import ncm
+from rar_jax.evaluation import ncm
 
 
 def numpy_class_means(f, y, valid, num_classes):
@@ -75,8 +75,8 @@ def test_a_checkpoint_reevaluates_to_what_training_evaluated(tmp_path):
   a run evaluated with NCM from the start gives (training is the same)."""
   import os
 
-  from rar_jax import experiment
-  from rar_jax.config import load_file
+  from rar_jax.runner import experiment
+  from rar_jax.runner.config import load_file
 
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   config = load_file(os.path.join(root, "configs", "default.py"))
@@ -103,8 +103,8 @@ def test_reevaluation_marks_diverged_runs_and_leaves_a_damaged_folder_as_it_was(
   it aside)."""
   import os
 
-  from rar_jax import experiment
-  from rar_jax.config import load_file
+  from rar_jax.runner import experiment
+  from rar_jax.runner.config import load_file
 
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   config = load_file(os.path.join(root, "configs", "default.py"))
@@ -147,8 +147,8 @@ def test_a_weight_average_sweep_pairs_with_plain_training_and_reevaluates(tmp_pa
   last row of its accuracy matrix."""
   import os
 
-  from rar_jax import experiment
-  from rar_jax.config import load_file
+  from rar_jax.runner import experiment
+  from rar_jax.runner.config import load_file
 
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   config = load_file(os.path.join(root, "configs", "default.py"))

@@ -50,7 +50,7 @@ def readme_train_commands():
 # a report of what would run.
 HARNESS = """
 import json, runpy, sys
-from rar_jax import experiment
+from rar_jax.runner import experiment
 def report(config, workdir):
   experiment.validate_config(config)
   print(json.dumps({"methods": experiment.method_names(config), "workdir": workdir}))

@@ -18,7 +18,7 @@ import optax
 import pytest
 
 import rar_jax
-from rar_jax import buffer
+from rar_jax.core import buffer
 
 C = 4  # classes
 LR = 0.1
@@ -330,7 +330,7 @@ def test_rar_preview_shows_what_the_step_does():
   # the step does: every replay row against the hand-composed perturbation.
   state, _, (xb, yb) = setup("er_rar", MLP, [0, 1, 0, 1, 1], 5)
   cfg = rar_jax.ReplayConfig.from_method("er_rar", num_classes=C, mem_size=20, batch_size_mem=5)
-  preview = jax.jit(rar_jax.step.make_rar_preview(MLP, rar_jax.make_optimizer(LR), cfg))
+  preview = jax.jit(rar_jax.core.step.make_rar_preview(MLP, rar_jax.make_optimizer(LR), cfg))
   x, y = blobs([2, 3] * 5, 1)
   out = jax.device_get(preview(state, x, y, jax.random.PRNGKey(3)))
   _, xa, found = reference_update(NET, state.params, x, y, xb, jax.nn.one_hot(yb, C))
@@ -351,8 +351,10 @@ def test_rar_preview_follows_the_chains_attack_not_the_config():
   state, _, (xb, yb) = setup("er_rar", MLP, [0, 1, 0, 1, 1], 5)
   cfg = rar_jax.ReplayConfig.from_method("er_rar", num_classes=C, mem_size=20, batch_size_mem=5)
   assert cfg.attack_params == "lookahead"
-  chain = rar_jax.stages.chain(rar_jax.stages.random_replay(), rar_jax.stages.rar("current"))
-  preview = rar_jax.step.make_rar_preview(MLP, rar_jax.make_optimizer(LR), cfg, chain)
+  chain = rar_jax.core.stages.chain(
+    rar_jax.core.stages.random_replay(), rar_jax.core.stages.rar("current")
+  )
+  preview = rar_jax.core.step.make_rar_preview(MLP, rar_jax.make_optimizer(LR), cfg, chain)
   x, y = blobs([2, 3] * 5, 1)
   out = jax.device_get(jax.jit(preview)(state, x, y, jax.random.PRNGKey(3)))
   tm = jax.nn.one_hot(yb, C)
@@ -366,7 +368,7 @@ def test_rar_preview_follows_the_chains_attack_not_the_config():
 def test_rar_preview_needs_a_perturb_stage():
   cfg = rar_jax.ReplayConfig.from_method("er", num_classes=C)
   with pytest.raises(ValueError, match="needs a chain with a retrieve and a perturb stage"):
-    rar_jax.step.make_rar_preview(MLP, rar_jax.make_optimizer(LR), cfg)
+    rar_jax.core.step.make_rar_preview(MLP, rar_jax.make_optimizer(LR), cfg)
 
 
 @pytest.mark.parametrize("rows", ["group", "joint"])

@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from rar_jax.checkpoint import Checkpointer
+from rar_jax.runner.checkpoint import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A subprocess pipe left open is a leak (and a ResourceWarning in the test log).
@@ -178,8 +178,8 @@ def test_resume_with_another_device_count_is_refused(reference, tmp_path):
 def test_a_workdir_from_before_a_new_key_resumes_as_that_key_default(tmp_path):
   """A key added after a run was written ran as its default there: resuming
   with the default goes on, with another value is refused, naming the key."""
-  from rar_jax import experiment
-  from rar_jax.config import base_config
+  from rar_jax.runner import experiment
+  from rar_jax.runner.config import base_config
 
   old = json.loads(base_config().to_json())
   del old["eval_classifier"]  # written before round 9 added the key
@@ -213,8 +213,8 @@ def test_a_run_resumed_mid_task_keeps_its_weight_average(tmp_path):
   state, so a run resumed two steps before its end evaluates to what the
   uninterrupted run did; an average restarted from the restored weights would
   not (it spans ~10 updates at decay 0.9)."""
-  from rar_jax import experiment
-  from rar_jax.config import load_file
+  from rar_jax.runner import experiment
+  from rar_jax.runner.config import load_file
 
   config = load_file(os.path.join(ROOT, "configs", "default.py"))
   config.update(

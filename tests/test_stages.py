@@ -8,9 +8,10 @@ import pytest
 from flax import struct
 
 import rar_jax
-from rar_jax import buffer, experiment, loop, stages
-from rar_jax.config import base_config
-from rar_jax.method import METHODS, STAGES
+from rar_jax.core import buffer, stages
+from rar_jax.core.method import METHODS, STAGES
+from rar_jax.runner import experiment, loop
+from rar_jax.runner.config import base_config
 
 C = 4
 
@@ -73,7 +74,7 @@ def test_every_retrieval_stage_keeps_the_current_labels_out_of_replay(method):
   module, cfg, tx, _ = _parts(method, **kw)
   x, _ = _stream()
   x_in, y_in = x[20:30], jnp.asarray([0] * 5 + [2] * 5, jnp.int32)  # incoming labels 0 and 2
-  preview = jax.jit(rar_jax.step.make_rar_preview(module, tx, cfg))
+  preview = jax.jit(rar_jax.core.step.make_rar_preview(module, tx, cfg))
   for seed in range(5):
     out = jax.device_get(preview(state, x_in, y_in, jax.random.PRNGKey(seed)))
     labels = np.argmax(out["targets"], -1)[out["mask"]]

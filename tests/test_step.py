@@ -7,7 +7,8 @@ import optax
 import pytest
 
 import rar_jax
-from rar_jax import buffer, loop
+from rar_jax.core import buffer
+from rar_jax.runner import loop
 
 NUM_CLASSES = 4
 HYPER = dict(opt_lr=0.1, beta_coef=0.3, epsilon_fgsm=0.3, alpha_fgsm=0.075, iter_fgsm=5)

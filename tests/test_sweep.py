@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from rar_jax.sweep import SweepError, parse_sweep
+from rar_jax.runner.sweep import SweepError, parse_sweep
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from cli import train
 
-from rar_jax import data, experiment, hooks
-from rar_jax.config import base_config
+from rar_jax import data
+from rar_jax.runner import experiment, hooks
+from rar_jax.runner.config import base_config
 
 
 def digits(**overrides):
@@ -187,7 +188,7 @@ def test_progress_speed_is_the_tables_speed(two_methods):
 def test_comparison_plot_has_a_line_and_band_per_method(two_methods):
   from matplotlib.collections import PolyCollection
 
-  from rar_jax import report
+  from rar_jax.runner import report
 
   workdir, results, _, _ = two_methods
   assert (workdir / "comparison.png").stat().st_size > 1000
@@ -203,7 +204,7 @@ def test_comparison_plot_has_a_line_and_band_per_method(two_methods):
 
 
 def test_heat_map_counts_tasks_from_one_and_labels_stay_readable():
-  from rar_jax import report
+  from rar_jax.runner import report
 
   acc = np.array([[[0.95, 0.1], [0.2, 0.9]]])
   fig = report.accuracy_figure(acc, "t")
@@ -232,7 +233,7 @@ def _nan_message(ckpt) -> str:
 
 
 def test_nan_message_names_the_checkpoint_that_exists(tmp_path):
-  from rar_jax import checkpoint
+  from rar_jax.runner import checkpoint
 
   off = _nan_message(checkpoint.NoCheckpoints())
   assert "checkpointing is off" in off and "is kept" not in off
@@ -316,7 +317,7 @@ def _cell(beta, eps, acc, **other):
 
 
 def test_sensitivity_grid_by_hand():
-  from rar_jax import report
+  from rar_jax.runner import report
 
   cells = [
     _cell(0.1, 0.3, 0.70),
@@ -356,7 +357,7 @@ def test_a_beta_epsilon_sweep_writes_its_sensitivity_picture(tmp_path):
   )
   result = experiment.train_and_evaluate(config, str(tmp_path))["er_rar"]
   assert (tmp_path / "sensitivity.png").stat().st_size > 5000
-  from rar_jax import report
+  from rar_jax.runner import report
 
   fig = report.sensitivity_figure(result, "t")
   shown = fig.axes[0].get_images()[0].get_array()
@@ -425,7 +426,7 @@ def _chunk(diverged_runs, finite=None, **fields):
 
 def test_nan_guard_stops_a_sweep_once_every_cell_has_a_diverged_run(capsys):
   # Two cells x two seeds: runs 0, 1 are cell a; runs 2, 3 cell b.
-  from rar_jax import checkpoint
+  from rar_jax.runner import checkpoint
 
   guard = hooks.NanGuard("er", 0.1, checkpoint.NoCheckpoints(), ["a", "a", "b", "b"])
   guard.on_chunk(_chunk([0]))  # one seed of a: b is clean, go on
@@ -439,7 +440,7 @@ def test_nan_guard_stops_a_sweep_once_every_cell_has_a_diverged_run(capsys):
 
 
 def test_nan_guard_knows_the_runs_that_diverged_before_a_resume(capsys):
-  from rar_jax import checkpoint
+  from rar_jax.runner import checkpoint
 
   guard = hooks.NanGuard("er", 0.1, checkpoint.NoCheckpoints(), ["a", "a", "b", "b"], diverged={0})
   guard.on_chunk(_chunk([], finite=False))  # run 0 NaN again after the resume: known

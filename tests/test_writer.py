@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from rar_jax.writer import MetricWriter
+from rar_jax.runner.writer import MetricWriter
 
 
 def test_scalars_reach_both_files(tmp_path):

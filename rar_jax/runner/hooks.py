@@ -12,10 +12,10 @@ from typing import Any, Callable, Dict, Iterable, Sequence, Tuple
 
 import numpy as np
 
-from rar_jax import checkpoint as checkpoint_lib
 from rar_jax.errors import TrainingDiverged
-from rar_jax.report import format_rate
-from rar_jax.writer import MetricWriter
+from rar_jax.runner import checkpoint as checkpoint_lib
+from rar_jax.runner.report import format_rate
+from rar_jax.runner.writer import MetricWriter
 
 LOG_LINE_SECONDS = 30.0  # progress in a log: one plain line per this many seconds
 

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Mapping
 
 import numpy as np
 
-from rar_jax import metrics as metrics_lib
+from rar_jax.evaluation import metrics as metrics_lib
 
 
 def rank(cell: Mapping) -> tuple:

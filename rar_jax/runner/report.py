@@ -10,9 +10,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from rar_jax import metrics as metrics_lib
-from rar_jax import results as results_lib
-from rar_jax import sweep as sweep_lib
+from rar_jax.evaluation import metrics as metrics_lib
+from rar_jax.runner import results as results_lib
+from rar_jax.runner import sweep as sweep_lib
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -144,7 +144,7 @@ def plot_comparison(path: str, accs: Mapping[str, np.ndarray], title: str) -> No
 
 
 def plus_minus(summary: Mapping) -> str:
-  """``"mean ± 2SE"`` of a `rar_jax.metrics.summarize` dict (the mean alone for one seed)."""
+  """``"mean ± 2SE"`` of a `rar_jax.evaluation.metrics.summarize` dict (the mean alone for one seed)."""
   se2 = summary.get("se2")
   return f"{summary['mean']:.3f} ± {se2:.3f}" if se2 is not None else f"{summary['mean']:.3f}"
 
@@ -204,7 +204,7 @@ def comparison_table(results: Sequence[Mapping]) -> str:
 
 def sweep_table(result: Mapping) -> str:
   """A Markdown table of a sweep's cells, best first (cells with a diverged
-  seed after the others, as `rar_jax.results.MethodResult.best` ranks them)."""
+  seed after the others, as `rar_jax.runner.results.MethodResult.best` ranks them)."""
   cells = sorted(result["cells"], key=results_lib.rank, reverse=True)
   rows = [
     f"{result['method']}, {result['num_seeds']} seeds per cell, "
@@ -276,7 +276,7 @@ def rar_samples_figure(preview: Mapping[str, np.ndarray], num: int, title: str):
 
 
 def plot_rar_samples(path: str, preview: Mapping[str, np.ndarray], num: int, title: str) -> None:
-  """`rar_samples_figure` as a PNG (``preview``: `rar_jax.step.make_rar_preview`'s
+  """`rar_samples_figure` as a PNG (``preview``: `rar_jax.core.step.make_rar_preview`'s
   output plus the incoming batch as ``x`` and ``y``)."""
   _save(rar_samples_figure(preview, num, title), path)
 

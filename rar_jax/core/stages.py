@@ -26,13 +26,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rar_jax import buffer as buffer_lib
-from rar_jax.aser import aser_retrieve
-from rar_jax.attack import mifgsm
-from rar_jax.method import DATA_RANGE, STAGE_KINDS, Hyper, ReplayConfig
-from rar_jax.mixup import mixup as mixup_fn
-from rar_jax.neighbors import neighbor_distances
-from rar_jax.retrieval import mir_retrieve
+from rar_jax.core import buffer as buffer_lib
+from rar_jax.core.aser import aser_retrieve
+from rar_jax.core.attack import mifgsm
+from rar_jax.core.method import DATA_RANGE, STAGE_KINDS, Hyper, ReplayConfig
+from rar_jax.core.mixup import mixup as mixup_fn
+from rar_jax.core.neighbors import neighbor_distances
+from rar_jax.core.retrieval import mir_retrieve
 
 
 class StepContext(NamedTuple):
@@ -66,7 +66,7 @@ class Stage(NamedTuple):
   incoming gradient is taken before replay); ``exclude_current_labels``: for a
   loss stage, the replay rule it wants when the config leaves it open;
   ``attack``: for a perturb stage, ``attack(ctx, xm, tm, mm) -> RarAttack``, the
-  perturbation it applies (what `rar_jax.step.make_rar_preview` shows)."""
+  perturbation it applies (what `rar_jax.core.step.make_rar_preview` shows)."""
 
   kind: str  # retrieve | mix | perturb | loss
   name: str
@@ -99,7 +99,7 @@ def chain(*stages: Stage) -> Chain:
   for s in stages:
     if not isinstance(s, Stage) or s.kind not in STAGE_KINDS:
       raise ValueError(
-        f"chain: {s!r} is not a stage; build stages with rar_jax.stages (kinds {STAGE_KINDS})"
+        f"chain: {s!r} is not a stage; build stages with rar_jax.core.stages (kinds {STAGE_KINDS})"
       )
     if s.kind in by_kind:
       raise ValueError(
@@ -148,7 +148,7 @@ def mir() -> Stage:
 
 
 def aser() -> Stage:
-  """ASER: KNN-Shapley-scored candidates under the current parameters (`rar_jax.aser`)."""
+  """ASER: KNN-Shapley-scored candidates under the current parameters (`rar_jax.core.aser`)."""
 
   def fn(ctx: StepContext, key):
     cfg = ctx.cfg
@@ -328,7 +328,7 @@ def from_config(cfg: ReplayConfig) -> Chain:
 
 
 def by_name(name: str) -> Stage:
-  """A built-in stage by its name (`rar_jax.method.STAGES`)."""
+  """A built-in stage by its name (`rar_jax.core.method.STAGES`)."""
   if name not in _BY_NAME:
     raise ValueError(f"stage {name!r} is invalid: one of {tuple(_BY_NAME)}")
   return _BY_NAME[name]()

@@ -14,7 +14,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from rar_jax import buffer as buffer_lib
+from rar_jax.core import buffer as buffer_lib
 
 
 def knn_shapley(

@@ -1,5 +1,5 @@
 """One online replay step, as a pure function: the incoming batch plus a
-replay batch built by a chain of stages (`rar_jax.stages`: retrieve, mix,
+replay batch built by a chain of stages (`rar_jax.core.stages`: retrieve, mix,
 perturb, loss), e.g. ER, MIR or ASER retrieval x MixUp x RAR x CE or ACE.
 
 The step never touches data loading, I/O or the CLI. See `make_train_step`.
@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rar_jax import buffer as buffer_lib
 from rar_jax import models
-from rar_jax import stages as stages_lib
-from rar_jax.method import Hyper, ReplayConfig
+from rar_jax.core import buffer as buffer_lib
+from rar_jax.core import stages as stages_lib
+from rar_jax.core.method import Hyper, ReplayConfig
 
 
 class TrainState(struct.PyTreeNode):
@@ -301,7 +301,7 @@ class _Update:
 def _chain_for(cfg: ReplayConfig, chain: Optional[stages_lib.Chain]) -> stages_lib.Chain:
   chain = stages_lib.from_config(cfg) if chain is None else chain
   if not isinstance(chain, stages_lib.Chain):
-    raise ValueError(f"chain={chain!r} is invalid: build it with rar_jax.stages.chain(...)")
+    raise ValueError(f"chain={chain!r} is invalid: build it with rar_jax.core.stages.chain(...)")
   return chain
 
 
@@ -313,8 +313,8 @@ def make_train_step(
 ):
   """Returns ``train_step(state, x, y) -> (state, metrics)`` for one minibatch.
 
-  ``chain`` (`rar_jax.stages.chain`) replaces the stages ``cfg``'s method names
-  (`rar_jax.stages.from_config`). Pure and jittable; scan it over a stream and
+  ``chain`` (`rar_jax.core.stages.chain`) replaces the stages ``cfg``'s method names
+  (`rar_jax.core.stages.from_config`). Pure and jittable; scan it over a stream and
   vmap it over seeds. Metrics: ``loss_current``, ``loss_replay``,
   ``replay_count``, and for RAR ``perturbation_mean`` / ``perturbation_max``.
   """

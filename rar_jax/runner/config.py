@@ -19,11 +19,12 @@ import optax
 from ml_collections import ConfigDict, config_dict
 
 from rar_jax import data as data_lib
-from rar_jax import loop, models
-from rar_jax import sweep as sweep_lib
+from rar_jax import models
+from rar_jax.core.method import ASER_TYPES, ATTACK_PARAMS, Hyper, ReplayConfig, parse_method
+from rar_jax.core.step import init_train_state, make_optimizer
 from rar_jax.errors import ConfigError
-from rar_jax.method import ASER_TYPES, ATTACK_PARAMS, Hyper, ReplayConfig, parse_method
-from rar_jax.step import init_train_state, make_optimizer
+from rar_jax.runner import loop
+from rar_jax.runner import sweep as sweep_lib
 
 # jax.default_matmul_precision's names for float32 dots and convolutions.
 MATMUL_PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16", "highest", "high")

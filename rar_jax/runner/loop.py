@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rar_jax import buffer as buffer_lib
-from rar_jax import ncm as ncm_lib
-from rar_jax.method import Hyper, ReplayConfig
-from rar_jax.step import TrainState, evaluation_params, init_train_state, make_predict
+from rar_jax.core import buffer as buffer_lib
+from rar_jax.core.method import Hyper, ReplayConfig
+from rar_jax.core.step import TrainState, evaluation_params, init_train_state, make_predict
+from rar_jax.evaluation import ncm as ncm_lib
 
 
 def seed_keys(seeds: Sequence[int]) -> jax.Array:
@@ -295,7 +295,7 @@ def make_evaluator(
   ``eval_protocol="class"``: argmax over every class (class-incremental);
   ``"task"``: over the classes of the sample's task only (task-incremental).
   ``eval_classifier="head"``: the model's output layer; ``"ncm"``: the nearest
-  class mean of the run's buffer in the penultimate features (`rar_jax.ncm`),
+  class mean of the run's buffer in the penultimate features (`rar_jax.evaluation.ncm`),
   the means computed once per evaluation.
   The result is jitted or behaves like a jitted function (``.lower(...).compile()``).
   """

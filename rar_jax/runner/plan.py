@@ -11,11 +11,12 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from rar_jax import config as config_lib
 from rar_jax import data as data_lib
-from rar_jax import loop, models
-from rar_jax import sweep as sweep_lib
-from rar_jax.method import Hyper, ReplayConfig
+from rar_jax import models
+from rar_jax.core.method import Hyper, ReplayConfig
+from rar_jax.runner import config as config_lib
+from rar_jax.runner import loop
+from rar_jax.runner import sweep as sweep_lib
 
 
 @dataclasses.dataclass(frozen=True)

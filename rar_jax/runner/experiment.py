@@ -8,7 +8,7 @@
     summarise -> write results (metrics.json, CSV, plots, rar_samples.png)
   -> compare the methods
 
-The hooks (`rar_jax.hooks`) guard against NaN, show progress, write
+The hooks (`rar_jax.runner.hooks`) guard against NaN, show progress, write
 TensorBoard/JSON-lines metrics and save checkpoints.
 """
 
@@ -29,12 +29,15 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
-from rar_jax import checkpoint as checkpoint_lib
 from rar_jax import data as data_lib
-from rar_jax import hooks as hooks_lib
-from rar_jax import loop, models, report
-from rar_jax import sweep as sweep_lib
-from rar_jax.config import (
+from rar_jax import models
+from rar_jax.core.step import make_rar_preview, make_train_step
+from rar_jax.errors import CheckpointError, ConfigError, TrainingDiverged
+from rar_jax.runner import checkpoint as checkpoint_lib
+from rar_jax.runner import hooks as hooks_lib
+from rar_jax.runner import loop, report
+from rar_jax.runner import sweep as sweep_lib
+from rar_jax.runner.config import (
   RUNTIME_KEYS,
   base_config,
   cell_config,
@@ -45,11 +48,9 @@ from rar_jax.config import (
   replay_parts,
   validate_config,
 )
-from rar_jax.errors import CheckpointError, ConfigError, TrainingDiverged
-from rar_jax.plan import RunPlan, make_plan
-from rar_jax.results import CellResult, MethodResult, is_sweep
-from rar_jax.step import make_rar_preview, make_train_step
-from rar_jax.writer import MetricWriter
+from rar_jax.runner.plan import RunPlan, make_plan
+from rar_jax.runner.results import CellResult, MethodResult, is_sweep
+from rar_jax.runner.writer import MetricWriter
 
 # Re-exported: the names scripts of the first release used.
 __all__ = [
@@ -561,7 +562,7 @@ def _rar_preview(
 ) -> dict:
   """What RAR does in the first run that did not diverge, at its end: one
   replay draw for the last task's first minibatch, as host arrays
-  (`rar_jax.step.make_rar_preview`)."""
+  (`rar_jax.core.step.make_rar_preview`)."""
   r = _live_runs(plan, run)[0]
   state = jax.tree.map(lambda a: _gather(a)[r], run.states)
   rows = plan.index[r, -1, 0]
@@ -617,7 +618,7 @@ def _write_results(
 
 def run_method(config: ConfigDict, method: str, data: PreparedData, workdir: str) -> dict:
   """Trains ``method`` on every (sweep cell, seed) run in one program; writes
-  and returns its metrics (`rar_jax.results.MethodResult.to_dict`)."""
+  and returns its metrics (`rar_jax.runner.results.MethodResult.to_dict`)."""
   lead = jax.process_index() == 0  # only process 0 writes files
   config = method_config(config, method)  # what this folder's config.json records
   os.makedirs(workdir, exist_ok=True)

@@ -10,9 +10,9 @@ from typing import Optional
 import jax.numpy as jnp
 from flax import struct
 
-from rar_jax import buffer as buffer_lib
+from rar_jax.core import buffer as buffer_lib
 
-# A method is a chain of stages (see `rar_jax.stages`): one retrieval, then
+# A method is a chain of stages (see `rar_jax.core.stages`): one retrieval, then
 # optionally a mix, a perturbation and a loss. Name -> stage names; any chain
 # can also be named directly by its stages joined with "+" ("aser+mixup+rar").
 METHODS = {

@@ -7,7 +7,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from rar_jax import buffer as buffer_lib
+from rar_jax.core import buffer as buffer_lib
 
 
 def random_retrieve(

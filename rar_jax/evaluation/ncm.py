@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from rar_jax import models
-from rar_jax.buffer import BufferState
+from rar_jax.core.buffer import BufferState
 
 _EPS = 1e-12  # an all-zero ReLU feature row stays zero instead of NaN
 
