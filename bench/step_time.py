@@ -26,7 +26,8 @@ from _common import cli, cpu_model
 import rar_jax
 from rar_jax.runner import host, loop
 
-# As train.py does: glibc keeps freed heap mapped (rar_jax.runner.host); a user's MALLOC_TOP_PAD_ wins.
+# As train.py does: glibc keeps freed heap mapped (rar_jax.runner.host);
+# a user's MALLOC_TOP_PAD_ wins.
 FREED_MEMORY_KEPT = host.keep_freed_memory() or "MALLOC_TOP_PAD_" in os.environ
 
 SHAPES = {"mlp": (28, 28, 1), "resnet18_reduced": (32, 32, 3)}

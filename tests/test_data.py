@@ -139,7 +139,10 @@ def test_importing_the_library_does_not_import_tensorflow():
   import subprocess
   import sys
 
-  code = "import sys, rar_jax, rar_jax.data, rar_jax.runner.experiment; print('tensorflow' in sys.modules)"
+  code = (
+    "import sys, rar_jax, rar_jax.data, rar_jax.runner.experiment; "
+    "print('tensorflow' in sys.modules)"
+  )
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == "False"

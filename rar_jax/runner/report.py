@@ -144,7 +144,7 @@ def plot_comparison(path: str, accs: Mapping[str, np.ndarray], title: str) -> No
 
 
 def plus_minus(summary: Mapping) -> str:
-  """``"mean ± 2SE"`` of a `rar_jax.evaluation.metrics.summarize` dict (the mean alone for one seed)."""
+  """``"mean ± 2SE"`` of a `rar_jax.evaluation.metrics.summarize` dict (mean alone: one seed)."""
   se2 = summary.get("se2")
   return f"{summary['mean']:.3f} ± {se2:.3f}" if se2 is not None else f"{summary['mean']:.3f}"
 
