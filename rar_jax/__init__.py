@@ -4,28 +4,28 @@ Importing the library never imports TensorFlow; only `rar_jax.data`'s TFDS
 path does, on demand.
 """
 
+from rar_jax import errors
 from rar_jax.core import buffer, stages
 from rar_jax.core.aser import aser_retrieve, knn_shapley
 from rar_jax.core.attack import mifgsm
 from rar_jax.core.method import METHODS, Hyper, ReplayConfig, parse_method
 from rar_jax.core.mixup import mixup
 from rar_jax.core.neighbors import nearest_neighbors, neighbor_distances
+from rar_jax.core.optim import evaluation_params, make_optimizer, track_params_ema
 from rar_jax.core.retrieval import mir_retrieve, random_retrieve
 from rar_jax.core.step import (
   TrainState,
-  evaluation_params,
   init_train_state,
-  make_optimizer,
   make_predict,
   make_rar_preview,
   make_train_step,
-  track_params_ema,
 )
 from rar_jax.models import MLP, ReducedResNet18, create_model
 
 __version__ = "0.1.0"
 
 __all__ = [
+  "errors",
   "buffer",
   "mifgsm",
   "METHODS",

@@ -8,8 +8,23 @@ class RarError(Exception):
   """Base of the errors below: catch it to handle any expected failure."""
 
 
-class ConfigError(RarError, ValueError):
+class ArgumentError(RarError, ValueError):
+  """A library function got an argument it cannot use; the message names the
+  argument, the value and what is allowed."""
+
+
+class ConfigError(ArgumentError):
   """A config key holds a value the run cannot use; the message names it."""
+
+
+class StageError(RarError, TypeError):
+  """A stage of a replay chain broke its contract (wrong outputs, or it read
+  ``ctx.lookahead`` without declaring it); the message names the stage."""
+
+
+class ModelError(RarError, TypeError):
+  """A Flax module cannot be used by the step (e.g. its ``__call__`` lacks
+  ``train=`` or, with batch norm, ``mask=``)."""
 
 
 class SweepError(ConfigError):
@@ -30,7 +45,10 @@ class CheckpointError(RarError, RuntimeError):
 
 __all__ = [
   "RarError",
+  "ArgumentError",
   "ConfigError",
+  "StageError",
+  "ModelError",
   "SweepError",
   "DataError",
   "TrainingDiverged",

@@ -1,5 +1,8 @@
-"""What a replay method is: static structure (`ReplayConfig`) and numeric
-hyper-parameters (`Hyper`, a pytree, so sweeps can vmap over it)."""
+"""What a replay method is made of: its name (`METHODS`: stage names), the
+structure no stage owns (`ReplayConfig`, static) and the numeric
+hyper-parameters the step traces (`Hyper`, a pytree in the state, so sweeps
+vmap over it; the stages set its initial values, as optax's
+``inject_hyperparams`` does)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from rar_jax.core import buffer as buffer_lib
+from rar_jax.core.defaults import DEFAULTS
+from rar_jax.errors import ArgumentError
 
 # A method is a chain of stages (see `rar_jax.core.stages`): one retrieval, then
 # optionally a mix, a perturbation and a loss. Name -> stage names; any chain
@@ -44,25 +49,24 @@ STAGES = {
   "ace": "loss",
 }
 STAGE_KINDS = ("retrieve", "mix", "perturb", "loss")
-RETRIEVALS = ("none", "random", "mir", "aser")
-LOSSES = ("ce", "ace")
 ASER_TYPES = ("asvm", "asv", "neg_sv")
 ATTACK_PARAMS = ("lookahead", "current")
 ATTACK_TARGETS = ("features", "label")
+# Which rows RAR's (1 - beta) clean term uses after a mix stage: the replay rows
+# before mixing with their hard labels (the paper's code), or the mixed rows.
+CLEAN_ROWS = ("unmixed", "mixed")
 # Batch-norm statistics: per row group, one pass each (the paper's code), or
 # joint over the rows of one loss (Avalanche concatenates incoming and replay rows).
 BATCH_NORM_ROWS = ("group", "joint")
 BUFFER_UPDATES = ("online", "per_experience")
-# Inputs are floats in [0, 1] (`rar_jax.data.to_unit_float`); RAR clips to this range.
-DATA_RANGE = (0.0, 1.0)
 
 
-def _require(ok: bool, name: str, value, allowed: str):
+def require(ok: bool, name: str, value, allowed: str):
   if not ok:
-    raise ValueError(f"{name}={value!r} is invalid: {allowed}")
+    raise ArgumentError(f"{name}={value!r} is invalid: {allowed}")
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
   return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
@@ -76,145 +80,84 @@ def _stages_help() -> str:
 
 
 def parse_method(method: str) -> dict:
-  """``method`` (a `METHODS` name or stage names joined by '+') as
-  `ReplayConfig` fields: ``retrieval``, ``mixup``, ``use_adversarial_replay``, ``loss``."""
+  """The stage names of ``method`` (a `METHODS` name or stage names joined by
+  '+'), by kind: ``{"retrieve": "mir", "perturb": "rar", ...}`` (validated)."""
   if not isinstance(method, str):
     raise ValueError(f"method={method!r} is invalid: a string")
   if method in METHODS:
     names = METHODS[method]
   else:
     names = tuple(n.strip() for n in method.split("+"))
-    _require(
+    require(
       len(names) > 1 or names[0] in STAGES,
       "method",
       method,
       f"one of {tuple(METHODS)}, or {_stages_help()}",
     )
     for n in names:
-      _require(n in STAGES, "method", method, f"unknown stage {n!r}; {_stages_help()}")
+      require(n in STAGES, "method", method, f"unknown stage {n!r}; {_stages_help()}")
   kinds = [STAGES[n] for n in names]
-  _require(
+  require(
     len(set(kinds)) == len(kinds),
     "method",
     method,
     "at most one stage of each kind; " + _stages_help(),
   )
-  _require(kinds == sorted(kinds, key=STAGE_KINDS.index), "method", method, _stages_help())
+  require(kinds == sorted(kinds, key=STAGE_KINDS.index), "method", method, _stages_help())
   by_kind = dict(zip(kinds, names))
-  _require(
+  require(
     "retrieve" in by_kind or len(by_kind) == 0 or set(by_kind) == {"loss"},
     "method",
     method,
     "mix and perturb stages need a retrieve stage",
   )
-  return dict(
-    retrieval=by_kind.get("retrieve", "none"),
-    mixup="mix" in by_kind,
-    use_adversarial_replay="perturb" in by_kind,
-    loss=by_kind.get("loss", "ce"),
-  )
+  return by_kind
 
 
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
-  """The shape of one replay step. Everything here is static under jit."""
+  """The shape of the replay step that no stage owns: the buffer, the replay
+  batch size, updates per incoming batch, the feature layer and batch norm's
+  row groups. Static under jit. What a method does is its chain of stages
+  (`rar_jax.core.stages`), which carry their own settings."""
 
   num_classes: int
-  retrieval: str = "random"
-  mixup: bool = False
-  use_adversarial_replay: bool = False
-  loss: str = "ce"  # ce | ace (ER-ACE: incoming batch over its own classes only)
-  mem_size: int = 200
-  batch_size_mem: int = 10
-  mir_candidates: int = 50
-  # None = the loss's replay rule: exclude for CE (paper's code), whole buffer
-  # for ACE (with exclusion ACE never sees a current-class replay and collapses).
-  exclude_current_labels: Optional[bool] = None
-  aser_k: int = 10  # K of the KNN Shapley values
-  aser_candidates: int = 50  # the paper's code's `subsample`
-  aser_coop_size: int = 100  # class-balanced cooperative evaluation set
-  aser_type: str = "asvm"  # asvm (mean coop - mean adv) | asv (max coop - min adv) | neg_sv
-  attack_params: str = "lookahead"  # lookahead (paper) | current (paper's code for ASER)
-  replay_iters: int = 1  # updates per incoming batch, each with a fresh replay draw
-  attack_target: str = "features"
-  feature_layer: str = "penultimate"
-  batch_norm_rows: str = "group"
-  storage_policy: str = "reservoir"
-  buffer_update: str = "online"
-  # Iterations of the step's inner loops (RAR's attack steps; the `replay_iters`
-  # updates when they are at most this many) compiled without a loop; 0 = loops.
-  # How the step is compiled, not what it computes: the run plan sets it where
-  # XLA's CPU convolutions would run inside a loop body (jax-ml/jax#12868).
-  unroll: int = 0
+  mem_size: int = DEFAULTS["mem_size"]
+  batch_size_mem: int = DEFAULTS["batch_size_mem"]
+  # None = the loss stage's replay rule: exclude the incoming labels for CE (the
+  # paper's code), the whole buffer for ACE (with exclusion ACE collapses).
+  exclude_current_labels: Optional[bool] = DEFAULTS["exclude_current_labels"]
+  replay_iters: int = DEFAULTS["replay_iters"]  # updates per incoming batch, fresh draws
+  feature_layer: str = DEFAULTS["feature_layer"]
+  batch_norm_rows: str = DEFAULTS["batch_norm_rows"]
+  storage_policy: str = DEFAULTS["storage_policy"]
+  buffer_update: str = DEFAULTS["buffer_update"]
 
   def __post_init__(self):
-    self._check_choices()
-    self._check_sizes()
-    if self.use_adversarial_replay or self.mixup:
-      _require(
-        self.retrieval != "none",
-        "retrieval",
-        self.retrieval,
-        "adversarial replay and MixUp need a replay retrieval",
-      )
-
-  def _check_choices(self) -> None:
     for name, allowed in (
-      ("retrieval", RETRIEVALS),
-      ("loss", LOSSES),
-      ("aser_type", ASER_TYPES),
-      ("attack_params", ATTACK_PARAMS),
-      ("attack_target", ATTACK_TARGETS),
       ("batch_norm_rows", BATCH_NORM_ROWS),
       ("storage_policy", buffer_lib.POLICIES),
       ("buffer_update", BUFFER_UPDATES),
     ):
       value = getattr(self, name)
-      _require(value in allowed, name, value, f"one of {allowed}")
-    _require(
+      require(value in allowed, name, value, f"one of {allowed}")
+    require(
       self.exclude_current_labels in (None, True, False),
       "exclude_current_labels",
       self.exclude_current_labels,
       "True, False or None (the loss's rule)",
     )
-
-  def _check_sizes(self) -> None:
-    """Integer keys and their ranges, each range in terms of the others."""
-    mem, batch = self.mem_size, self.batch_size_mem
-    checks = [
+    require(isinstance(self.feature_layer, str), "feature_layer", self.feature_layer, "a str")
+    mem = self.mem_size
+    for name, low, high, allowed in (
       ("num_classes", 2, None, "an int >= 2"),
       ("mem_size", 1, None, "an int >= 1"),
       ("batch_size_mem", 1, mem, f"an int in [1, mem_size={mem}]"),
       ("replay_iters", 1, None, "an int >= 1 (1 = one update per incoming batch, the paper)"),
-      ("unroll", 0, None, "an int >= 0 (0 = the step's inner loops stay loops)"),
-    ]
-    in_memory = f"an int in [batch_size_mem={batch}, mem_size={mem}]"
-    if self.retrieval == "mir":
-      checks.append(("mir_candidates", batch, mem, in_memory))
-    if self.retrieval == "aser":
-      checks += [
-        ("aser_candidates", batch, mem, in_memory),
-        (
-          "aser_k",
-          1,
-          self.aser_candidates,
-          f"an int in [1, aser_candidates={self.aser_candidates}]",
-        ),
-        ("aser_coop_size", 1, mem, f"an int in [1, mem_size={mem}]"),
-      ]
-    for name, low, high, allowed in checks:
+    ):
       v = getattr(self, name)
-      ok = _is_int(v) and v >= low and (high is None or (_is_int(high) and v <= high))
-      _require(ok, name, v, allowed)
-
-  @classmethod
-  def from_method(cls, method: str, **kwargs) -> "ReplayConfig":
-    """``method``: a `METHODS` name or stage names joined by '+' (``"aser+rar+ace"``)."""
-    return cls(**parse_method(method), **kwargs)
-
-  @property
-  def uses_lookahead(self) -> bool:
-    return self.use_adversarial_replay or self.retrieval == "mir"
+      ok = is_int(v) and v >= low and (high is None or (is_int(high) and v <= high))
+      require(ok, name, v, allowed)
 
 
 class Hyper(struct.PyTreeNode):
@@ -233,15 +176,15 @@ class Hyper(struct.PyTreeNode):
     cls,
     *,
     opt_lr,
-    beta_coef=0.5,
-    epsilon_fgsm=0.0314,
-    alpha_fgsm=None,
-    iter_fgsm=2,
-    decay_factor_fgsm=1.0,
-    mixup_alpha=1.0,
+    beta_coef=DEFAULTS["beta_coef"],
+    epsilon_fgsm=DEFAULTS["epsilon_fgsm"],
+    alpha_fgsm=DEFAULTS["alpha_fgsm"],
+    iter_fgsm=DEFAULTS["iter_fgsm"],
+    decay_factor_fgsm=DEFAULTS["decay_factor_fgsm"],
+    mixup_alpha=DEFAULTS["mixup_alpha"],
   ) -> "Hyper":
     """Validates and packs; ``alpha_fgsm=None`` means ``epsilon_fgsm / iter_fgsm``."""
-    _require(_is_int(iter_fgsm) and iter_fgsm >= 1, "iter_fgsm", iter_fgsm, "an int >= 1")
+    require(is_int(iter_fgsm) and iter_fgsm >= 1, "iter_fgsm", iter_fgsm, "an int >= 1")
     if alpha_fgsm is None:
       alpha_fgsm = epsilon_fgsm / iter_fgsm
     for name, value, lo, hi in (
@@ -261,7 +204,7 @@ class Hyper(struct.PyTreeNode):
       )
       if name == "mixup_alpha":
         ok = ok and value > 0
-      _require(
+      require(
         ok,
         name,
         value,

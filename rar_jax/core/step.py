@@ -7,7 +7,7 @@ The step never touches data loading, I/O or the CLI. See `make_train_step`.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -17,8 +17,11 @@ from flax import struct
 
 from rar_jax import models
 from rar_jax.core import buffer as buffer_lib
+from rar_jax.core import contract
 from rar_jax.core import stages as stages_lib
-from rar_jax.core.method import Hyper, ReplayConfig
+from rar_jax.core.forward import Forward, check_module
+from rar_jax.core.method import Hyper, ReplayConfig, is_int
+from rar_jax.errors import ArgumentError, ModelError
 
 
 class TrainState(struct.PyTreeNode):
@@ -33,8 +36,18 @@ class TrainState(struct.PyTreeNode):
   seen_classes: jax.Array  # [num_classes] bool: labels offered so far (ACE's replay classes)
 
 
+def check_key(key, name: str = "key") -> None:
+  """A PRNG key (``jax.random.key(0)`` or ``jax.random.PRNGKey(0)``), not a seed."""
+  typed = hasattr(key, "dtype") and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+  raw = hasattr(key, "dtype") and key.dtype == jnp.uint32 and key.shape[-1:] == (2,)
+  if not (typed or raw):
+    raise ArgumentError(
+      f"{name}={key!r} is invalid: a PRNG key such as jax.random.PRNGKey(seed), not a seed"
+    )
+
+
 class Group(NamedTuple):
-  """Rows that share one loss term: ``weight * masked mean CE(x, targets)``."""
+  """Rows that share one loss term: ``weight * masked mean loss(x, targets)``."""
 
   x: jax.Array
   targets: jax.Array  # soft labels [n, num_classes]
@@ -43,105 +56,8 @@ class Group(NamedTuple):
   replay: bool = False  # which of the chain's losses applies (incoming or replay rows)
 
 
-class ParamsEmaState(NamedTuple):
-  params_ema: Any
-
-
-def track_params_ema(decay) -> optax.GradientTransformation:
-  """Passes the updates through and keeps an exponential moving average of the
-  parameters they produce (a temporal ensemble: Soutif-Cormerais et al., 2023).
-  It starts at the initial parameters; ``decay`` may be a traced scalar."""
-
-  def init(params):
-    return ParamsEmaState(params_ema=jax.tree.map(jnp.asarray, params))
-
-  def update(updates, state, params=None):
-    if params is None:
-      raise ValueError("track_params_ema needs the parameters: tx.update(grads, state, params)")
-    new = optax.apply_updates(params, updates)
-    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.params_ema, new)
-    return updates, ParamsEmaState(params_ema=ema)
-
-  return optax.GradientTransformation(init, update)
-
-
-def make_optimizer(learning_rate: float, ema_decay: Optional[float] = None):
-  """Plain SGD as in the paper; the rate sits in the state so sweeps can vary it.
-  With ``ema_decay`` (also in the state) the optimiser also keeps a moving
-  average of the weights, which evaluation then uses (`evaluation_params`)."""
-  if ema_decay is None:
-    return optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate)
-
-  def sgd_with_average(learning_rate, ema_decay):
-    return optax.chain(optax.sgd(learning_rate), track_params_ema(ema_decay))
-
-  return optax.inject_hyperparams(sgd_with_average)(
-    learning_rate=learning_rate, ema_decay=ema_decay
-  )
-
-
-def evaluation_params(state: "TrainState"):
-  """The weights a run is evaluated with: the moving average where the
-  optimiser keeps one, else the current weights (training uses the current ones).
-  A state without an optimiser (anything with ``params``) is its current weights."""
-  ema = optax.tree_utils.tree_get(getattr(state, "opt_state", ()), "params_ema", None)
-  return state.params if ema is None else ema
-
-
 def _masked_mean(values, mask):
   return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
-
-
-class _Model:
-  """Applies a Flax module the way the step needs: train-mode batch norm over
-  the valid rows only, optional sown features."""
-
-  def __init__(self, module: nn.Module, feature_layer: str, joint_rows: bool = False):
-    self.module = module
-    self.feature_layer = feature_layer
-    self.joint_rows = joint_rows  # batch_norm_rows="joint"
-
-  def __call__(self, params, batch_stats, x, mask, *, features=False):
-    variables = {"params": params}
-    kwargs = {}
-    mutable = []
-    if batch_stats:
-      variables["batch_stats"] = batch_stats
-      # All-padding batches would give 0/0 statistics; their loss weight is 0
-      # and their statistics are discarded, so any rows do.
-      kwargs["mask"] = jnp.where(jnp.any(mask), mask, True)
-      mutable.append("batch_stats")
-    if features:
-      mutable.append(models.FEATURES)
-    # Train mode throughout, as the paper's code: batch statistics of the rows.
-    out = self.module.apply(variables, x, train=True, mutable=mutable or False, **kwargs)
-    logits, updated = out if mutable else (out, {})
-    feats = updated[models.FEATURES][self.feature_layer][0] if features else None
-    new_stats = updated.get("batch_stats", batch_stats)
-    if batch_stats:
-      new_stats = jax.tree.map(lambda n, o: jnp.where(jnp.any(mask), n, o), new_stats, batch_stats)
-    return logits, feats, new_stats
-
-  def forward_groups(self, params, batch_stats, xs: Sequence, masks: Sequence, *, features=False):
-    """Forward over several row groups. Without batch norm, or with joint
-    statistics, one fused pass (the step is bound by reading the weights, so
-    fewer passes is faster); with per-group statistics one pass per group, as
-    the paper's code does."""
-    if not batch_stats or self.joint_rows:
-      logits, feats, batch_stats = self(
-        params, batch_stats, jnp.concatenate(xs), jnp.concatenate(masks), features=features
-      )
-      splits = [sum(x.shape[0] for x in xs[:i]) for i in range(1, len(xs))]
-      return (
-        jnp.split(logits, splits),
-        jnp.split(feats, splits) if features else None,
-        batch_stats,
-      )
-    outs = []
-    for x, m in zip(xs, masks):
-      logits, feats, batch_stats = self(params, batch_stats, x, m, features=features)
-      outs.append((logits, feats))
-    return [o[0] for o in outs], ([o[1] for o in outs] if features else None), batch_stats
 
 
 def init_train_state(
@@ -154,11 +70,20 @@ def init_train_state(
 ) -> TrainState:
   """Initialises parameters, optimiser and an empty buffer for one run.
 
-  ``sample_x`` is one batch of inputs (its first axis is ignored).
+  ``hyper``: the traced hyper-parameters (``chain.hyper(opt_lr)``, or
+  `Hyper.create`). ``sample_x`` is one batch of inputs (its first axis is ignored).
   """
+  check_key(key)
+  if not isinstance(hyper, Hyper):
+    raise ArgumentError(f"hyper={hyper!r} is invalid: a Hyper (chain.hyper(opt_lr))")
   k_init, k_run = jax.random.split(key)
   x1 = jnp.zeros((1, *sample_x.shape[1:]), jnp.float32)
-  variables = module.init(k_init, x1, train=False)
+  try:
+    variables = module.init(k_init, x1, train=False)
+  except TypeError as e:
+    check_module(module, batch_norm=False)
+    raise ModelError(f"model {type(module).__name__} cannot be initialised: {e}") from None
+  check_module(module, batch_norm="batch_stats" in variables)
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
   feats = jax.eval_shape(
@@ -166,7 +91,7 @@ def init_train_state(
   )
   layers = tuple(feats.get(models.FEATURES, {}).keys())
   if cfg.feature_layer not in layers:
-    raise ValueError(
+    raise ModelError(
       f"feature_layer={cfg.feature_layer!r} is not sown by "
       f"{type(module).__name__}; it sows {layers}"
     )
@@ -188,15 +113,9 @@ class _Update:
   """One optimiser step on an incoming batch and a fresh replay draw, through
   a chain's stages; `make_train_step` wraps it into a step over the stream."""
 
-  def __init__(
-    self,
-    module: nn.Module,
-    tx: optax.GradientTransformation,
-    cfg: ReplayConfig,
-    chain: stages_lib.Chain,
-  ):
-    self.tx, self.cfg, self.chain = tx, cfg, chain
-    self.model = _Model(module, cfg.feature_layer, cfg.batch_norm_rows == "joint")
+  def __init__(self, module, tx, cfg: ReplayConfig, chain: stages_lib.Chain, unroll: int = 0):
+    self.tx, self.cfg, self.chain, self.unroll = tx, cfg, chain, unroll
+    self.model = Forward(module, cfg.feature_layer, cfg.batch_norm_rows == "joint")
     self.exclude_current = chain.excludes_current(cfg)
     # Without a look-ahead the replay batch does not depend on the incoming
     # gradient, so incoming and replay rows share one pass.
@@ -222,7 +141,7 @@ class _Update:
       hyper=state.hyper,
       model=self.model,
       params=params,
-      lookahead=None,
+      lookahead_params=None,
       batch_stats=batch_stats,
       x=x,
       y=y,
@@ -230,6 +149,7 @@ class _Update:
       exclude=y if self.exclude_current else None,
       present=present,
       seen=seen,
+      unroll=self.unroll,
     )
 
   def current_group(self, ctx) -> Group:
@@ -241,15 +161,26 @@ class _Update:
       ctx.params, ctx.batch_stats, [self.current_group(ctx)], ctx
     )
     lookahead = jax.tree.map(lambda p, g: p - ctx.hyper.opt_lr * g, ctx.params, grads)
-    return loss, grads, ctx._replace(lookahead=lookahead, batch_stats=batch_stats)
+    return loss, grads, ctx._replace(lookahead_params=lookahead, batch_stats=batch_stats)
 
-  def replay_batch(self, ctx, k_ret, k_mix):
-    """Retrieve, then mix: ``(x, soft targets, mask)``."""
-    xm, ym, mm = self.chain.retrieve.fn(ctx, k_ret)
+  def _for(self, stage, ctx):
+    """``ctx`` as ``stage`` sees it: θ' only where it declares it needs θ'."""
+    ctx = ctx._replace(stage=stage.name)
+    return ctx if stage.needs_lookahead else ctx._replace(lookahead_params=None)
+
+  def replay_batch(self, ctx, k_ret, k_mix) -> stages_lib.ReplayBatch:
+    """Retrieve, then mix: the rows before and after mixing."""
+    stage = self.chain.retrieve
+    xm, ym, mm = contract.retrieved(
+      stage, stage.fn(self._for(stage, ctx), k_ret), self.cfg.batch_size_mem, ctx.x.shape[1:]
+    )
     tm = self.one_hot(ym)
+    batch = stages_lib.ReplayBatch(xm, tm, mm, xm, tm)
     if self.chain.mix is not None:
-      xm, tm = self.chain.mix.fn(ctx, k_mix, xm, tm, mm)
-    return xm, tm, mm
+      stage = self.chain.mix
+      xmix, tmix = contract.mixed(stage, stage.fn(self._for(stage, ctx), k_mix, xm, tm, mm), xm, tm)
+      batch = batch._replace(x=xmix, targets=tmix)
+    return batch
 
   def gradients(self, ctx, k_ret, k_mix):
     """``(grads, batch_stats, loss_current, loss_replay, replay_count, metrics)``."""
@@ -260,17 +191,20 @@ class _Update:
       )
       return grads, stats, loss, zero, zero, {}
     if self.fused:
-      xm, tm, mm = self.replay_batch(ctx, k_ret, k_mix)
-      groups = [self.current_group(ctx), Group(xm, tm, mm, 1.0, True)]
+      b = self.replay_batch(ctx, k_ret, k_mix)
+      groups = [self.current_group(ctx), Group(b.x, b.targets, b.mask, 1.0, True)]
       (_, (stats, terms)), grads = self.grad_fn(ctx.params, ctx.batch_stats, groups, ctx)
-      return grads, stats, terms[0], terms[1], jnp.sum(mm), {}
+      return grads, stats, terms[0], terms[1], jnp.sum(b.mask), {}
     stats_before = ctx.batch_stats
     loss_cur, g_cur, ctx = self.with_lookahead(ctx)
-    xm, tm, mm = self.replay_batch(ctx, k_ret, k_mix)
-    metrics, parts = {}, [(xm, 1.0)]
+    b = self.replay_batch(ctx, k_ret, k_mix)
+    metrics, parts = {}, [(b.x, b.targets, 1.0)]
     if self.chain.perturb is not None:
-      parts, metrics = self.chain.perturb.fn(ctx, xm, tm, mm)
-    groups = [Group(gx, tm, mm, w, True) for gx, w in parts]
+      stage = self.chain.perturb
+      # The perturb stage's key: RAR draws nothing, so this never moves a number.
+      out = stage.fn(self._for(stage, ctx), jax.random.fold_in(k_mix, 1), b)
+      parts, metrics = contract.perturbed(stage, out, b.x, b.targets)
+    groups = [Group(gx, gt, b.mask, w, True) for gx, gt, w in parts]
     if self.model.joint_rows and ctx.batch_stats:
       # Joint statistics: the update's gradient from one pass over the incoming
       # and replay rows (the look-ahead pass only served the look-ahead; its
@@ -278,9 +212,9 @@ class _Update:
       groups = [self.current_group(ctx)] + groups
       (_, (stats, terms)), grads = self.grad_fn(ctx.params, stats_before, groups, ctx)
       loss_rep = sum(g.weight * t for g, t in zip(groups[1:], terms[1:]))
-      return grads, stats, terms[0], loss_rep, jnp.sum(mm), metrics
+      return grads, stats, terms[0], loss_rep, jnp.sum(b.mask), metrics
     (loss_rep, (stats, _)), g_rep = self.grad_fn(ctx.params, ctx.batch_stats, groups, ctx)
-    return jax.tree.map(jnp.add, g_cur, g_rep), stats, loss_cur, loss_rep, jnp.sum(mm), metrics
+    return jax.tree.map(jnp.add, g_cur, g_rep), stats, loss_cur, loss_rep, jnp.sum(b.mask), metrics
 
   def __call__(
     self, state: TrainState, params, batch_stats, opt_state, x, y, k_ret, k_mix, present, seen
@@ -298,27 +232,47 @@ class _Update:
     return params, batch_stats, opt_state, metrics
 
 
-def _chain_for(cfg: ReplayConfig, chain: Optional[stages_lib.Chain]) -> stages_lib.Chain:
-  chain = stages_lib.from_config(cfg) if chain is None else chain
+def as_chain(chain) -> stages_lib.Chain:
+  """``chain``: a `rar_jax.core.stages.Chain`, or a method name (its chain with
+  the library's default settings, `rar_jax.core.stages.from_method`)."""
+  if isinstance(chain, str):
+    return stages_lib.from_method(chain)
   if not isinstance(chain, stages_lib.Chain):
-    raise ValueError(f"chain={chain!r} is invalid: build it with rar_jax.core.stages.chain(...)")
+    raise ArgumentError(f"chain={chain!r} is invalid: a method name or rar_jax.stages.chain(...)")
   return chain
+
+
+def _update(module, tx, cfg, chain, unroll) -> _Update:
+  if not isinstance(cfg, ReplayConfig):
+    raise ArgumentError(f"cfg={cfg!r} is invalid: a rar_jax.ReplayConfig")
+  if not (is_int(unroll) and unroll >= 0):
+    raise ArgumentError(f"unroll={unroll!r} is invalid: an int >= 0")
+  chain = as_chain(chain)
+  chain.check(cfg)
+  return _Update(module, tx, cfg, chain, unroll)
 
 
 def make_train_step(
   module: nn.Module,
   tx: optax.GradientTransformation,
   cfg: ReplayConfig,
-  chain: Optional[stages_lib.Chain] = None,
+  chain,
+  *,
+  unroll: int = 0,
 ):
   """Returns ``train_step(state, x, y) -> (state, metrics)`` for one minibatch.
 
-  ``chain`` (`rar_jax.core.stages.chain`) replaces the stages ``cfg``'s method names
-  (`rar_jax.core.stages.from_config`). Pure and jittable; scan it over a stream and
-  vmap it over seeds. Metrics: ``loss_current``, ``loss_replay``,
-  ``replay_count``, and for RAR ``perturbation_mean`` / ``perturbation_max``.
+  ``chain``: the method's stages (`rar_jax.core.stages.chain`, e.g.
+  ``chain(mir(mir_candidates=50), rar(epsilon_fgsm=0.3))``) or a method name
+  (``"er_rar"``: its stages with default settings). ``unroll``: iterations of
+  the step's inner loops (RAR's attack steps; ``replay_iters`` updates when at
+  most this many) compiled without a loop, 0 = loops; how the step compiles,
+  not what it computes (XLA's CPU convolutions run ~10x slower in loop bodies,
+  jax-ml/jax#12868). Pure and jittable; scan it over a stream and vmap it over
+  seeds. Metrics: ``loss_current``, ``loss_replay``, ``replay_count``, and for
+  RAR ``perturbation_mean`` / ``perturbation_max``.
   """
-  update = _Update(module, tx, cfg, _chain_for(cfg, chain))
+  update = _update(module, tx, cfg, chain, unroll)
 
   def train_step(state: TrainState, x: jax.Array, y: jax.Array):
     key, k_ret, k_mix, k_add = jax.random.split(state.key, 4)
@@ -348,7 +302,7 @@ def make_train_step(
         body,
         (state.params, state.batch_stats, state.opt_state),
         jnp.arange(cfg.replay_iters),
-        unroll=cfg.unroll >= cfg.replay_iters,
+        unroll=unroll >= cfg.replay_iters,
       )
       # The first update's losses are the online ones (before any step on x).
       metrics = jax.tree.map(lambda m: m[0], stacked)
@@ -372,16 +326,18 @@ def make_rar_preview(
   module: nn.Module,
   tx: optax.GradientTransformation,
   cfg: ReplayConfig,
-  chain: Optional[stages_lib.Chain] = None,
+  chain,
+  *,
+  unroll: int = 0,
 ):
   """Returns ``preview(state, x, y, key) -> dict`` of what RAR does to one
   replay draw for the incoming batch ``(x, y)``, as the step does it but
   without updating anything: ``x_mem``, ``targets``, ``mask`` (the replay
   batch), ``x_adv`` (perturbed), ``nearest`` (index into ``x``) and ``found``."""
-  update = _Update(module, tx, cfg, _chain_for(cfg, chain))
+  update = _update(module, tx, cfg, chain, unroll)
   perturb = update.chain.perturb
   if update.chain.retrieve is None or perturb is None or perturb.attack is None:
-    raise ValueError(
+    raise ArgumentError(
       "a RAR preview needs a chain with a retrieve and a perturb stage that has an "
       "attack (stages.rar())"
     )
@@ -394,12 +350,12 @@ def make_rar_preview(
       state, state.params, state.batch_stats, x, y, present, state.seen_classes | present
     )
     _, _, ctx = update.with_lookahead(ctx)
-    xm, tm, mm = update.replay_batch(ctx, k_ret, k_mix)
-    attack = attack_fn(ctx, xm, tm, mm)  # the chain's own attack, as the step runs it
+    batch = update.replay_batch(ctx, k_ret, k_mix)
+    attack = attack_fn(update._for(perturb, ctx), batch)  # the chain's own attack
     return {
-      "x_mem": xm,
-      "targets": tm,
-      "mask": mm,
+      "x_mem": batch.x,
+      "targets": batch.targets,
+      "mask": batch.mask,
       "x_adv": attack.x_adv,
       "nearest": attack.nearest,
       "found": attack.found,

@@ -32,8 +32,9 @@ from ml_collections import ConfigDict
 from rar_jax import data as data_lib
 from rar_jax import models
 from rar_jax.core.step import make_rar_preview, make_train_step
-from rar_jax.errors import CheckpointError, ConfigError, TrainingDiverged
+from rar_jax.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from rar_jax.runner import checkpoint as checkpoint_lib
+from rar_jax.runner import data_check
 from rar_jax.runner import hooks as hooks_lib
 from rar_jax.runner import loop, report
 from rar_jax.runner import sweep as sweep_lib
@@ -183,25 +184,30 @@ def prepare_data(config: ConfigDict) -> PreparedData:
   into that subset: with 1000 samples per task the device holds 5000 images
   per seed, not the whole training set.
   """
-  ds = data_lib.load(config.dataset, config.data_source, config.data_dir)
-  train_idx, val_idx = data_lib.holdout_split(ds.train_y, config.validation_fraction, config.seed)
-  seeds = [config.seed + i for i in range(config.num_seeds)]
-  streams = data_lib.make_streams(
-    ds.train_y[train_idx],
-    ds.num_classes,
+  ds = data_lib.load(
+    config.dataset,
+    config.data_source,
+    config.data_dir,
+    image_size=config.image_size,
+    folder_split=config.folder_split,
+    train_fraction=config.train_fraction,
+    progress=config.progress and jax.process_index() == 0,
+  )
+  bench = data_lib.class_incremental(
+    ds.train_x,
+    ds.train_y,
     config.num_tasks,
-    config.samples_per_task,
     config.batch_size,
-    seeds,
+    [config.seed + i for i in range(config.num_seeds)],
+    config.samples_per_task,
     config.shuffle_classes,
+    config.validation_fraction,
+    holdout_seed=config.seed,
+    num_classes=ds.num_classes,
   )
-  used = np.unique(streams.index)
-  rows = train_idx[used]
-  streams = dataclasses.replace(
-    streams, index=np.searchsorted(used, streams.index).astype(np.int32)
-  )
+  streams = bench.streams
   if config.eval_split == "validation":
-    eval_x, eval_y = ds.train_x[val_idx], ds.train_y[val_idx]
+    eval_x, eval_y = bench.val_x, bench.val_y
   else:
     eval_x, eval_y = ds.test_x, ds.test_y
   per_task = streams.index.shape[2] * config.batch_size
@@ -219,8 +225,8 @@ def prepare_data(config: ConfigDict) -> PreparedData:
   return PreparedData(
     ds,
     streams,
-    data_lib.to_unit_float(ds.train_x[rows]),
-    ds.train_y[rows],
+    data_lib.to_unit_float(bench.train_x),
+    bench.train_y,
     data_lib.to_unit_float(eval_x),
     eval_y,
   )
@@ -385,7 +391,9 @@ def _compile(plan: RunPlan, placed: _Placed, run: _RunState, module, tx, config)
   """Ahead of time, so compilation is timed apart from training."""
   t0 = time.perf_counter()
   runner: Any = loop.make_stream_runner(
-    make_train_step(module, tx, plan.replay), plan.batching, plan.execution["stream_loop"]
+    make_train_step(module, tx, plan.replay, plan.chain, unroll=plan.execution["unroll"]),
+    plan.batching,
+    plan.execution["stream_loop"],
   )
   steps = plan.steps_per_task
   chunk = min(config.log_every_steps, steps)
@@ -567,7 +575,9 @@ def _rar_preview(
   state = jax.tree.map(lambda a: _gather(a)[r], run.states)
   rows = plan.index[r, -1, 0]
   x, y = data.train_x[rows], data.train_y[rows]
-  preview = jax.jit(make_rar_preview(module, tx, plan.replay))
+  preview = jax.jit(
+    make_rar_preview(module, tx, plan.replay, plan.chain, unroll=plan.execution["unroll"])
+  )
   out = jax.device_get(preview(state, x, y, jax.random.PRNGKey(config.seed)))
   return dict(out, x=x, y=y, run=r)
 
@@ -651,7 +661,7 @@ def run_method(config: ConfigDict, method: str, data: PreparedData, workdir: str
   run.diverged |= _diverged_runs(run.states, plan.num_runs)
   result = _summarise(config, plan, data, run, programs, mesh.size)
   preview = None
-  if plan.replay.use_adversarial_replay and config.rar_samples:
+  if plan.chain.perturb is not None and config.rar_samples:
     preview = _rar_preview(config, plan, data, run, module, tx)
   if lead:
     _write_results(config, plan, data, result, workdir, preview)
@@ -763,13 +773,20 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> Dict[str, dict]:
   ``workdir/<method>/``, plus ``comparison.md`` / ``.json`` / ``.png``.
   """
   validate_config(config)
+  data_check.validate_data(config)  # a folder's listing, an .npz's headers: before any work
   names = method_names(config)
   method_dirs = {n: workdir if len(names) == 1 else os.path.join(workdir, n) for n in names}
+  created = not os.path.exists(workdir)
   check_workdir(workdir)  # whatever the workdir refuses, before minutes of data loading
   if not config.overwrite:
     for name, method_dir in method_dirs.items():
       _check_resumable(method_dir, method_config(config, name), overwrite=False)
-  data = prepare_data(config)
+  try:
+    data = prepare_data(config)
+  except DataError:  # e.g. a truncated image, found when decoding: leave nothing behind
+    if created and os.path.isdir(workdir) and not os.listdir(workdir):
+      os.rmdir(workdir)
+    raise
   results = {}
   for name, method_dir in method_dirs.items():
     # Every program is traced and compiled inside run_method, so this pins its precision.

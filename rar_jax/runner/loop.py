@@ -16,7 +16,8 @@ import optax
 
 from rar_jax.core import buffer as buffer_lib
 from rar_jax.core.method import Hyper, ReplayConfig
-from rar_jax.core.step import TrainState, evaluation_params, init_train_state, make_predict
+from rar_jax.core.optim import evaluation_params
+from rar_jax.core.step import TrainState, init_train_state, make_predict
 from rar_jax.evaluation import ncm as ncm_lib
 
 
@@ -224,7 +225,7 @@ def resolve_execution(
   inner_iters: int = 0,
 ) -> dict:
   """``conv_impl`` and ``stream_loop`` with "auto" resolved for this platform,
-  and ``unroll`` (`ReplayConfig.unroll`): ``inner_iters``, the longest inner
+  and ``unroll`` (`make_train_step`'s): ``inner_iters``, the longest inner
   loop of the step (`inner_loop_iters`), where `default_unroll` says so, else 0."""
   platform = jax.devices()[0].platform
   processes = jax.process_count()
@@ -238,10 +239,10 @@ def resolve_execution(
   return {"conv_impl": conv_impl, "stream_loop": stream_loop, "unroll": unroll}
 
 
-def inner_loop_iters(replay: ReplayConfig, iter_fgsm) -> int:
-  """The longest inner loop of a step of ``replay`` (a `ReplayConfig`) over
-  runs whose attack steps are ``iter_fgsm`` (an array, one per run)."""
-  attack = int(np.max(iter_fgsm)) if replay.use_adversarial_replay else 0
+def inner_loop_iters(replay: ReplayConfig, chain, iter_fgsm) -> int:
+  """The longest inner loop of a step of ``replay`` (a `ReplayConfig`) and
+  ``chain`` over runs whose attack steps are ``iter_fgsm`` (an array, one per run)."""
+  attack = int(np.max(iter_fgsm)) if chain.perturb is not None else 0
   return max(attack, replay.replay_iters if replay.replay_iters > 1 else 0)
 
 

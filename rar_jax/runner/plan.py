@@ -13,6 +13,7 @@ from ml_collections import ConfigDict
 
 from rar_jax import data as data_lib
 from rar_jax import models
+from rar_jax.core import stages
 from rar_jax.core.method import Hyper, ReplayConfig
 from rar_jax.runner import config as config_lib
 from rar_jax.runner import loop
@@ -29,7 +30,9 @@ class RunPlan:
   seeds: List[int]
   num_runs: int  # cells x seeds
   padded: int  # num_runs rounded up to the device count
-  replay: ReplayConfig  # static, shared by every run (its `unroll` = execution's)
+  replay: ReplayConfig  # static structure, shared by every run
+  # The method's stages (static settings; numeric ones start from `hypers`).
+  chain: stages.Chain
   hypers: Hyper  # numeric hyper-parameters, one row per padded run
   # The optimiser's injected hyper-parameters, [padded] float32 each: learning_rate, and
   # ema_decay when the run averages its weights.
@@ -51,10 +54,9 @@ class RunPlan:
       config.model in models.CONV_MODELS,
       self.padded // num_devices,
       self.batching,
-      loop.inner_loop_iters(self.replay, self.hypers.iter_fgsm),
+      loop.inner_loop_iters(self.replay, self.chain, self.hypers.iter_fgsm),
     )
-    replay = dataclasses.replace(self.replay, unroll=execution["unroll"])
-    return dataclasses.replace(self, execution=execution, replay=replay)
+    return dataclasses.replace(self, execution=execution)
 
   @property
   def num_tasks(self) -> int:
@@ -76,7 +78,7 @@ def make_plan(
   seeds = [config.seed + i for i in range(config.num_seeds)]
   cells = sweep_lib.parse_sweep(config.sweep)
   parts = [
-    config_lib.replay_parts(config_lib.cell_config(config, o), method, num_classes)[1]
+    config_lib.replay_parts(config_lib.cell_config(config, o), method, num_classes)[2]
     for o in cells
   ]
   opt_keys = ["learning_rate"] + (["ema_decay"] if config_lib.averages_weights(config) else [])
@@ -88,7 +90,7 @@ def make_plan(
   batching = (
     loop.default_batching(num_devices) if config.run_batching == "auto" else config.run_batching
   )
-  replay = config_lib.replay_parts(config, method, num_classes)[0]
+  replay, chain, _ = config_lib.replay_parts(config, method, num_classes)
   plan = RunPlan(
     method=method,
     cells=cells,
@@ -96,6 +98,7 @@ def make_plan(
     num_runs=num_runs,
     padded=padded,
     replay=replay,
+    chain=chain,
     hypers=jax.tree.map(lambda *a: np.stack(a)[run_cell], *parts),
     opt_hyperparams={k: np.asarray(v, np.float32)[run_cell] for k, v in opt_values.items()},
     keys=np.asarray(loop.seed_keys([seeds[i] for i in run_seed])),

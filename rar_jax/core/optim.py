@@ -1,0 +1,58 @@
+"""The optimiser of a run: SGD as in the paper, its rate in the state (so
+sweeps vary it), and optionally an exponential moving average of the weights
+that evaluation uses."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rar_jax.errors import ArgumentError
+
+
+class ParamsEmaState(NamedTuple):
+  params_ema: Any
+
+
+def track_params_ema(decay) -> optax.GradientTransformation:
+  """Passes the updates through and keeps an exponential moving average of the
+  parameters they produce (a temporal ensemble: Soutif-Cormerais et al., 2023).
+  It starts at the initial parameters; ``decay`` may be a traced scalar."""
+
+  def init(params):
+    return ParamsEmaState(params_ema=jax.tree.map(jnp.asarray, params))
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ArgumentError("track_params_ema needs the parameters: tx.update(grads, state, params)")
+    new = optax.apply_updates(params, updates)
+    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.params_ema, new)
+    return updates, ParamsEmaState(params_ema=ema)
+
+  return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(learning_rate: float, ema_decay: Optional[float] = None):
+  """Plain SGD as in the paper; the rate sits in the state so sweeps can vary it.
+  With ``ema_decay`` (also in the state) the optimiser also keeps a moving
+  average of the weights, which evaluation then uses (`evaluation_params`)."""
+  if ema_decay is None:
+    return optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate)
+
+  def sgd_with_average(learning_rate, ema_decay):
+    return optax.chain(optax.sgd(learning_rate), track_params_ema(ema_decay))
+
+  return optax.inject_hyperparams(sgd_with_average)(
+    learning_rate=learning_rate, ema_decay=ema_decay
+  )
+
+
+def evaluation_params(state: Any):
+  """The weights a run is evaluated with: the moving average where the
+  optimiser keeps one, else the current weights (training uses the current ones).
+  A state without an optimiser (anything with ``params``) is its current weights."""
+  ema = optax.tree_utils.tree_get(getattr(state, "opt_state", ()), "params_ema", None)
+  return state.params if ema is None else ema
