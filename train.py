@@ -3,7 +3,7 @@
   python train.py --config configs/default.py --workdir runs/default
   python train.py --config configs/split_fashion_mnist.py --config.methods=er,er_rar
 
-Every config key can be overridden with --config.KEY=VALUE; see README.md.
+Every config key can be overridden with --config.KEY=VALUE; see docs/config.md.
 """
 
 import os
@@ -72,7 +72,9 @@ def check_override_keys(argv) -> None:
       if key not in known:
         close = difflib.get_close_matches(key, sorted(known), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        print(f"error: unknown config key {key!r}{hint} (keys: see README.md)", file=sys.stderr)
+        print(
+          f"error: unknown config key {key!r}{hint} (keys: see docs/config.md)", file=sys.stderr
+        )
         sys.exit(2)
 
 

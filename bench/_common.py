@@ -29,7 +29,7 @@ def cli(main):
 
 def cpu_model() -> str:
   """The CPU's model name and family, as lscpu shows them: timings, and on the
-  CPU even numbers, are only comparable on one (BENCHMARKS.md, "Round 10")."""
+  CPU even numbers, are only comparable on one (docs/reproducibility.md)."""
   try:
     with open("/proc/cpuinfo") as f:
       info = dict(

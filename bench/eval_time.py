@@ -21,11 +21,12 @@ import numpy as np
 from _common import cli, cpu_model
 
 import rar_jax
+from rar_jax.evaluation import evaluator as evaluator_lib
 from rar_jax.runner import loop
 
 
 def states_for(module, runs, x):
-  cfg = rar_jax.ReplayConfig.from_method("finetune", num_classes=10)
+  cfg = rar_jax.ReplayConfig(num_classes=10)
   return loop.init_states(
     module,
     rar_jax.make_optimizer(0.1),
@@ -54,7 +55,7 @@ def main():
     eval_loop, conv_impl, chunk = row.split(":")
     module = rar_jax.create_model(a.model, 10, conv_impl)
     states = states_for(module, a.runs, x)
-    evaluator = loop.make_evaluator(module, 5, chunk=int(chunk), eval_loop=eval_loop)
+    evaluator = evaluator_lib.make_evaluator(module, 5, chunk=int(chunk), eval_loop=eval_loop)
     t0 = time.perf_counter()
     evaluate = evaluator.lower(states, x, y, task_of_class).compile()
     compile_s = time.perf_counter() - t0

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU: how to run many seeds of the reduced ResNet-18 (issue: 16 seeds of ER-RAR
-# for at most 4x one seed). One short script for a lent accelerator; ~5 min.
+# GPU: how to run many seeds of the reduced ResNet-18 (the aim: 16 seeds of
+# ER-RAR for at most 4x one seed). One short script for a GPU machine; ~5 min.
 #   bash bench/gpu_seeds.sh > gpu.jsonl
 # Each line: conv_impl (xla = cuDNN convolutions, grouped under vmap; im2col =
 # batched matmuls), matmul precision (default = TF32 on recent NVIDIA GPUs,

@@ -2,7 +2,7 @@
 checkpoints (`rar_jax.runner.experiment.evaluate_checkpoint`), as JSON lines.
 
   python bench/ncm_checkpoints.py bench/results/quality/resnet_test_s10_bn_joint_eps0.3_m50/er ...
-  python bench/ncm_checkpoints.py --resnet   # every ResNet test folder BENCHMARKS.md reports
+  python bench/ncm_checkpoints.py --resnet   # every ResNet test folder docs/results.md reports
 
 For each method folder: the final average accuracy per seed with
 ``eval_classifier=ncm`` (the buffer's nearest class mean in the penultimate
@@ -26,8 +26,8 @@ from rar_jax.runner import experiment
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "results")
 QUALITY = os.path.join(OUT, "quality")
-# The ResNet test folders of BENCHMARKS.md's "Conv nets" tables with joint batch norm
-# (the setting RAR is measured in since round 6), by memory.
+# The ResNet test folders of docs/results.md's ResNet tables with joint batch norm
+# (the setting the ResNet rows of docs/results.md use), by memory.
 RESNET = [
   "resnet_test_s10_bn_joint_eps0.3_m50/er",
   "resnet_test_s10_bn_joint_eps0.3_m50/er_rar",

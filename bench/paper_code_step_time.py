@@ -1,6 +1,6 @@
 """rar_jax against the paper's own code (RAR-CL, PyTorch): ms per training step
-of the reduced ResNet-18 (32x32x3) or the MLP, both measured in this run, on
-this machine, as JSON lines.
+of the reduced ResNet-18 (32x32x3, or --input_size=84 for mini-ImageNet) or the
+MLP, both measured in this run, on this machine, as JSON lines.
 
   python bench/paper_code_step_time.py --rar_cl_dir ../RAR-CL --torch_python /path/venv/bin/python
 
@@ -36,6 +36,12 @@ def main():
   p.add_argument("--steps", type=int, default=10, help="steps per timed pass")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--iter_fgsm", type=int, default=2)
+  p.add_argument(
+    "--input_size",
+    type=int,
+    default=0,
+    help="square image side for both systems (0: 32 ResNet, 28 MLP; 84: mini-ImageNet)",
+  )
   p.add_argument("--conv_impls", default="auto", help="rar_jax's, comma-separated")
   p.add_argument("--stream_loops", default="auto", help="rar_jax's, comma-separated")
   p.add_argument("--batch_norm_rows", default="group", help="rar_jax's, comma-separated")
@@ -80,6 +86,7 @@ def main():
         f"--repeats={a.repeats}",
         f"--iter_fgsm={a.iter_fgsm}",
         f"--threads={a.threads}",
+        f"--input_size={a.input_size}",
       ],
       check=True,
       env=env,
@@ -99,6 +106,7 @@ def main():
         f"--conv_impls={a.conv_impls}",
         f"--stream_loops={a.stream_loops}",
         f"--batch_norm_rows={a.batch_norm_rows}",
+        f"--input_size={a.input_size}",
       ],
       check=True,
       env=jax_env,

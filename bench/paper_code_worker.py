@@ -50,6 +50,7 @@ def main():
   p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--iter_fgsm", type=int, default=2)
   p.add_argument("--threads", type=int, default=0, help="torch threads (0 = its default)")
+  p.add_argument("--input_size", type=int, default=0, help="square side (0: 32 ResNet, 28 MLP)")
   a = p.parse_args()
   sys.path.insert(0, a.rar_cl_dir)
   import numpy as np
@@ -65,6 +66,8 @@ def main():
 
   conv = a.model == "resnet18_reduced"
   input_size = (3, 32, 32) if conv else (1, 28, 28)
+  if a.input_size:
+    input_size = (input_size[0], a.input_size, a.input_size)
   for method in a.methods.split(","):
     paper_method = {"er": "rand_replay", "er_rar": "er_rar"}[method]
     args = types.SimpleNamespace(
@@ -127,6 +130,7 @@ def main():
           "method": method,
           "seeds": 1,
           "iter_fgsm": a.iter_fgsm,
+          "input_shape": list(input_size),
           "ms_per_step": round(1000 * min(times) / a.steps, 3),
           "ms_per_step_median": round(1000 * float(np.median(times)) / a.steps, 3),
           "cpu_ms_per_step": round(1000 * min(cpu_times) / a.steps, 3),

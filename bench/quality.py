@@ -19,22 +19,23 @@ Stages:
   lr        (not run by default) the learning rate tuned with RAR's keys on the
             validation split for er, er_rar, er_ace, er_ace_rar (10 seeds per
             cell), then each method's best cell on the test set (20 seeds).
-  goals     (not run by default) round 5's tuning for issue 12's goals (GOAL_TUNING:
-            epsilon past the edge, the MixUp variants at a tuned rate, memory 500
-            tuned on itself), then the best cells on the test set (GOAL_TESTS).
-  variants  (not run by default) round 6: the replay rules round 5 left untried
-            (class-balanced storage, replay from the whole buffer, no attack
-            momentum), each at round 5's best ER-RAR cell for its memory, on the
-            validation split (10 seeds; the reservoir rows are the tuning runs).
-  internals (not run by default) round 7: RAR's internals at the same cells, the
+  retune    (not run by default) a longer tuning of the learning rate and RAR's
+            keys (GOAL_TUNING: epsilon past the edge, the MixUp variants at a
+            tuned rate, memory 500 tuned on itself), then the best cells on the
+            test set (GOAL_TESTS).
+  variants  (not run by default) replay rules (class-balanced storage, replay
+            from the whole buffer, no attack momentum), each at the retune
+            stage's best ER-RAR cell for its memory, on the validation split (10
+            seeds; the reservoir rows are the tuning runs).
+  internals (not run by default) RAR's internals at the same cells, the
             same way: look-ahead step size (opt_lr), the neighbour search's
             feature layer, the weights the attack differentiates.
-  ncm       (not run by default) round 9: the nearest-class-mean classifier
+  ncm       (not run by default) the nearest-class-mean classifier
             (eval_classifier=ncm) tuned on validation for er, er_rar, er_ace,
             er_ace_rar (memory 200) and er, er_rar (memory 500), 10 seeds per
             cell; then each best cell on the test set with both classifiers
             (--ncm_phase tune | test | all).
-  ema       (not run by default) round 11: a moving average of the weights
+  ema       (not run by default) a moving average of the weights
             (ema_decay) tuned on validation with each method's keys for er,
             er_rar, er_ace, er_ace_rar (memory 200) and er, er_rar (memory 500);
             then each best cell on the test set with and without the average,
@@ -214,8 +215,8 @@ def attack_steps_stage():
     )
 
 
-# Round 5, for issue 12's goals at the paper's protocol: what round 4 left untried, on the
-# validation split (10 seeds per cell, 5 attack steps, alpha = epsilon / 5).
+# A longer tuning at the paper's protocol (the retune stage): what the lr stage left
+# untried, on the validation split (10 seeds per cell, 5 attack steps, alpha = epsilon / 5).
 GOAL_TUNING = {
   # epsilon past the lr sweep's edge (0.3 was its largest and its best) at the tuned rate
   "goal_tune_er_rar_eps": dict(
@@ -244,14 +245,14 @@ GOAL_TESTS = (
 )
 
 
-# Round 6: replay rules, each applied to round 5's best ER-RAR cell for its memory (which
+# Replay rules, each applied to the retune stage's best ER-RAR cell for its memory (which
 # the tuning runs named here hold), on the validation split; compare with that cell's row.
 VARIANTS = {
   "class_balanced": dict(storage_policy="class_balanced"),
   "whole_buffer": dict(exclude_current_labels=False),
   "no_momentum": dict(decay_factor_fgsm=0.0),
 }
-# Round 7: RAR's own internals, never tuned before: the look-ahead step size (both cells
+# RAR's own internals, never tuned before: the look-ahead step size (both cells
 # use lr 0.05, so opt_lr 0.025 / 0.1 / 0.2 is half / twice / four times it), the feature
 # space of the neighbour search (the first hidden layer instead of the penultimate one) and
 # the weights the attack differentiates (the current ones, as the paper's code does after ASER).
@@ -270,7 +271,7 @@ def variant_name(mem, variant):
 
 
 def variant_stage(skip_done, variants):
-  """Each of ``variants`` at round 5's best ER-RAR cell for each memory, on the
+  """Each of ``variants`` at the retune stage's best ER-RAR cell for each memory, on the
   validation split, 10 seeds (paired with the tuning runs' row of that cell)."""
   for mem, names in VARIANT_CELLS.items():
     cell = tuned("er_rar", names)
@@ -292,7 +293,7 @@ def variant_stage(skip_done, variants):
 
 
 def goal_stage(skip_done, phase="all"):
-  """The round-5 tuning (``GOAL_TUNING``), then each row of ``GOAL_TESTS`` on
+  """The longer tuning (``GOAL_TUNING``), then each row of ``GOAL_TESTS`` on
   the test set with its best validation cell (``phase``: tune | test | all)."""
   common = dict(eval_split="validation", num_seeds=10, iter_fgsm=5, alpha_fgsm=None)
   if phase in ("tune", "all"):
@@ -308,7 +309,7 @@ def goal_stage(skip_done, phase="all"):
         )
 
 
-# Round 9: the nearest-class-mean classifier (eval_classifier=ncm: evaluation only, training
+# The nearest-class-mean classifier (eval_classifier=ncm: evaluation only, training
 # as before) tuned on validation (10 seeds per cell); then each best cell on the test set, once
 # with each classifier (the training is the same, so the two rows pair exactly).
 RAR_NCM_GRID = "learning_rate=0.03,0.05,0.1;beta_coef=0.05,0.1,0.3,0.5;epsilon_fgsm=0.3,0.5"
@@ -324,7 +325,7 @@ NCM_TUNING = {
 
 def _test_rows(stage):
   """(memory, method, seeds, the tuning run its cell is the best of) of a stage's
-  test rows: memory 200 and 500 with their own cells; then (round 10 on) the small
+  test rows: memory 200 and 500 with their own cells; then the small
   buffers, where the paper says RAR helps most, with the memory-200 cells."""
   methods = ("er", "er_rar", "er_ace", "er_ace_rar")
   return (
@@ -342,7 +343,7 @@ def ncm_test_name(mem, method, classifier):
 
 
 def ncm_stage(skip_done, phase="all"):
-  """Round 9: ``NCM_TUNING`` with the NCM classifier on the validation split,
+  """``NCM_TUNING`` with the NCM classifier on the validation split,
   then each ``NCM_TESTS`` row on the test set with both classifiers."""
   common = dict(iter_fgsm=5, alpha_fgsm=None)
   if phase in ("tune", "all"):
@@ -373,7 +374,7 @@ def ncm_stage(skip_done, phase="all"):
           )
 
 
-# Round 11: a moving average of the weights evaluated in place of the current ones
+# A moving average of the weights evaluated in place of the current ones
 # (ema_decay: a temporal ensemble, Soutif-Cormerais et al. 2023; training unchanged), output
 # layer, tuned on validation with each method's keys (10 seeds per cell); then each best cell on
 # the test set twice, with and without the average (the same training: the rows pair exactly).
@@ -399,7 +400,7 @@ def ema_test_name(mem, method, weights):
 
 
 def ema_stage(skip_done, phase="all", names=None):
-  """Round 11: ``EMA_TUNING`` on the validation split (``names``: only those
+  """``EMA_TUNING`` on the validation split (``names``: only those
   runs), then each ``EMA_TESTS`` row on the test set with the averaged weights
   ("ema") and with the current ones ("plain": the same cell at ema_decay 0)."""
   common = dict(iter_fgsm=5, alpha_fgsm=None)
@@ -431,7 +432,7 @@ def main():
       "resnet",
       "lr",
       "attack_steps",
-      "goals",
+      "retune",
       "variants",
       "internals",
       "ncm",
@@ -444,7 +445,10 @@ def main():
   p.add_argument("--lr_memories", default="200", help="memory sizes of the lr stage's test runs")
   p.add_argument("--resnet_methods", default="er,er_rar,er_mix_rar")
   p.add_argument(
-    "--resnet_batch_norm_rows", default="group", choices=("group", "joint"), help="see README"
+    "--resnet_batch_norm_rows",
+    default="group",
+    choices=("group", "joint"),
+    help="see docs/config.md",
   )
   p.add_argument(
     "--resnet_beta", type=float, default=None, help="beta_coef instead of --resnet_tune's"
@@ -462,7 +466,7 @@ def main():
     "--resnet_conv_impl",
     default="auto",
     choices=("auto", "xla", "im2col"),
-    help="conv_impl (README, Execution); im2col reproduces RAR rows trained before round 8",
+    help="conv_impl (docs/execution.md); im2col reproduces RAR rows of the earlier CPU execution",
   )
   p.add_argument(
     "--resnet_tune",
@@ -478,7 +482,9 @@ def main():
   )
   p.add_argument("--names", default="", help="ema stage: only these runs (comma-separated)")
   p.add_argument("--skip_done", action="store_true", help="skip tuning runs already done")
-  p.add_argument("--run_batching", default="auto", help="auto | vmap | map (see README)")
+  p.add_argument(
+    "--run_batching", default="auto", help="auto | vmap | map (see docs/reproducibility.md)"
+  )
   a = p.parse_args()
   global RUN_BATCHING
   RUN_BATCHING = a.run_batching
@@ -557,7 +563,7 @@ def main():
     )
   if a.only == "attack_steps":
     attack_steps_stage()
-  if a.only == "goals":
+  if a.only == "retune":
     goal_stage(a.skip_done, a.goal_phase)
   if a.only == "variants":
     variant_stage(a.skip_done, VARIANTS)

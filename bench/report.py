@@ -1,27 +1,22 @@
-"""Renders the tables of BENCHMARKS.md from the JSON lines in bench/results/.
+"""Renders the results tables (docs/tables/results_tables.md, included by
+docs/results.md) and the comparison figure from the per-seed files in bench/results/.
 
-  python bench/report.py            # Markdown on stdout
+  python bench/report.py                                  # Markdown on stdout
+  python bench/report.py --out docs/tables/results_tables.md --figure docs/_static/comparison.png
 
-Quality rows read bench/results/quality/<name>/metrics.json (per-seed values,
-for paired differences); speed rows read bench/results/speed.jsonl.
+Runs from any directory. Quality rows read bench/results/quality/<name>/metrics.json
+(per-seed values, for paired differences) and config.json; speed rows read
+bench/results/speed.jsonl; NCM re-evaluations bench/results/ncm_checkpoints.jsonl.
+`--sensitivity DIR` also draws the beta x epsilon heat map of every sweep over both.
 """
 
+import argparse
 import glob
 import json
 import os
+import sys
 
 import numpy as np
-from quality import (
-  EMA_TESTS,
-  EMA_TUNING,
-  INTERNALS,
-  NCM_TESTS,
-  VARIANT_CELLS,
-  VARIANTS,
-  ema_test_name,
-  ncm_test_name,
-  variant_name,
-)
 
 from rar_jax.evaluation import metrics
 from rar_jax.runner import results
@@ -32,6 +27,20 @@ from rar_jax.runner.report import (
   sensitivity_grid,
 )
 from rar_jax.runner.report import plus_minus as pm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # quality.py beside it
+
+from quality import (  # noqa: E402
+  EMA_TESTS,
+  EMA_TUNING,
+  INTERNALS,
+  NCM_TESTS,
+  VARIANT_CELLS,
+  VARIANTS,
+  ema_test_name,
+  ncm_test_name,
+  variant_name,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RES = os.path.join(ROOT, "bench", "results")
@@ -192,7 +201,7 @@ def resnet_table(m):
     ("er, joint batch norm", er_joint),
     ("er_rar, joint batch norm", m.get(("resnet_test_s10_bn_joint", "er_rar"))),
   ]
-  eps = "resnet_test_s10_bn_joint_eps0.3"  # round 6: epsilon 0.3 from the joint screen
+  eps = "resnet_test_s10_bn_joint_eps0.3"  # epsilon 0.3 from the joint-batch-norm screen
   rows += [
     ("er_rar, joint batch norm, epsilon 0.3", m.get((eps, "er_rar"))),
     ("er_mix_rar, joint batch norm, epsilon 0.3", m.get((eps, "er_mix_rar"))),
@@ -222,7 +231,7 @@ def resnet_table(m):
 
 
 def resnet_memory_table(m):
-  """Round 7: the ResNet at smaller memories (bench/quality.py --only resnet
+  """The ResNet at smaller memories (bench/quality.py --only resnet
   --resnet_memory M; more seed groups with --config.seed in a ``..._seedsA-B``
   folder), ER-RAR paired with ER on the same seeds, seed groups then combined."""
   cells, groups = [], {}
@@ -266,7 +275,7 @@ def resnet_memory_table(m):
 
 
 def resnet_screen_table(m):
-  """Round 5-6 validation screens of the ResNet with joint batch norm: each
+  """Validation screens of the ResNet with joint batch norm: each
   folder's ER-RAR cells paired with that folder's ER, then seed groups combined."""
   cells, by_cell = [], {}
   for name in ("resnet_screen_bn_joint", "resnet_screen_bn_joint_seeds3-5"):
@@ -330,8 +339,8 @@ VARIANT_LABELS = {
 }
 
 
-def variants_table(m, variants=VARIANTS, title="Round 6: replay rules at the best ER-RAR cell"):
-  """Variants of round 5's best ER-RAR cell (bench/quality.py --only variants |
+def variants_table(m, variants=VARIANTS, title="Replay rules at the best ER-RAR cell"):
+  """Variants of the best ER-RAR cell of the longer tuning (bench/quality.py --only variants |
   internals), each paired with that cell's row in the tuning runs it came from."""
   cells = []
   for mem, names in VARIANT_CELLS.items():
@@ -342,7 +351,7 @@ def variants_table(m, variants=VARIANTS, title="Round 6: replay rules at the bes
     tuning = [c for n in names if (n, "er_rar") in m for c in m[(n, "er_rar")]["cells"]]
     base = next(c for c in tuning if c["overrides"] == cell)
     keys = ", ".join(f"{k} {v:g}" for k, v in cell.items())
-    cells.append([mem, "round 5's cell as it is", keys, pm(base["final_avg_accuracy"]), ""])
+    cells.append([mem, "the tuned cell as it is", keys, pm(base["final_avg_accuracy"]), ""])
     for v, r in rows.items():
       cells.append(
         [mem, VARIANT_LABELS[v], "", pm(r["final_avg_accuracy"]), paired_by_seed(r, base)]
@@ -406,7 +415,7 @@ def learning_rate_table(m):
 
 
 def goals_table(m):
-  """Round 5's test rows for issue 12's goals (bench/quality.py --only goals)."""
+  """Test rows of the longer tuning (bench/quality.py --only goals)."""
   er200, mix200, er500 = (
     ("test_m200_er_lr_tuned", "er"),
     ("test_m200_er_mix_lr_tuned", "er_mix"),
@@ -419,7 +428,7 @@ def goals_table(m):
     (500, "er", "er", er500[0], None),
     (500, "er_rar", "er_rar", "test_m500_er_rar_m500_tuned", er500),
   ]
-  return _test_table(m, "Round 5: more tuning for the goals", rows, name_base=True)
+  return _test_table(m, "A longer tuning of the learning rate and RAR's keys", rows, name_base=True)
 
 
 def _paired_evaluations_table(m, tests, run_name, evaluations, tuned_suffix, cols, title):
@@ -452,7 +461,7 @@ def _paired_evaluations_table(m, tests, run_name, evaluations, tuned_suffix, col
 
 
 def ncm_table(m):
-  """Round 9: each method's NCM-tuned cell on the test set, evaluated with the
+  """Each method's NCM-tuned cell on the test set, evaluated with the
   nearest class mean and with the output layer (bench/quality.py --only ncm);
   the same training, so the two rows pair exactly."""
   cols = [
@@ -465,14 +474,14 @@ def ncm_table(m):
     "paired, both NCM",
     "paired, both output layer",
   ]
-  title = "Rounds 9-10: the nearest-class-mean classifier"
+  title = "The nearest-class-mean classifier"
   return _paired_evaluations_table(
     m, NCM_TESTS, ncm_test_name, ("ncm", "head"), lambda r: "", cols, title
   )
 
 
 def ema_table(m):
-  """Round 11: each method's cell tuned with a moving average of the weights
+  """Each method's cell tuned with a moving average of the weights
   (bench/quality.py --only ema), on the test set evaluated with the average and
   with the current weights; the same training, so the two pair exactly."""
   cols = [
@@ -485,7 +494,7 @@ def ema_table(m):
     "paired, both averaged",
     "paired, both current",
   ]
-  title = "Round 11: a moving average of the weights (ema_decay), output layer"
+  title = "A moving average of the weights (ema_decay), output layer"
   return _paired_evaluations_table(
     m,
     EMA_TESTS,
@@ -498,7 +507,7 @@ def ema_table(m):
 
 
 def ema_tuning_table(m):
-  """Round 11's validation sweeps: per ema_decay, the best cell over the other
+  """The ema_decay validation sweeps: per ema_decay, the best cell over the other
   keys (bench/results/quality/ema_tune_*/sweep.md has every cell)."""
   runs = [(name, method, r) for (name, method), r in sorted(m.items()) if name in EMA_TUNING]
   decays = sorted({c["overrides"]["ema_decay"] for _, _, r in runs for c in r["cells"]})
@@ -514,13 +523,13 @@ def ema_tuning_table(m):
         else ""
       )
     cells.append(row)
-  title = "Round 11: validation accuracy by ema_decay (best cell of the other keys)"
+  title = "Validation accuracy by ema_decay (best cell of the other keys)"
   cols = ["run", "method", *(f"decay {d:g}" for d in decays)]
   return "\n".join(table(title, "validation split, 10 seeds per cell", cols, cells))
 
 
 def ncm_checkpoint_table():
-  """Round 9: NCM on the ResNet runs' final checkpoints (bench/ncm_checkpoints.py):
+  """NCM on the ResNet runs' final checkpoints (bench/ncm_checkpoints.py):
   final average accuracy per memory, both classifiers, ER-RAR paired with ER."""
   path = os.path.join(RES, "ncm_checkpoints.jsonl")
   if not os.path.exists(path):
@@ -558,7 +567,7 @@ def ncm_checkpoint_table():
         ]
       )
   cols = ["memory", "classifier", "seeds", "er", "er_rar", "er_rar − er (paired)"]
-  title = "Round 9: NCM on the ResNet runs' final checkpoints"
+  title = "NCM on the ResNet runs' final checkpoints"
   note = "test split, final average accuracy, Split Fashion-MNIST, joint batch norm"
   return "\n".join(table(title, note, cols, cells))
 
@@ -590,14 +599,15 @@ def tuning_tables(m):
   return "\n".join(lines)
 
 
-def sensitivity_pictures(m):
+def sensitivity_pictures(m, folder):
   """The paper's beta x epsilon heat map for every sweep over both keys (as
-  train.py writes it for new sweeps); returns the PNG paths."""
+  train.py writes it for new sweeps), one PNG per run in `folder`; returns the paths."""
   paths = []
   for (name, method), r in sorted(m.items()):
     if sensitivity_grid(r) is None:
       continue
-    png = os.path.join(RES, "quality", name, "sensitivity.png")
+    os.makedirs(folder, exist_ok=True)
+    png = os.path.join(folder, f"{name}_sensitivity.png")
     title = f"{method} ({name}), {r['num_seeds']} seeds per cell, " + evaluation_words(
       r["eval_split"],
       r.get("eval_classifier", "head"),
@@ -605,7 +615,7 @@ def sensitivity_pictures(m):
       evaluated_decay(r),
     )
     plot_sensitivity(png, r, title)
-    paths.append(os.path.relpath(png, ROOT))
+    paths.append(png)
   return paths
 
 
@@ -719,10 +729,104 @@ def speed_tables():
   return "\n".join(lines)
 
 
-def main():
-  m = load_metrics()
-  print(
-    "## Quality\n"
+# The peers, measured on the same setting and machine with their own code and settings
+# (memory 200: 20 seeds, memory 500: 10 seeds; docs/results.md, "The peers"): final
+# average accuracy, mean and 2SE. Their per-seed values are not stored here.
+PEERS = {
+  "ER (paper's code)": {200: (0.686, 0.021), 500: (0.673, 0.033)},
+  "ER-RAR (paper's code)": {200: (0.695, 0.010), 500: (0.685, 0.019)},
+  "ER (Avalanche)": {200: (0.673, 0.016), 500: (0.698, 0.023)},
+  "ER-RAR (Avalanche `RARPlugin`)": {200: (0.719, 0.009), 500: (0.745, 0.015)},
+}
+SUMMARY_MEMORIES = (50, 100, 200, 500)
+SUMMARY_METHODS = {"er": "ER", "er_rar": "ER-RAR", "er_ace": "ER-ACE", "er_ace_rar": "ER-ACE-RAR"}
+
+
+def _summary_run(m, mem, method):
+  """The output-layer test run of `method` at memory `mem` (bench/quality.py --only ncm
+  trains it; the NCM-tuned cell, evaluated with the model's output layer)."""
+  return m.get((ncm_test_name(mem, method, "head"), method))
+
+
+def summary_table(m):
+  """Methods x memory sizes (README.md, docs/results.md): rar_jax's methods, RAR's paired
+  gain over ER, and the peers."""
+  header = "| method | " + " | ".join(f"memory {k}" for k in SUMMARY_MEMORIES) + " |"
+  lines = [header, "| --- " * (len(SUMMARY_MEMORIES) + 1) + "|"]
+  for method, label in SUMMARY_METHODS.items():
+    cells = [_summary_run(m, k, method) for k in SUMMARY_MEMORIES]
+    lines.append(
+      f"| {label} (rar_jax) | "
+      + " | ".join(pm(r["final_avg_accuracy"]) if r else "" for r in cells)
+      + " |"
+    )
+    if method == "er_rar":
+      gains = []
+      for k in SUMMARY_MEMORIES:
+        a, b = _summary_run(m, k, "er_rar"), _summary_run(m, k, "er")
+        gains.append(paired(a, b) if a and b else "")
+      lines.append("| ER-RAR − ER, paired | " + " | ".join(gains) + " |")
+  for label, row in PEERS.items():
+    cells = [f"{row[k][0]:.3f} ± {row[k][1]:.3f}" if k in row else "" for k in SUMMARY_MEMORIES]
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def comparison_figure(m, path):
+  """Final average accuracy against memory size, mean ± 2SE: rar_jax's methods as
+  lines, the peers as markers (README's figure)."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+  for method, label in SUMMARY_METHODS.items():
+    pts = [(k, _summary_run(m, k, method)) for k in SUMMARY_MEMORIES]
+    pts = [(k, r["final_avg_accuracy"]) for k, r in pts if r]
+    if pts:
+      ax.errorbar(
+        [k for k, _ in pts],
+        [a["mean"] for _, a in pts],
+        yerr=[a["se2"] for _, a in pts],
+        marker="o",
+        capsize=3,
+        label=f"{label} (rar_jax)",
+      )
+  markers = iter("sDv^")
+  for label, row in PEERS.items():
+    ks = sorted(row)
+    ax.errorbar(
+      ks,
+      [row[k][0] for k in ks],
+      yerr=[row[k][1] for k in ks],
+      marker=next(markers),
+      linestyle="none",
+      capsize=3,
+      label=label.replace("`", ""),
+    )
+  ax.set_xscale("log")
+  ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+  ax.set_xticks(SUMMARY_MEMORIES)
+  ax.set_xticklabels([str(k) for k in SUMMARY_MEMORIES])
+  ax.set_xlabel("memory (buffer size)")
+  ax.set_ylabel("final average accuracy (± 2SE)")
+  ax.set_title("Online Split Fashion-MNIST, MLP, output layer", fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="upper left", ncol=2)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def render(m, pictures=""):
+  """Every table, as Markdown."""
+  text = (
+    "## Quality\n\n**Summary: methods by memory size** (test split, output layer, "
+    "20 seeds; 10 at memory 500)\n\n"
+    + summary_table(m)
+    + "\n"
     + quality_tables(m)
     + "\n"
     + learning_rate_table(m)
@@ -737,7 +841,7 @@ def main():
     + "\n\n## Tuning\n"
     + variants_table(m)
     + "\n"
-    + variants_table(m, INTERNALS, "Round 7: RAR's internals at the best ER-RAR cell")
+    + variants_table(m, INTERNALS, "RAR's internals at the best ER-RAR cell")
     + "\n"
     + ncm_table(m)
     + "\n"
@@ -748,11 +852,33 @@ def main():
     + ema_table(m)
     + "\n"
     + tuning_tables(m)
-    + "\n\nSensitivity heat maps: "
-    + ", ".join(f"`{p}`" for p in sensitivity_pictures(m))
-    + "\n\n## Speed\n"
-    + speed_tables()
   )
+  if pictures:
+    text += "\n\nSensitivity heat maps: " + ", ".join(
+      f"`{p}`" for p in sensitivity_pictures(m, pictures)
+    )
+  return text + "\n\n## Speed\n" + speed_tables() + "\n"
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument("--out", default="", help="write the Markdown here (default: stdout)")
+  p.add_argument("--figure", default="", help="also draw the comparison figure (a PNG path)")
+  p.add_argument("--sensitivity", default="", help="also draw the heat maps into this folder")
+  a = p.parse_args()
+  m = load_metrics()
+  text = render(m, a.sensitivity)
+  if a.out:
+    header = (
+      "<!-- Rendered by `python bench/report.py --out "
+      f"{os.path.relpath(os.path.abspath(a.out), ROOT)}` from bench/results/; do not edit. -->\n\n"
+    )
+    with open(a.out, "w") as f:
+      f.write(header + text)
+  else:
+    print(text)
+  if a.figure:
+    comparison_figure(m, a.figure)
 
 
 if __name__ == "__main__":

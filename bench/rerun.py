@@ -9,7 +9,7 @@ checkpoints off; nothing in the folder is touched) and its per-seed final
 average accuracies are compared with metrics.json's: the means, the largest
 per-seed and per-entry (acc_matrix) differences, and whether every number is
 identical. Bit-identical numbers need the same CPU kind and core count
-(README, "Reproducibility"): pin the rerun as the original was pinned (the
+(docs/reproducibility.md): pin the rerun as the original was pinned (the
 folder's metrics.json records ``host_cpus``), e.g. ``taskset -c 0``.
 """
 

@@ -9,7 +9,6 @@ advancing together), ms per seed-step, compile seconds.
 """
 
 import argparse
-import dataclasses
 import itertools
 import json
 import os
@@ -46,8 +45,9 @@ def measure(
   stream_loop="auto",
   matmul_precision="default",
   batch_norm_rows="group",
+  input_size=0,
 ):
-  cfg = rar_jax.ReplayConfig.from_method(
+  cfg, chain = rar_jax.build_method(
     method, num_classes=10, mem_size=mem_size, batch_size_mem=10, batch_norm_rows=batch_norm_rows
   )
   if batching == "auto":
@@ -58,10 +58,10 @@ def measure(
     model_name in rar_jax.models.CONV_MODELS,
     num_seeds,
     batching,
-    loop.inner_loop_iters(cfg, np.asarray(iter_fgsm)),
+    loop.inner_loop_iters(cfg, chain, np.asarray(iter_fgsm)),
   )
   conv_impl, stream_loop = execution["conv_impl"], execution["stream_loop"]
-  cfg = dataclasses.replace(cfg, unroll=execution["unroll"])
+  unroll = execution["unroll"]
   jax.config.update("jax_default_matmul_precision", matmul_precision)
   module = rar_jax.create_model(model_name, 10, conv_impl)
   hyper = rar_jax.Hyper.create(
@@ -70,11 +70,15 @@ def measure(
   tx = rar_jax.make_optimizer(0.1)
   n = steps * 10
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.uniform(size=(n, *SHAPES[model_name])), jnp.float32)
+  shape = SHAPES[model_name]
+  if input_size:  # square images of another side, the channels kept
+    shape = (input_size, input_size, shape[2])
+  x = jnp.asarray(rng.uniform(size=(n, *shape)), jnp.float32)
   y = jnp.asarray(np.tile(np.arange(10), n // 10), jnp.int32)
   index = jnp.asarray(np.stack([rng.permutation(n).reshape(steps, 10) for _ in range(num_seeds)]))
   states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys(range(num_seeds)), x[:10])
-  runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg), batching, stream_loop)
+  step = rar_jax.make_train_step(module, tx, cfg, chain, unroll=unroll)
+  runner = loop.make_stream_runner(step, batching, stream_loop)
   t0 = time.perf_counter()
   compiled = runner.lower(states, x, y, index).compile()
   compile_s = time.perf_counter() - t0
@@ -99,7 +103,7 @@ def measure(
     "batching": batching,
     "conv_impl": conv_impl,
     "stream_loop": stream_loop,
-    "unroll": cfg.unroll,
+    "unroll": unroll,
     "matmul_precision": matmul_precision,
     "iter_fgsm": iter_fgsm,
     "ms_per_step": round(ms, 4),
@@ -114,6 +118,7 @@ def measure(
     "host": platform.node(),
     "cpu": cpu_model(),
     "batch_norm_rows": batch_norm_rows,
+    "input_shape": list(shape),
     "freed_memory_kept": FREED_MEMORY_KEPT,
   }
 
@@ -140,7 +145,10 @@ def main():
     help="jax_default_matmul_precision: default (TF32 on recent GPUs), highest",
   )
   p.add_argument(
-    "--batch_norm_rows", default="group", help="comma-separated: group, joint (README)"
+    "--batch_norm_rows", default="group", help="comma-separated: group, joint (docs/config.md)"
+  )
+  p.add_argument(
+    "--input_size", type=int, default=0, help="square side (0: 28 MLP, 32 ResNet; 84 mini-ImageNet)"
   )
   p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
   a = p.parse_args()
@@ -160,6 +168,7 @@ def main():
           stream_loop=a.stream_loops,
           matmul_precision=a.matmul_precision,
           batch_norm_rows=a.batch_norm_rows,
+          input_size=a.input_size,
         )
       ),
       flush=True,
@@ -191,6 +200,7 @@ def main():
                 f"--stream_loops={stream_loop}",
                 f"--matmul_precision={a.matmul_precision}",
                 f"--batch_norm_rows={bn}",
+                f"--input_size={a.input_size}",
               ],
               check=True,
             )

@@ -1,5 +1,12 @@
-"""Offline default: scikit-learn's bundled 8x8 digits as 5 tasks of 2 classes,
-ER-RAR next to ER; well under a minute on 2 CPU cores."""
+"""Offline default: scikit-learn's bundled 8x8 digits as 5 tasks of 2 classes, ER-RAR
+next to ER, 10 seeds each, memory 100, the paper's MNIST values for RAR.
+
+  python train.py --config configs/default.py
+
+Time: about 20 s on 2 CPU cores (most of it start-up and compilation).
+Expect: final average accuracy ER 0.859 ± 0.019, ER-RAR 0.876 ± 0.010 (mean ± 2SE over the
+10 seeds), forgetting 0.129 / 0.095; identical on one CPU kind and core count.
+"""
 
 from rar_jax.runner.config import base_config
 

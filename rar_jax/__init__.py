@@ -13,6 +13,7 @@ from rar_jax.core.mixup import mixup
 from rar_jax.core.neighbors import nearest_neighbors, neighbor_distances
 from rar_jax.core.optim import evaluation_params, make_optimizer, track_params_ema
 from rar_jax.core.retrieval import mir_retrieve, random_retrieve
+from rar_jax.core.stages import build_method
 from rar_jax.core.step import (
   TrainState,
   init_train_state,
@@ -21,11 +22,15 @@ from rar_jax.core.step import (
   make_train_step,
 )
 from rar_jax.models import MLP, ReducedResNet18, create_model
+from rar_jax.runner.training import evaluate, init_states, run_stream
 
 __version__ = "0.1.0"
 
 __all__ = [
   "errors",
+  "init_states",
+  "run_stream",
+  "evaluate",
   "buffer",
   "mifgsm",
   "METHODS",
@@ -48,6 +53,7 @@ __all__ = [
   "aser_retrieve",
   "knn_shapley",
   "parse_method",
+  "build_method",
   "make_rar_preview",
   "evaluation_params",
   "track_params_ema",

@@ -30,10 +30,10 @@ def test_masked_cross_entropy_is_cross_entropy_over_the_kept_logits():
 
 def _parts(method, **kw):
   module = rar_jax.MLP(C, hidden=(16,))
-  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=C, mem_size=20, batch_size_mem=5, **kw)
+  cfg, chain = rar_jax.build_method(method, num_classes=C, mem_size=20, batch_size_mem=5, **kw)
   tx = rar_jax.make_optimizer(0.1)
   hyper = rar_jax.Hyper.create(opt_lr=0.1, beta_coef=0.3, epsilon_fgsm=0.3, iter_fgsm=3)
-  return module, cfg, tx, hyper
+  return module, cfg, chain, tx, hyper
 
 
 def _blobs(labels, seed):
@@ -46,10 +46,10 @@ def _blobs(labels, seed):
 
 @pytest.mark.parametrize("incoming", [2, 3])  # a class seen before, a new one
 def test_er_ace_step_equals_the_hand_composed_one(incoming):
-  module, cfg, tx, hyper = _parts("er_ace")
+  module, cfg, chain, tx, hyper = _parts("er_ace")
   x0, y0 = _blobs(np.resize([0, 1, 2], 20), 1)
   state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(0), x0[:10])
-  step = jax.jit(rar_jax.make_train_step(module, tx, cfg))
+  step = jax.jit(rar_jax.make_train_step(module, tx, cfg, chain))
   for i in range(0, 20, 10):
     state, _ = step(state, x0[i : i + 10], y0[i : i + 10])
   x, y = _blobs([incoming] * 10, 2)  # one class only
@@ -79,13 +79,11 @@ def test_er_ace_step_equals_the_hand_composed_one(incoming):
 
 
 def test_ace_replays_from_the_whole_buffer_unless_told_otherwise():
-  chain = stages.from_config(rar_jax.ReplayConfig.from_method("er_ace", num_classes=C))
-  assert not chain.excludes_current(rar_jax.ReplayConfig.from_method("er_ace", num_classes=C))
-  assert chain.excludes_current(
-    rar_jax.ReplayConfig.from_method("er_ace", num_classes=C, exclude_current_labels=True)
-  )
-  er = rar_jax.ReplayConfig.from_method("er", num_classes=C)
-  assert stages.from_config(er).excludes_current(er)
+  cfg, chain = rar_jax.build_method("er_ace", num_classes=C)
+  assert not chain.excludes_current(cfg)
+  assert chain.excludes_current(rar_jax.ReplayConfig(num_classes=C, exclude_current_labels=True))
+  er, chain = rar_jax.build_method("er", num_classes=C)
+  assert chain.excludes_current(er)
 
 
 def test_er_ace_reduces_forgetting_against_finetune():
@@ -95,9 +93,9 @@ def test_er_ace_reduces_forgetting_against_finetune():
   xt, yt = _blobs(np.tile([0, 1], 100), 8)
   acc = {}
   for method in ("finetune", "er_ace", "er_ace_rar"):
-    module, cfg, tx, hyper = _parts(method)
+    module, cfg, chain, tx, hyper = _parts(method)
     state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(0), x[:10])
-    step = jax.jit(rar_jax.make_train_step(module, tx, cfg))
+    step = jax.jit(rar_jax.make_train_step(module, tx, cfg, chain))
     for i in range(0, 200, 10):
       state, m = step(state, x[i : i + 10], y[i : i + 10])
       assert np.isfinite(float(m["loss_current"])) and np.isfinite(float(m["loss_replay"]))

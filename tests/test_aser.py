@@ -237,7 +237,7 @@ def test_aser_with_fewer_eligible_items_than_asked_pads_with_masked_rows():
 
 def _run_two_tasks(method, **kw):
   module = rar_jax.MLP(4, hidden=(16,))
-  cfg = rar_jax.ReplayConfig.from_method(
+  cfg, chain = rar_jax.build_method(
     method,
     num_classes=4,
     mem_size=20,
@@ -253,7 +253,7 @@ def _run_two_tasks(method, **kw):
   x = jnp.asarray(rng.uniform(size=(40, 4, 4, 1)), jnp.float32)
   y = jnp.asarray(np.r_[np.tile([0, 1], 10), np.tile([2, 3], 10)], jnp.int32)
   state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(0), x[:10])
-  step = jax.jit(rar_jax.make_train_step(module, tx, cfg))
+  step = jax.jit(rar_jax.make_train_step(module, tx, cfg, chain))
   for i in range(0, 40, 10):
     state, m = step(state, x[i : i + 10], y[i : i + 10])
   return state, m

@@ -71,6 +71,51 @@ def test_bad_config_value(overrides, fragments):
     assert fragment in str(e.value), str(e.value)
 
 
+# A bad value in each position of a sweep: every cell is validated, the first
+# included (it once slipped through and died in the run plan with a traceback).
+BETA_15 = "beta_coef=1.5 is invalid: a finite number in [0.0, 1.0]"
+BAD_SWEEP_CELLS = [
+  ("beta_coef=1.5,0.3,0.5", "beta_coef=1.5", BETA_15),
+  ("beta_coef=0.3,1.5,0.5", "beta_coef=1.5", BETA_15),
+  ("beta_coef=0.3,0.5,1.5", "beta_coef=1.5", BETA_15),
+  ("iter_fgsm=0,5", "iter_fgsm=0", "iter_fgsm=0 is invalid: an int >= 1"),
+  ("mixup_alpha=0,1", "mixup_alpha=0", "mixup_alpha=0.0 is invalid: a finite number > 0"),
+  ("ema_decay=1.5,0.9", "ema_decay=1.5", "ema_decay=1.5 is invalid: a number in [0, 1)"),
+  ("opt_lr=-1,0.1", "opt_lr=-1", "opt_lr=-1.0 is invalid: a finite number >= 0.0"),
+  # Two axes: the bad value in the grid's first cell, and in its second half.
+  (
+    "epsilon_fgsm=-0.1,0.3;beta_coef=0.1,0.2",
+    "epsilon_fgsm=-0.1,beta_coef=0.1",
+    "epsilon_fgsm=-0.1 is invalid",
+  ),
+  ("beta_coef=0.1,1.5;epsilon_fgsm=0.1,0.2", "beta_coef=1.5,epsilon_fgsm=0.1", BETA_15),
+]
+
+
+@pytest.mark.parametrize("sweep,cell,fragment", BAD_SWEEP_CELLS)
+def test_a_bad_sweep_value_is_refused_in_every_position(sweep, cell, fragment):
+  config = base_config()
+  config.sweep = sweep
+  with pytest.raises(experiment.ConfigError) as e:
+    experiment.validate_config(config)
+  # One message naming the cell, then the key, its value and what is allowed.
+  assert str(e.value).startswith(f"config.sweep cell {cell}: "), str(e.value)
+  assert fragment in str(e.value), str(e.value)
+
+
+def test_a_bad_first_sweep_cell_is_one_line_from_the_command_line(tmp_path):
+  # The issue's command: validation stops it before any data are loaded.
+  out = train(
+    "--config",
+    "configs/default.py",
+    "--config.sweep=beta_coef=1.5,0.3",
+    "--workdir",
+    str(tmp_path / "run"),
+  )
+  one_line_error(out, "config.sweep cell beta_coef=1.5: " + BETA_15)
+  assert not (tmp_path / "run").exists()
+
+
 def test_unknown_key():
   config = base_config()
   with config.unlocked():
@@ -122,7 +167,7 @@ def test_one_class_per_task_is_documented_to_work():
 def test_numerics_never_nan_with_extreme_epsilon_and_empty_buffer():
   module = rar_jax.MLP(4, hidden=(8,))
   for eps in (0.0, 1e-30, 1e6):
-    cfg = rar_jax.ReplayConfig.from_method(
+    cfg, chain = rar_jax.build_method(
       "er_mix_rar", num_classes=4, mem_size=10, batch_size_mem=5, exclude_current_labels=False
     )
     hyper = rar_jax.Hyper.create(opt_lr=0.1, epsilon_fgsm=eps, iter_fgsm=3)
@@ -130,14 +175,14 @@ def test_numerics_never_nan_with_extreme_epsilon_and_empty_buffer():
     x = jnp.zeros((10, 2, 2, 1))  # constant inputs: zero attack gradients
     y = jnp.zeros(10, jnp.int32)
     state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(0), x)
-    step = jax.jit(rar_jax.make_train_step(module, tx, cfg))
+    step = jax.jit(rar_jax.make_train_step(module, tx, cfg, chain))
     for _ in range(3):  # empty, then a buffer of one label (no different-label neighbour)
       state, m = step(state, x, y)
     assert all(np.all(np.isfinite(np.asarray(l))) for l in jax.tree.leaves(state))
     assert np.isfinite(float(m["loss_replay"]))
 
 
-# ---------------------------------------------------------------- first-try trust (issue 10)
+# ---------------------------------------------------------------- first-try trust
 # Each of these once ended in a traceback, a hang or a silent surprise.
 
 
@@ -219,7 +264,8 @@ def test_offline_tfds_fails_fast_with_how_to_prepare(tmp_path):
   # Offline forced, whatever this machine's network: the test must never download.
   script = (
     "from rar_jax import data\n"
-    "data._reachable = lambda *a, **k: False\n"
+    "from rar_jax.data import tfds\n"
+    "tfds._reachable = lambda *a, **k: False\n"
     "for name in ('mnist', 'cifar10'):\n"
     "  try:\n"
     "    data.load(name, 'tfds')\n"

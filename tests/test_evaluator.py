@@ -1,4 +1,4 @@
-"""`loop.make_evaluator`: per-task accuracy against a NumPy count."""
+"""`evaluator_lib.make_evaluator`: per-task accuracy against a NumPy count."""
 
 import flax.linen as nn
 import jax
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import rar_jax
+from rar_jax.evaluation import evaluator as evaluator_lib
 from rar_jax.runner import loop
 
 C = 6  # classes
@@ -46,7 +47,7 @@ def numpy_accuracy(pred, y, task_of_class, num_tasks):
   return acc
 
 
-@pytest.mark.parametrize("eval_loop", loop.EVAL_LOOPS)
+@pytest.mark.parametrize("eval_loop", evaluator_lib.EVAL_LOOPS)
 def test_per_task_accuracy_with_a_partial_last_chunk_and_an_empty_task(eval_loop):
   rng = np.random.default_rng(0)
   n, num_tasks = 23, 4  # chunks of 10: the last one holds 3 samples and 7 padding rows
@@ -61,9 +62,9 @@ def test_per_task_accuracy_with_a_partial_last_chunk_and_an_empty_task(eval_loop
   # 1 gives it only class 5, which has no samples: NaN both times.
   task_of_class = np.array([[0, 0, 1, 1, 2, 2], [2, 1, 0, 1, 2, 3]])
   module = Oracle(C)
-  cfg = rar_jax.ReplayConfig.from_method("finetune", num_classes=C)
+  cfg = rar_jax.ReplayConfig(num_classes=C)
   states = init_runs(module, cfg, [0, 1], x[:2])
-  evaluate = loop.make_evaluator(module, num_tasks, chunk=10, eval_loop=eval_loop)
+  evaluate = evaluator_lib.make_evaluator(module, num_tasks, chunk=10, eval_loop=eval_loop)
   if eval_loop == "host":  # compiled ahead of time, as train.py does
     evaluate = evaluate.lower(
       states, jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.asarray(task_of_class, jnp.int32)
@@ -81,7 +82,7 @@ def test_per_task_accuracy_with_a_partial_last_chunk_and_an_empty_task(eval_loop
   assert not np.allclose(got[0, :3], got[1, :3])  # the mapping is per seed
 
 
-@pytest.mark.parametrize("eval_loop", loop.EVAL_LOOPS)
+@pytest.mark.parametrize("eval_loop", evaluator_lib.EVAL_LOOPS)
 def test_chunk_size_does_not_change_the_numbers(eval_loop):
   rng = np.random.default_rng(1)
   n = 37
@@ -90,17 +91,17 @@ def test_chunk_size_does_not_change_the_numbers(eval_loop):
   x[:, 0] = np.where(rng.uniform(size=n) < 0.5, y, (y + 1) % C)
   task_of_class = np.array([[0, 0, 1, 1, 2, 2]])
   module = Oracle(C)
-  cfg = rar_jax.ReplayConfig.from_method("finetune", num_classes=C)
+  cfg = rar_jax.ReplayConfig(num_classes=C)
   states = init_runs(module, cfg, [0], x[:2])
   expected = numpy_accuracy(x[:, 0].astype(int), y, task_of_class[0], 3)
   for chunk in (8, 100):  # a partial last chunk; one chunk mostly padding
-    got = loop.make_evaluator(module, 3, chunk=chunk, eval_loop=eval_loop)(
+    got = evaluator_lib.make_evaluator(module, 3, chunk=chunk, eval_loop=eval_loop)(
       states, jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.asarray(task_of_class, jnp.int32)
     )
     np.testing.assert_allclose(np.asarray(got)[0], expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("eval_loop", loop.EVAL_LOOPS)
+@pytest.mark.parametrize("eval_loop", evaluator_lib.EVAL_LOOPS)
 def test_ncm_classifies_by_the_nearest_buffer_class_mean(eval_loop):
   """``eval_classifier="ncm"`` ignores the logits: each sample goes to the class
   whose buffered features (per run: its own buffer) have the nearest unit mean."""
@@ -114,7 +115,7 @@ def test_ncm_classifies_by_the_nearest_buffer_class_mean(eval_loop):
   x[:, 0] = 0.0  # the Oracle's logits all say class 0: the head gets only class 0 right
   task_of_class = np.array([[0, 0, 1, 1, 2, 2], [2, 2, 1, 1, 0, 0]])
   module = Oracle(C)
-  cfg = rar_jax.ReplayConfig.from_method("er", num_classes=C, mem_size=cap)
+  cfg, chain = rar_jax.build_method("er", num_classes=C, mem_size=cap)
   states = init_runs(module, cfg, [0, 1], x[:2])
   bx = np.zeros((2, cap, dim), np.float32)
   by = np.zeros((2, cap), np.int32)
@@ -130,7 +131,7 @@ def test_ncm_classifies_by_the_nearest_buffer_class_mean(eval_loop):
     )
   )
   args = (states, jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.asarray(task_of_class, jnp.int32))
-  evaluate = loop.make_evaluator(
+  evaluate = evaluator_lib.make_evaluator(
     module, num_tasks, chunk=10, eval_loop=eval_loop, eval_classifier="ncm"
   )
   if eval_loop == "host":
@@ -143,7 +144,9 @@ def test_ncm_classifies_by_the_nearest_buffer_class_mean(eval_loop):
     np.testing.assert_allclose(
       got[r], numpy_accuracy(pred, y, task_of_class[r], num_tasks), atol=1e-6
     )
-  head = np.asarray(loop.make_evaluator(module, num_tasks, chunk=10, eval_loop=eval_loop)(*args))
+  head = np.asarray(
+    evaluator_lib.make_evaluator(module, num_tasks, chunk=10, eval_loop=eval_loop)(*args)
+  )
   np.testing.assert_allclose(
     head[0], numpy_accuracy(np.zeros(n, int), y, task_of_class[0], num_tasks), atol=1e-6
   )
@@ -152,10 +155,10 @@ def test_ncm_classifies_by_the_nearest_buffer_class_mean(eval_loop):
 
 def test_an_unknown_classifier_is_named():
   with pytest.raises(ValueError, match="eval_classifier='knn' is invalid"):
-    loop.make_evaluator(Oracle(C), 3, eval_classifier="knn")
+    evaluator_lib.make_evaluator(Oracle(C), 3, eval_classifier="knn")
 
 
-@pytest.mark.parametrize("eval_loop", loop.EVAL_LOOPS)
+@pytest.mark.parametrize("eval_loop", evaluator_lib.EVAL_LOOPS)
 def test_ncm_never_credits_a_task_whose_classes_the_buffer_lacks(eval_loop):
   """Task protocol + NCM, classes 0 and 1 (task 0) absent from the buffer: no
   class of task 0 has a mean, so its samples have no prediction and are wrong
@@ -165,7 +168,7 @@ def test_ncm_never_credits_a_task_whose_classes_the_buffer_lacks(eval_loop):
   x[:, 1] = 1
   x[:, 2] = [1, 1, 1, 1, -1]
   module = Oracle(C)
-  cfg = rar_jax.ReplayConfig.from_method("er", num_classes=C, mem_size=4, batch_size_mem=2)
+  cfg, chain = rar_jax.build_method("er", num_classes=C, mem_size=4, batch_size_mem=2)
   states = init_runs(module, cfg, [0], x[:2])
   bx = np.array([[[0, 1, 1], [0, 1, -1], [0, 0, 0], [0, 0, 0]]], np.float32)  # classes 2, 3
   states = states.replace(
@@ -176,7 +179,7 @@ def test_ncm_never_credits_a_task_whose_classes_the_buffer_lacks(eval_loop):
   task_of_class = jnp.asarray([[0, 0, 1, 1, 2, 2]], jnp.int32)
   args = (states, jnp.asarray(x), jnp.asarray(y), task_of_class)
   for protocol in ("task", "class"):
-    evaluate = loop.make_evaluator(
+    evaluate = evaluator_lib.make_evaluator(
       module, 3, chunk=4, eval_protocol=protocol, eval_loop=eval_loop, eval_classifier="ncm"
     )
     got = np.asarray(evaluate(*args))[0]
@@ -195,7 +198,7 @@ class BatchNormNet(nn.Module):
     return nn.Dense(self.num_classes)(h)
 
 
-@pytest.mark.parametrize("eval_loop", loop.EVAL_LOOPS)
+@pytest.mark.parametrize("eval_loop", evaluator_lib.EVAL_LOOPS)
 def test_ncm_of_a_batch_norm_model_uses_its_running_statistics(eval_loop):
   """NCM features come from the model in evaluation mode: batch norm normalises
   with the run's running mean and variance (a buffer larger than ``chunk`` goes
@@ -205,7 +208,7 @@ def test_ncm_of_a_batch_norm_model_uses_its_running_statistics(eval_loop):
   rng = np.random.default_rng(5)
   n, dim, num_tasks, cap, chunk = 23, 3, 3, 12, 5
   module = BatchNormNet(C)
-  cfg = rar_jax.ReplayConfig.from_method("er", num_classes=C, mem_size=cap)
+  cfg, chain = rar_jax.build_method("er", num_classes=C, mem_size=cap)
   states = init_runs(module, cfg, [0, 1], np.zeros((2, dim), np.float32))
   # Running statistics far from a batch's own: per-feature shift and scale.
   mean = rng.normal(size=(2, dim)) * 2
@@ -235,7 +238,7 @@ def test_ncm_of_a_batch_norm_model_uses_its_running_statistics(eval_loop):
   )
   task_of_class = np.array([[0, 0, 1, 1, 2, 2], [2, 2, 1, 1, 0, 0]])
   args = (states, jnp.asarray(x), jnp.asarray(y), jnp.asarray(task_of_class, jnp.int32))
-  evaluate = loop.make_evaluator(
+  evaluate = evaluator_lib.make_evaluator(
     module, num_tasks, chunk=chunk, eval_loop=eval_loop, eval_classifier="ncm"
   )
   if eval_loop == "host":
@@ -255,8 +258,8 @@ def test_ncm_of_a_batch_norm_model_uses_its_running_statistics(eval_loop):
     )
 
 
-@pytest.mark.parametrize("eval_loop", loop.EVAL_LOOPS)
-@pytest.mark.parametrize("classifier", loop.EVAL_CLASSIFIERS)
+@pytest.mark.parametrize("eval_loop", evaluator_lib.EVAL_LOOPS)
+@pytest.mark.parametrize("classifier", evaluator_lib.EVAL_CLASSIFIERS)
 def test_a_run_that_averages_its_weights_is_evaluated_with_the_average(classifier, eval_loop):
   """With ``ema_decay`` the optimiser holds a moving average of the weights:
   both classifiers (the head's logits, NCM's features and buffer means) use it,
@@ -265,7 +268,7 @@ def test_a_run_that_averages_its_weights_is_evaluated_with_the_average(classifie
   rng = np.random.default_rng(6)
   n, dim, num_tasks, cap = 31, 3, 3, 12
   module = BatchNormNet(C)
-  cfg = rar_jax.ReplayConfig.from_method("er", num_classes=C, mem_size=cap)
+  cfg, chain = rar_jax.build_method("er", num_classes=C, mem_size=cap)
   sample = np.zeros((2, dim), np.float32)
   plain = init_runs(module, cfg, [0, 1], sample)
   averaging = init_runs(module, cfg, [0, 1], sample, ema_decay=0.9)
@@ -289,7 +292,7 @@ def test_a_run_that_averages_its_weights_is_evaluated_with_the_average(classifie
     )
 
   def accuracy(states):
-    evaluate = loop.make_evaluator(
+    evaluate = evaluator_lib.make_evaluator(
       module, num_tasks, chunk=10, eval_loop=eval_loop, eval_classifier=classifier
     )
     return np.asarray(evaluate(states, jnp.asarray(x), jnp.asarray(y), task_of_class))

@@ -26,10 +26,10 @@ def stream(shape, n=60, seed=0):
 
 
 def parts(module, method):
-  cfg = rar_jax.ReplayConfig.from_method(
+  cfg, chain = rar_jax.build_method(
     method, num_classes=NUM_CLASSES, mem_size=20, batch_size_mem=5, mir_candidates=10
   )
-  return cfg, rar_jax.make_optimizer(0.1), rar_jax.Hyper.create(**HYPER)
+  return cfg, chain, rar_jax.make_optimizer(0.1), rar_jax.Hyper.create(**HYPER)
 
 
 def assert_bitwise_equal(a, b):
@@ -48,8 +48,8 @@ def assert_same_runs(out):
 
 def run_both(module, method, batching, shape, seeds=(3, 4)):
   x, y = stream(shape)
-  cfg, tx, hyper = parts(module, method)
-  step = rar_jax.make_train_step(module, tx, cfg)
+  cfg, chain, tx, hyper = parts(module, method)
+  step = rar_jax.make_train_step(module, tx, cfg, chain)
   steps = len(y) // 10
   index = np.stack([np.arange(len(y)).reshape(steps, 10) for _ in seeds])
   states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys(seeds), x[:10])
@@ -198,12 +198,10 @@ def test_plan_picks_the_execution_on_the_cpu(method, overrides, unroll):
   streams = data_lib.Streams(np.zeros((1, 1, 1, 10), np.int32), np.zeros((1, 10), np.int32), 0)
   plan = plan_lib.make_plan(config, method, streams, 10, 1)
   assert plan.execution == {"conv_impl": "xla", "stream_loop": "host", "unroll": unroll}
-  assert plan.replay.unroll == unroll  # what the step is built with
   # Explicit keys win over the rule; im2col keeps the loops.
   config.update(conv_impl="im2col", stream_loop="host")
   plan = plan_lib.make_plan(config, method, streams, 10, 1)
   assert plan.execution == {"conv_impl": "im2col", "stream_loop": "host", "unroll": 0}
-  assert plan.replay.unroll == 0
   # The MLP has no convolutions to keep out of loops.
   config.update(model="mlp", conv_impl="auto", stream_loop="auto")
   plan = plan_lib.make_plan(config, method, streams, 10, 1)
@@ -217,13 +215,13 @@ def test_unrolled_inner_loops_give_the_same_runs(method, replay_iters):
   # `unroll` changes how the step compiles, not what it computes.
   module = rar_jax.MLP(NUM_CLASSES, hidden=(16, 16))
   x, y = stream((4, 4, 1))
-  cfg, tx, hyper = parts(module, method)
+  cfg, chain, tx, hyper = parts(module, method)
   index = jnp.asarray(np.arange(len(y)).reshape(1, -1, 10))
   out = []
   for unroll in (0, 2):
-    c = dataclasses.replace(cfg, replay_iters=replay_iters, unroll=unroll)
+    c = dataclasses.replace(cfg, replay_iters=replay_iters)
     states = loop.init_states(module, tx, c, hyper, loop.seed_keys([5]), x[:10])
-    step = rar_jax.make_train_step(module, tx, c)
+    step = rar_jax.make_train_step(module, tx, c, chain, unroll=unroll)
     runner = loop.make_stream_runner(step, "map", "host")
     out.append(runner(states, x, y, index)[0])
   for u, v in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
@@ -232,19 +230,20 @@ def test_unrolled_inner_loops_give_the_same_runs(method, replay_iters):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("batch_norm_rows", ["group", "joint"])
-def test_resnet_rar_on_the_cpu_default_matches_the_round_7_execution(batch_norm_rows):
+def test_resnet_rar_on_the_cpu_default_matches_the_im2col_scan_execution(batch_norm_rows):
   # The CPU default for RAR on conv nets (XLA's convolutions, host loop, attack
-  # unrolled) against round 7's (im2col, scan, attack in a loop): the same
+  # unrolled) against the im2col (im2col, scan, attack in a loop): the same
   # training, to float tolerance, over a few steps of a small ResNet.
   x, y = stream((8, 8, 1), n=40)
   index = jnp.asarray(np.arange(len(y)).reshape(1, -1, 10))
   finals = []
   for conv_impl, stream_loop, unroll in (("xla", "host", 2), ("im2col", "scan", 0)):
     module = rar_jax.ReducedResNet18(NUM_CLASSES, nf=4, blocks=(1, 1), conv_impl=conv_impl)
-    cfg, tx, hyper = parts(module, "er_rar")
-    cfg = dataclasses.replace(cfg, unroll=unroll, batch_norm_rows=batch_norm_rows)
+    cfg, chain, tx, hyper = parts(module, "er_rar")
+    cfg = dataclasses.replace(cfg, batch_norm_rows=batch_norm_rows)
     states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys([1]), x[:10])
-    runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg), "map", stream_loop)
+    step = rar_jax.make_train_step(module, tx, cfg, chain, unroll=unroll)
+    runner = loop.make_stream_runner(step, "map", stream_loop)
     finals.append(runner(states, x, y, index)[0])
   moved = jax.tree.leaves(finals[0].params)[0]
   for u, v in zip(jax.tree.leaves(finals[0]), jax.tree.leaves(finals[1])):
@@ -266,7 +265,7 @@ def test_a_resume_keeps_the_convolutions_its_checkpoints_were_written_with(tmp_p
   streams = data_lib.Streams(np.zeros((1, 1, 1, 10), np.int32), np.zeros((1, 10), np.int32), 0)
   plan = plan_lib.make_plan(config, "er", streams, 10, 1)
   assert plan.execution["conv_impl"] == "xla"  # ER on the CPU today
-  # Checkpoints written when auto meant im2col for ER (before round 4).
+  # Checkpoints written when auto meant im2col for ER (early versions).
   (tmp_path / "checkpoints").mkdir()
   (tmp_path / "placement.json").write_text(
     json.dumps({"padded_runs": 1, "devices": 1, "conv_impl": "im2col"})

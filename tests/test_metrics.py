@@ -180,3 +180,53 @@ def test_a_long_title_is_wrapped_to_fit_the_sensitivity_picture():
   box = fig.axes[0].title.get_window_extent()
   assert box.x0 >= 0 and box.x1 <= fig.bbox.x1  # inside the figure, not clipped
   assert shown.split() == (title + " final average accuracy, seed mean").split()
+
+
+def _cell_result(overrides, final, diverged=()):
+  """A sweep cell of 2 seeds x 2 tasks whose final row averages ``final`` per seed."""
+  from rar_jax.runner.results import CellResult
+
+  acc = np.full((2, 2, 2), 0.5)
+  acc[:, -1, :] = [[final - 0.1, final + 0.1], [final + 0.05, final - 0.05]]
+  info = dict(
+    dataset="digits",
+    data_source="embedded",
+    eval_split="test",
+    eval_classifier="head",
+    eval_protocol="class",
+    steps_per_task=3,
+    dropped_samples_per_seed=0,
+  )
+  return CellResult("er", overrides, [0, 1], acc, info, list(diverged))
+
+
+def test_a_cell_with_a_diverged_seed_is_never_best_even_with_the_highest_accuracy():
+  from rar_jax.runner.report import sweep_table
+  from rar_jax.runner.results import MethodResult
+
+  # The diverged cell scores highest (its other seed, or a late NaN, can do that):
+  # ranked by accuracy alone it would win.
+  cells = [
+    _cell_result({"beta_coef": 0.1}, 0.6),
+    _cell_result({"beta_coef": 0.2}, 0.9, diverged=[1]),
+    _cell_result({"beta_coef": 0.3}, 0.7),
+    _cell_result({"beta_coef": 0.4}, 0.8, diverged=[0, 1]),
+  ]
+  result = MethodResult("er", "beta_coef=0.1,0.2,0.3,0.4", cells, {})
+  assert [c.final_avg_accuracy["mean"] for c in cells] == pytest.approx([0.6, 0.9, 0.7, 0.8])
+  assert result.best is cells[2]
+  summary = result.to_dict()
+  assert summary["best_cell"] == {"beta_coef": 0.3}
+  assert summary["final_avg_accuracy"]["mean"] == pytest.approx(0.7)
+  assert summary["diverged_seeds"] == []
+  # sweep.md: clean cells first, best first; then the diverged ones, best first.
+  rows = [r for r in sweep_table(summary).splitlines() if r.startswith("| beta_coef")]
+  assert [r.split(" | ")[0] for r in rows] == [
+    "| beta_coef=0.3",
+    "| beta_coef=0.1",
+    "| beta_coef=0.2",
+    "| beta_coef=0.4",
+  ]
+  # Every cell with a diverged seed: the best of them all, by accuracy.
+  bad = [cells[1], cells[3]]
+  assert MethodResult("er", "beta_coef=0.2,0.4", bad, {}).best is cells[1]

@@ -1,5 +1,8 @@
-"""The README's library example runs as written."""
+"""README.md and the documentation's commands: the test and docs commands are what CI
+runs, and every `python train.py ...` command parses and runs what it says. (The Python
+examples of README.md and docs/ run in tests/test_docs.py.)"""
 
+import glob
 import json
 import os
 import re
@@ -10,16 +13,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.mark.slow
-def test_readme_python_blocks_run(capsys):
-  with open(os.path.join(ROOT, "README.md")) as f:
-    blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
-  assert blocks
-  for block in blocks:
-    exec(compile(block, "README.md", "exec"), {})
-  assert "(3, 100) 200" in capsys.readouterr().out
+DOCS_BUILD = "sphinx-build -W --keep-going -b html docs docs/_build/html"
 
 
 def test_readme_test_command_is_what_ci_runs():
@@ -31,19 +25,27 @@ def test_readme_test_command_is_what_ci_runs():
   assert command in readme and command in ci
   lint = "ruff check . && ruff format --check . && mypy"
   assert lint in readme and lint in ci
+  assert DOCS_BUILD in readme and DOCS_BUILD in ci
 
 
-def readme_train_commands():
-  """Each `python train.py ...` command in the README's bash blocks, as its arguments
+def readme_train_commands(paths=("README.md",)):
+  """Each `python train.py ...` command in the bash blocks of `paths`, as its arguments
   (placeholders like `--config ...` left out)."""
-  with open(os.path.join(ROOT, "README.md")) as f:
-    blocks = re.findall(r"```bash\n(.*?)```", f.read(), re.S)
   commands = []
-  for block in blocks:
-    for line in block.replace("\\\n", " ").splitlines():
-      if "python train.py" in line and "..." not in line:
-        commands.append(shlex.split(line[line.index("python train.py") :], comments=True)[2:])
+  for path in paths:
+    with open(os.path.join(ROOT, path)) as f:
+      blocks = re.findall(r"```bash\n(.*?)```", f.read(), re.S)
+    for block in blocks:
+      for line in block.replace("\\\n", " ").splitlines():
+        if "python train.py" in line and "..." not in line:
+          commands.append(shlex.split(line[line.index("python train.py") :], comments=True)[2:])
   return commands
+
+
+DOC_PAGES = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
+COMMANDS = [pytest.param(a, id=" ".join(a)) for a in readme_train_commands()] + [
+  pytest.param(a, id=" ".join(a), marks=pytest.mark.slow) for a in readme_train_commands(DOC_PAGES)
+]
 
 
 # Runs train.py's real flag parsing and config checks, with training replaced by
@@ -61,7 +63,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-@pytest.mark.parametrize("args", readme_train_commands(), ids=" ".join)
+@pytest.mark.parametrize("args", COMMANDS)
 def test_readme_train_commands_parse_and_run_what_they_say(args):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   out = subprocess.run(
@@ -81,9 +83,9 @@ def test_readme_train_commands_parse_and_run_what_they_say(args):
     assert run["workdir"] == args[args.index("--workdir") + 1]
 
 
-def test_readme_names_the_files_and_caches_a_run_uses():
-  with open(os.path.join(ROOT, "README.md")) as f:
-    readme = f.read()
+def test_docs_name_the_files_and_caches_a_run_uses():
+  with open(os.path.join(ROOT, "docs", "running.md")) as f:
+    running = f.read()
   for name in (
     "placement.json",
     "comparison.png",
@@ -91,4 +93,4 @@ def test_readme_names_the_files_and_caches_a_run_uses():
     "--config.progress=false",
     "tfds build",
   ):
-    assert name in readme, name
+    assert name in running, name

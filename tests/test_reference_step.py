@@ -1,7 +1,7 @@
 """One `make_train_step` update against an update composed by hand.
 
-The reference is written from the method's description (RAR_REFERENCE.md,
-"The step in the paper's code") with plain `jax.grad` on plain losses, the
+The reference is written from the method's description (docs/methods.md,
+"The algorithm") with plain `jax.grad` on plain losses, the
 model's `apply`, and the separately tested pieces (`buffer.sample`,
 `mifgsm`, `mixup`). It knows nothing of how step.py is organised.
 
@@ -40,13 +40,13 @@ def step_keys(state):
   return jax.random.split(state.key, 4)
 
 
-_STEPS = {}  # (module, ReplayConfig) -> jitted step, so tests share compilations
+_STEPS = {}  # (module, method, settings) -> jitted step, so tests share compilations
 
 
 def setup(method, module, replay_labels, n_mem, seed=0, hyper=None, **overrides):
   """A fresh state whose buffer holds exactly one item per replay label, in
   slots 0, 1, ... (a buffer with room stores every item, in order)."""
-  cfg = rar_jax.ReplayConfig.from_method(
+  cfg, chain = rar_jax.build_method(
     method, num_classes=C, mem_size=20, batch_size_mem=n_mem, **overrides
   )
   tx = rar_jax.make_optimizer(LR)
@@ -56,9 +56,10 @@ def setup(method, module, replay_labels, n_mem, seed=0, hyper=None, **overrides)
   state = state.replace(buffer=buffer.add(state.buffer, xb, yb, jax.random.PRNGKey(7)))
   assert int(state.buffer.size) == len(replay_labels)
   np.testing.assert_array_equal(state.buffer.y[: len(replay_labels)], yb)
-  if (id(module), cfg) not in _STEPS:
-    _STEPS[id(module), cfg] = jax.jit(rar_jax.make_train_step(module, tx, cfg))
-  return state, _STEPS[id(module), cfg], (xb, yb)
+  key = (id(module), method, n_mem, tuple(sorted(overrides.items())))
+  if key not in _STEPS:
+    _STEPS[key] = jax.jit(rar_jax.make_train_step(module, tx, cfg, chain))
+  return state, _STEPS[key], (xb, yb)
 
 
 class Mlp:
@@ -294,7 +295,7 @@ def test_resnet_step_with_padded_replay_rows_equals_a_step_over_the_valid_rows()
   hyper = rar_jax.Hyper.create(**HYPER)
   steps, out = {}, {}
   for n_mem, items in ((5, "valid"), (5, "valid+junk"), (3, "valid"), (5, "junk")):
-    cfg = rar_jax.ReplayConfig.from_method(
+    cfg, chain = rar_jax.build_method(
       "mir_rar", num_classes=C, mem_size=8, batch_size_mem=n_mem, mir_candidates=5
     )
     state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(0), x)
@@ -302,7 +303,7 @@ def test_resnet_step_with_padded_replay_rows_equals_a_step_over_the_valid_rows()
     by = {"valid": yb, "junk": junk_y, "valid+junk": jnp.concatenate([yb, junk_y])}[items]
     state = state.replace(buffer=buffer.add(state.buffer, bx, by, jax.random.PRNGKey(1)))
     if n_mem not in steps:
-      steps[n_mem] = jax.jit(rar_jax.make_train_step(module, tx, cfg))
+      steps[n_mem] = jax.jit(rar_jax.make_train_step(module, tx, cfg, chain))
     new_state, m = steps[n_mem](state, x, y)
     assert int(m["replay_count"]) == (0 if items == "junk" else 3)
     out[n_mem, items] = new_state
@@ -329,8 +330,8 @@ def test_rar_preview_shows_what_the_step_does():
   # make_rar_preview (behind rar_samples.png) must draw, match and perturb as
   # the step does: every replay row against the hand-composed perturbation.
   state, _, (xb, yb) = setup("er_rar", MLP, [0, 1, 0, 1, 1], 5)
-  cfg = rar_jax.ReplayConfig.from_method("er_rar", num_classes=C, mem_size=20, batch_size_mem=5)
-  preview = jax.jit(rar_jax.core.step.make_rar_preview(MLP, rar_jax.make_optimizer(LR), cfg))
+  cfg, chain = rar_jax.build_method("er_rar", num_classes=C, mem_size=20, batch_size_mem=5)
+  preview = jax.jit(rar_jax.core.step.make_rar_preview(MLP, rar_jax.make_optimizer(LR), cfg, chain))
   x, y = blobs([2, 3] * 5, 1)
   out = jax.device_get(preview(state, x, y, jax.random.PRNGKey(3)))
   _, xa, found = reference_update(NET, state.params, x, y, xb, jax.nn.one_hot(yb, C))
@@ -349,10 +350,10 @@ def test_rar_preview_shows_what_the_step_does():
 def test_rar_preview_follows_the_chains_attack_not_the_config():
   # A user chain attacking through θ while the config says θ': the preview shows θ.
   state, _, (xb, yb) = setup("er_rar", MLP, [0, 1, 0, 1, 1], 5)
-  cfg = rar_jax.ReplayConfig.from_method("er_rar", num_classes=C, mem_size=20, batch_size_mem=5)
-  assert cfg.attack_params == "lookahead"
+  cfg, chain = rar_jax.build_method("er_rar", num_classes=C, mem_size=20, batch_size_mem=5)
+  assert chain.perturb.name == "rar"  # built with attack_params="lookahead"
   chain = rar_jax.core.stages.chain(
-    rar_jax.core.stages.random_replay(), rar_jax.core.stages.rar("current")
+    rar_jax.core.stages.random_replay(), rar_jax.core.stages.rar(attack_params="current")
   )
   preview = rar_jax.core.step.make_rar_preview(MLP, rar_jax.make_optimizer(LR), cfg, chain)
   x, y = blobs([2, 3] * 5, 1)
@@ -366,9 +367,9 @@ def test_rar_preview_follows_the_chains_attack_not_the_config():
 
 
 def test_rar_preview_needs_a_perturb_stage():
-  cfg = rar_jax.ReplayConfig.from_method("er", num_classes=C)
+  cfg, chain = rar_jax.build_method("er", num_classes=C)
   with pytest.raises(ValueError, match="needs a chain with a retrieve and a perturb stage"):
-    rar_jax.core.step.make_rar_preview(MLP, rar_jax.make_optimizer(LR), cfg)
+    rar_jax.core.step.make_rar_preview(MLP, rar_jax.make_optimizer(LR), cfg, chain)
 
 
 @pytest.mark.parametrize("rows", ["group", "joint"])
@@ -382,14 +383,14 @@ def test_batch_norm_rows_sets_which_rows_share_statistics(rows):
   xb, yb = img(4), jnp.array([0, 1, 0, 1], jnp.int32)  # the whole buffer is the replay batch
   x, y = img(6), jnp.array([2, 3] * 3, jnp.int32)
   tx = rar_jax.make_optimizer(LR)
-  cfg = rar_jax.ReplayConfig.from_method(
+  cfg, chain = rar_jax.build_method(
     "er", num_classes=C, mem_size=4, batch_size_mem=4, batch_norm_rows=rows
   )
   state = rar_jax.init_train_state(
     module, tx, cfg, rar_jax.Hyper.create(**HYPER), jax.random.PRNGKey(0), x
   )
   state = state.replace(buffer=buffer.add(state.buffer, xb, yb, jax.random.PRNGKey(1)))
-  new_state, _ = jax.jit(rar_jax.make_train_step(module, tx, cfg))(state, x, y)
+  new_state, _ = jax.jit(rar_jax.make_train_step(module, tx, cfg, chain))(state, x, y)
 
   def ce(logits, labels):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -428,14 +429,14 @@ def test_joint_batch_norm_rows_with_rar_make_one_pass_over_incoming_and_replay_r
   xb, yb = img(4), jnp.array([0, 1, 0, 1], jnp.int32)
   x, y = img(6), jnp.array([2, 3] * 3, jnp.int32)
   tx = rar_jax.make_optimizer(LR)
-  cfg = rar_jax.ReplayConfig.from_method(
+  cfg, chain = rar_jax.build_method(
     "er_rar", num_classes=C, mem_size=4, batch_size_mem=4, batch_norm_rows="joint"
   )
   beta = 0.3
   hyper = rar_jax.Hyper.create(**dict(HYPER, beta_coef=beta, epsilon_fgsm=0.0, alpha_fgsm=0.0))
   state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(0), x)
   state = state.replace(buffer=buffer.add(state.buffer, xb, yb, jax.random.PRNGKey(1)))
-  new_state, _ = jax.jit(rar_jax.make_train_step(module, tx, cfg))(state, x, y)
+  new_state, _ = jax.jit(rar_jax.make_train_step(module, tx, cfg, chain))(state, x, y)
 
   def loss(p):
     logits, new = module.apply(

@@ -182,7 +182,7 @@ def test_a_workdir_from_before_a_new_key_resumes_as_that_key_default(tmp_path):
   from rar_jax.runner.config import base_config
 
   old = json.loads(base_config().to_json())
-  del old["eval_classifier"]  # written before round 9 added the key
+  del old["eval_classifier"]  # written before the key existed
   (tmp_path / "config.json").write_text(json.dumps(old))
   experiment._check_resumable(str(tmp_path), base_config(), overwrite=False)
   new = base_config()

@@ -10,7 +10,8 @@ from flax import struct
 import rar_jax
 from rar_jax.core import buffer, stages
 from rar_jax.core.method import METHODS, STAGES
-from rar_jax.runner import experiment, loop
+from rar_jax.evaluation import evaluator as evaluator_lib
+from rar_jax.runner import experiment
 from rar_jax.runner.config import base_config
 
 C = 4
@@ -18,10 +19,10 @@ C = 4
 
 def _parts(method, **kw):
   module = rar_jax.MLP(C, hidden=(16,))
-  cfg = rar_jax.ReplayConfig.from_method(method, num_classes=C, mem_size=20, batch_size_mem=5, **kw)
+  cfg, chain = rar_jax.build_method(method, num_classes=C, mem_size=20, batch_size_mem=5, **kw)
   tx = rar_jax.make_optimizer(0.1)
   hyper = rar_jax.Hyper.create(opt_lr=0.1, beta_coef=0.3, epsilon_fgsm=0.3, iter_fgsm=3)
-  return module, cfg, tx, hyper
+  return module, cfg, chain, tx, hyper
 
 
 def _stream():
@@ -33,10 +34,10 @@ def _stream():
 
 
 def _train(method, chain=None, **kw):
-  module, cfg, tx, hyper = _parts(method, **kw)
+  module, cfg, method_chain, tx, hyper = _parts(method, **kw)
   x, y = _stream()
   state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(0), x[:10])
-  step = jax.jit(rar_jax.make_train_step(module, tx, cfg, chain=chain))
+  step = jax.jit(rar_jax.make_train_step(module, tx, cfg, chain or method_chain))
   for i in range(0, 50, 10):
     state, m = step(state, x[i : i + 10], y[i : i + 10])
   return state, m
@@ -49,13 +50,13 @@ def _equal(a, b):
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_each_method_name_is_its_stage_list(name):
-  cfg = rar_jax.ReplayConfig.from_method(name, num_classes=C)
-  chain = stages.from_config(cfg)
+  chain = stages.from_method(name)
   names = tuple(s.name for s in (chain.retrieve, chain.mix, chain.perturb) if s is not None)
   loss = chain.loss.name
   assert names + ((loss,) if loss != "ce" else ()) == METHODS[name]
-  if METHODS[name]:  # the '+' spelling names the same config
-    assert rar_jax.ReplayConfig.from_method("+".join(METHODS[name]), num_classes=C) == cfg
+  if METHODS[name]:  # the '+' spelling names the same chain
+    other = stages.from_method("+".join(METHODS[name]))
+    assert [s.name for s in other.stages] == [s.name for s in chain.stages]
 
 
 def test_a_user_chain_of_builtin_stages_is_the_named_method_bit_for_bit():
@@ -71,10 +72,10 @@ def test_every_retrieval_stage_keeps_the_current_labels_out_of_replay(method):
   state, _ = _train(method, **kw)
   held = np.asarray(state.buffer.y)[: int(state.buffer.size)]
   assert set(held.tolist()) == {0, 1, 2, 3}
-  module, cfg, tx, _ = _parts(method, **kw)
+  module, cfg, chain, tx, _ = _parts(method, **kw)
   x, _ = _stream()
   x_in, y_in = x[20:30], jnp.asarray([0] * 5 + [2] * 5, jnp.int32)  # incoming labels 0 and 2
-  preview = jax.jit(rar_jax.core.step.make_rar_preview(module, tx, cfg))
+  preview = jax.jit(rar_jax.core.step.make_rar_preview(module, tx, cfg, chain))
   for seed in range(5):
     out = jax.device_get(preview(state, x_in, y_in, jax.random.PRNGKey(seed)))
     labels = np.argmax(out["targets"], -1)[out["mask"]]
@@ -99,10 +100,10 @@ def test_rar_on_a_user_written_retrieval():
 
 
 def test_replay_iters_repeats_the_update_with_fresh_draws_and_inserts_once():
-  module, cfg, tx, hyper = _parts("er", replay_iters=2)
+  module, cfg, chain, tx, hyper = _parts("er", replay_iters=2)
   x, y = _stream()
   state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(0), x[:10])
-  step = jax.jit(rar_jax.make_train_step(module, tx, cfg))
+  step = jax.jit(rar_jax.make_train_step(module, tx, cfg, chain))
   for i in range(0, 30, 10):
     state, _ = step(state, x[i : i + 10], y[i : i + 10])
   xb, yb = x[30:40], y[30:40]
@@ -148,7 +149,9 @@ def test_task_protocol_masks_the_logits_to_the_sample_task():
   states = jax.tree.map(lambda a: a[None], states)
   acc = {
     p: np.asarray(
-      loop.make_evaluator(_Identity(C), 2, chunk=4, eval_protocol=p)(states, x, y, task_of_class)
+      evaluator_lib.make_evaluator(_Identity(C), 2, chunk=4, eval_protocol=p)(
+        states, x, y, task_of_class
+      )
     )[0]
     for p in ("class", "task")
   }
@@ -171,7 +174,7 @@ def test_task_protocol_masks_the_logits_to_the_sample_task():
 )
 def test_unknown_or_misordered_stages_are_named(method, fragments):
   with pytest.raises(ValueError) as e:
-    rar_jax.ReplayConfig.from_method(method, num_classes=C)
+    rar_jax.build_method(method, num_classes=C)
   for f in fragments:
     assert f in str(e.value), str(e.value)
 

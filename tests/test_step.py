@@ -25,13 +25,13 @@ def blobs(n, classes, seed=0, dim=16):
   return jnp.asarray(x.reshape(n, 4, 4, 1), jnp.float32), jnp.asarray(y, jnp.int32)
 
 
-_STEPS = {}  # ReplayConfig -> jitted step of the default MLP: one compile per config
+_STEPS = {}  # (method, settings) -> jitted step of the default MLP: one compile each
 
 
 def setup(method, module=None, mem_size=20, seed=0, **overrides):
   cached = module is None
   module = module or rar_jax.MLP(NUM_CLASSES, hidden=(32, 32))
-  cfg = rar_jax.ReplayConfig.from_method(
+  cfg, chain = rar_jax.build_method(
     method,
     num_classes=NUM_CLASSES,
     mem_size=mem_size,
@@ -47,10 +47,11 @@ def setup(method, module=None, mem_size=20, seed=0, **overrides):
   x, _ = blobs(10, [0, 1])
   state = rar_jax.init_train_state(module, tx, cfg, hyper, jax.random.PRNGKey(seed), x)
   if not cached:
-    return state, jax.jit(rar_jax.make_train_step(module, tx, cfg))
-  if cfg not in _STEPS:
-    _STEPS[cfg] = jax.jit(rar_jax.make_train_step(module, tx, cfg))
-  return state, _STEPS[cfg]
+    return state, jax.jit(rar_jax.make_train_step(module, tx, cfg, chain))
+  key = (method, mem_size, tuple(sorted(overrides.items())))
+  if key not in _STEPS:
+    _STEPS[key] = jax.jit(rar_jax.make_train_step(module, tx, cfg, chain))
+  return state, _STEPS[key]
 
 
 # The whole method grid runs in the slow suite; the fast one keeps a few whose
@@ -139,10 +140,8 @@ def two_task_stream():
 def small_parts(method, hidden=(32, 32)):
   """A small MLP, its ReplayConfig, optimiser and Hyper for stream-level tests."""
   module = rar_jax.MLP(NUM_CLASSES, hidden=hidden)
-  cfg = rar_jax.ReplayConfig.from_method(
-    method, num_classes=NUM_CLASSES, mem_size=20, batch_size_mem=5
-  )
-  return module, cfg, rar_jax.make_optimizer(0.1), rar_jax.Hyper.create(**HYPER)
+  cfg, chain = rar_jax.build_method(method, num_classes=NUM_CLASSES, mem_size=20, batch_size_mem=5)
+  return module, cfg, chain, rar_jax.make_optimizer(0.1), rar_jax.Hyper.create(**HYPER)
 
 
 def two_task_index(rng, num_seeds):
@@ -160,11 +159,11 @@ def test_scan_equals_steps_one_by_one(method):
   state, step = setup(method)
   one_by_one, _ = run(step, state, x, y)
   module = rar_jax.MLP(NUM_CLASSES, hidden=(32, 32))
-  cfg = rar_jax.ReplayConfig.from_method(
+  cfg, chain = rar_jax.build_method(
     method, num_classes=NUM_CLASSES, mem_size=20, batch_size_mem=5, mir_candidates=10
   )
   runner = loop.make_stream_runner(
-    rar_jax.make_train_step(module, rar_jax.make_optimizer(0.1), cfg)
+    rar_jax.make_train_step(module, rar_jax.make_optimizer(0.1), cfg, chain)
   )
   stacked = jax.tree.map(lambda a: a[None], state)
   index = jnp.arange(200).reshape(1, 20, 10)
@@ -176,8 +175,8 @@ def test_scan_equals_steps_one_by_one(method):
 
 def test_vmap_over_seeds_equals_separate_runs_and_seeds_differ():
   x, y = two_task_stream()
-  module, cfg, tx, hyper = small_parts("er_rar")
-  runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg))
+  module, cfg, chain, tx, hyper = small_parts("er_rar")
+  runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg, chain))
   index = two_task_index(np.random.default_rng(0), 3)
   states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys([5, 6, 7]), x[:10])
   together, _ = runner(states, x, y, index)
@@ -235,7 +234,7 @@ def test_replay_reduces_forgetting_on_blobs():
 def test_replay_config_errors_name_the_argument(kwargs, match):
   method = kwargs.pop("method")
   with pytest.raises(ValueError, match=match):
-    rar_jax.ReplayConfig.from_method(method, num_classes=NUM_CLASSES, **kwargs)
+    rar_jax.build_method(method, num_classes=NUM_CLASSES, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -253,21 +252,21 @@ def test_hyper_errors_name_the_argument(kwargs, match):
 
 
 def test_unknown_feature_layer_is_rejected_with_the_known_ones():
-  with pytest.raises(ValueError, match="hidden0"):
+  with pytest.raises(rar_jax.errors.ModelError, match="hidden0"):
     setup("er_rar", feature_layer="conv5")
 
 
 def test_per_experience_buffer_fills_only_at_the_task_boundary():
   x, y = two_task_stream()
   module = rar_jax.MLP(NUM_CLASSES, hidden=(32, 32))
-  cfg = rar_jax.ReplayConfig.from_method(
+  cfg, chain = rar_jax.build_method(
     "er", num_classes=NUM_CLASSES, mem_size=20, batch_size_mem=5, buffer_update="per_experience"
   )
   tx = rar_jax.make_optimizer(0.1)
   states = loop.init_states(
     module, tx, cfg, rar_jax.Hyper.create(**HYPER), loop.seed_keys([0]), x[:10]
   )
-  runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg))
+  runner = loop.make_stream_runner(rar_jax.make_train_step(module, tx, cfg, chain))
   index = jnp.arange(100).reshape(1, 10, 10)  # task 1
   states, m = runner(states, x, y, index)
   assert int(states.buffer.size[0]) == 0 and int(m["replay_count"].sum()) == 0
@@ -281,9 +280,9 @@ def test_map_batching_runs_each_seed_exactly_as_alone():
   """`lax.map` over runs executes the unbatched program per run, so a seed in
   a batch equals the seed alone bit for bit (vmap's batched kernels need not)."""
   x, y = two_task_stream()
-  module, cfg, tx, hyper = small_parts("er_mix_rar", hidden=(64, 64))
+  module, cfg, chain, tx, hyper = small_parts("er_mix_rar", hidden=(64, 64))
   index = two_task_index(np.random.default_rng(1), 3)
-  step = rar_jax.make_train_step(module, tx, cfg)
+  step = rar_jax.make_train_step(module, tx, cfg, chain)
   mapped = loop.make_stream_runner(step, "map")
   vmapped = loop.make_stream_runner(step, "vmap")
   states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys([3, 4, 5]), x[:10])

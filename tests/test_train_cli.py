@@ -114,7 +114,7 @@ def test_missing_data_is_one_clear_line(tmp_path):
   assert "train-images-idx3-ubyte" in out.stderr and str(tmp_path) in out.stderr
 
 
-# ---------------------------------------------------------------- first-try trust (issue 10)
+# ---------------------------------------------------------------- first-try trust
 
 
 @pytest.fixture(scope="module")

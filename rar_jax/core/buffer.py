@@ -4,7 +4,8 @@
 `flax.struct` dataclass, every function is jittable and vmappable, and
 arguments are validated up front (at trace time) with clear messages.
 
-Storage policies
+Storage policies:
+
 - ``reservoir``: Vitter's algorithm R; after ``n`` offers every item offered so
   far is held with probability ``capacity / n``.
 - ``class_balanced``: while there is room every item is stored; once full, an

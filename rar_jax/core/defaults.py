@@ -4,15 +4,16 @@
 cannot disagree (tests/test_defaults.py).
 
 The names are the config keys': one name per concept in code, config and docs.
-The values are the paper's Split-MNIST command line (RAR_REFERENCE: beta 0.3,
+The values are the paper's Split-MNIST command line (docs/fidelity.md: beta 0.3,
 epsilon 0.3, alpha 0.075, 5 steps) and its code's defaults elsewhere.
 """
 
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import Any, Mapping
 
-DEFAULTS = MappingProxyType(
+DEFAULTS: Mapping[str, Any] = MappingProxyType(
   {
     # Replay structure (`ReplayConfig`).
     "mem_size": 200,

@@ -48,6 +48,7 @@ class Forward:
     kwargs = {}
     mutable = []
     if batch_stats:
+      check_module(self.module, batch_norm=True)  # at trace time: free
       variables["batch_stats"] = batch_stats
       # All-padding batches would give 0/0 statistics; their loss weight is 0
       # and their statistics are discarded, so any rows do.

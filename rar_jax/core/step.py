@@ -83,7 +83,7 @@ def init_train_state(
   except TypeError as e:
     check_module(module, batch_norm=False)
     raise ModelError(f"model {type(module).__name__} cannot be initialised: {e}") from None
-  check_module(module, batch_norm="batch_stats" in variables)
+  check_module(module, batch_norm=False)  # mask=: checked where batch norm runs (Forward)
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
   feats = jax.eval_shape(
@@ -171,6 +171,7 @@ class _Update:
   def replay_batch(self, ctx, k_ret, k_mix) -> stages_lib.ReplayBatch:
     """Retrieve, then mix: the rows before and after mixing."""
     stage = self.chain.retrieve
+    assert stage is not None  # callers check
     xm, ym, mm = contract.retrieved(
       stage, stage.fn(self._for(stage, ctx), k_ret), self.cfg.batch_size_mem, ctx.x.shape[1:]
     )

@@ -20,22 +20,43 @@ from ml_collections import ConfigDict, config_dict
 
 from rar_jax import data as data_lib
 from rar_jax import models
-from rar_jax.core.method import ASER_TYPES, ATTACK_PARAMS, Hyper, ReplayConfig, parse_method
-from rar_jax.core.step import init_train_state, make_optimizer
-from rar_jax.errors import ConfigError
-from rar_jax.runner import loop
+from rar_jax.core import stages
+from rar_jax.core.defaults import DEFAULTS
+from rar_jax.core.method import (
+  ASER_TYPES,
+  ATTACK_PARAMS,
+  CLEAN_ROWS,
+  Hyper,
+  ReplayConfig,
+  parse_method,
+)
+from rar_jax.core.optim import make_optimizer
+from rar_jax.core.step import init_train_state
+from rar_jax.errors import ConfigError, RarError
+from rar_jax.evaluation import evaluator as evaluator_lib
+from rar_jax.runner import data_check, loop
 from rar_jax.runner import sweep as sweep_lib
 
 # jax.default_matmul_precision's names for float32 dots and convolutions.
 MATMUL_PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16", "highest", "high")
 
 
-def base_config() -> ConfigDict:
-  c = ConfigDict()
-  # Data and stream.
-  c.dataset = "digits"  # digits | mnist | fashion_mnist | cifar10 | cifar100
-  c.data_source = "auto"  # auto | embedded | idx | tfds
-  c.data_dir = config_dict.placeholder(str)  # IDX folder or TFDS data_dir
+def _data_and_stream_keys(c: ConfigDict) -> None:
+  """base_config's first keys: the data and the stream."""
+  # digits | mnist | fashion_mnist | cifar10 | cifar100 | mini_imagenet | custom (your own
+  # image folder or .npz: classes and image shape come from the data; docs/data.md)
+  c.dataset = "digits"
+  c.data_source = "auto"  # auto | embedded | idx | tfds | folder | npz
+  c.data_dir = config_dict.placeholder(str)  # IDX folder, TFDS data_dir, image folder or .npz
+  # Image folders: each image's shorter side resized to image_size, then centre-cropped to
+  # image_size x image_size RGB uint8 (0 = the dataset's own: mini_imagenet 84). Decoded once,
+  # then read from $RAR_JAX_DATA_CACHE (default ~/.cache/rar_jax/data).
+  c.image_size = 0
+  # Image folders: auto (mini_imagenet: per_class, else given) | given (DIR/train and DIR/test
+  # as they are) | per_class (merge DIR/{train,val,test}, cut each class's sorted files by
+  # train_fraction: the paper's mini-ImageNet protocol)
+  c.folder_split = "auto"
+  c.train_fraction = 0.8  # folder_split=per_class: each class's share for training (paper: 0.8)
   c.num_tasks = 5
   c.samples_per_task = 0  # 0 = every training sample of the task's classes
   c.shuffle_classes = False  # class order per seed, else 0..C-1
@@ -45,6 +66,11 @@ def base_config() -> ConfigDict:
   # head (the model's output layer) | ncm (nearest class mean of the buffer's penultimate
   # features, the "NCM trick"; evaluation only, training unchanged)
   c.eval_classifier = "head"
+
+
+def base_config() -> ConfigDict:
+  c = ConfigDict()
+  _data_and_stream_keys(c)
   # Model and optimiser.
   c.model = "mlp"  # mlp | resnet18_reduced
   c.learning_rate = 0.1
@@ -60,41 +86,46 @@ def base_config() -> ConfigDict:
   c.methods = "er_rar"
   c.num_seeds = 5
   c.seed = 0  # seeds seed, seed+1, ..., seed+num_seeds-1
-  c.mem_size = 200
-  c.batch_size_mem = 10
-  c.storage_policy = "reservoir"  # reservoir | class_balanced
+  c.mem_size = DEFAULTS["mem_size"]
+  c.batch_size_mem = DEFAULTS["batch_size_mem"]
+  c.storage_policy = DEFAULTS["storage_policy"]  # reservoir | class_balanced
   # Batch norm in one loss's pass: group (statistics per row group: incoming, replay,
   # perturbed replay; the paper's code) | joint (over all its rows, as Avalanche's
   # concatenated minibatch). Models without batch norm ignore it.
-  c.batch_norm_rows = "group"
-  c.buffer_update = "online"  # online | per_experience
+  c.batch_norm_rows = DEFAULTS["batch_norm_rows"]
+  c.buffer_update = DEFAULTS["buffer_update"]  # online | per_experience
   # None = the loss's replay rule: exclude the incoming labels (CE, the paper's
   # code), replay from the whole buffer (ACE).
   c.exclude_current_labels = config_dict.placeholder(bool)
-  c.mir_candidates = 50
-  c.replay_iters = 1  # updates per incoming batch, each with a fresh replay draw (paper: 1)
+  c.mir_candidates = DEFAULTS["mir_candidates"]
+  # Updates per incoming batch, each with a fresh replay draw (paper: 1).
+  c.replay_iters = DEFAULTS["replay_iters"]
   # ASER retrieval (the paper's code's knn / subsample / coop_size / aser_type).
-  c.aser_k = 10
-  c.aser_candidates = 50
-  c.aser_coop_size = 100
-  c.aser_type = "asvm"  # asvm | asv | neg_sv
+  c.aser_k = DEFAULTS["aser_k"]
+  c.aser_candidates = DEFAULTS["aser_candidates"]
+  c.aser_coop_size = DEFAULTS["aser_coop_size"]
+  c.aser_type = DEFAULTS["aser_type"]  # asvm | asv | neg_sv
   # RAR (names as in Avalanche's RARPlugin).
-  c.beta_coef = 0.3
-  c.epsilon_fgsm = 0.3
+  c.beta_coef = DEFAULTS["beta_coef"]
+  c.epsilon_fgsm = DEFAULTS["epsilon_fgsm"]
   c.alpha_fgsm = config_dict.placeholder(float)  # None = epsilon_fgsm / iter_fgsm
-  c.iter_fgsm = 5
-  c.decay_factor_fgsm = 1.0
+  c.iter_fgsm = DEFAULTS["iter_fgsm"]
+  c.decay_factor_fgsm = DEFAULTS["decay_factor_fgsm"]
   c.opt_lr = config_dict.placeholder(float)  # look-ahead step; None = learning_rate
-  c.attack_target = "features"  # features (paper) | label (Avalanche)
-  c.attack_params = "lookahead"  # lookahead (paper) | current (the paper's code after ASER)
-  c.feature_layer = "penultimate"  # Avalanche's name_ext_layer
-  c.mixup_alpha = 1.0
+  c.attack_target = DEFAULTS["attack_target"]  # features (paper) | label (Avalanche)
+  # lookahead (paper) | current (the paper's code after ASER)
+  c.attack_params = DEFAULTS["attack_params"]
+  c.feature_layer = DEFAULTS["feature_layer"]  # Avalanche's name_ext_layer
+  c.mixup_alpha = DEFAULTS["mixup_alpha"]
+  # RAR's (1 - beta_coef) clean term after MixUp: unmixed (the retrieved rows and
+  # their labels, the paper's code) | mixed (the mixed rows and soft labels).
+  c.clean_rows = DEFAULTS["clean_rows"]
   # Sweep: "KEY=V1,V2;KEY2=..." over numeric keys, all cells x seeds in one program.
   c.sweep = ""
   # Running.
-  c.run_batching = "auto"  # auto | vmap | map: how runs share a device (README, Reproducibility)
-  c.stream_loop = "auto"  # auto | scan | host: how a chunk's steps run (README, Execution)
-  c.conv_impl = "auto"  # auto | xla | im2col: how conv nets convolve (README, Execution)
+  c.run_batching = "auto"  # auto | vmap | map: how runs share a device (docs/reproducibility.md)
+  c.stream_loop = "auto"  # auto | scan | host: how a chunk's steps run (docs/execution.md)
+  c.conv_impl = "auto"  # auto | xla | im2col: how conv nets convolve (docs/execution.md)
   c.log_every_steps = 100  # steps per compiled chunk between progress updates
   c.checkpoint_every_steps = 0  # 0 = only at task boundaries; else every N steps into a task
   #                                (a multiple of log_every_steps)
@@ -141,37 +172,56 @@ def method_config(config: ConfigDict, method: str) -> ConfigDict:
   return cell_config(config, {"methods": method})
 
 
-def replay_parts(config: ConfigDict, method: str, num_classes: int) -> Tuple[ReplayConfig, Hyper]:
-  """The static `ReplayConfig` and numeric `Hyper` of ``method`` under ``config``."""
-  cfg = ReplayConfig.from_method(
-    method,
-    num_classes=num_classes,
-    mem_size=config.mem_size,
-    batch_size_mem=config.batch_size_mem,
-    mir_candidates=config.mir_candidates,
-    exclude_current_labels=config.exclude_current_labels,
-    attack_target=config.attack_target,
-    feature_layer=config.feature_layer,
-    storage_policy=config.storage_policy,
-    batch_norm_rows=config.batch_norm_rows,
-    buffer_update=config.buffer_update,
-    replay_iters=config.replay_iters,
-    aser_k=config.aser_k,
-    aser_candidates=config.aser_candidates,
-    aser_coop_size=config.aser_coop_size,
-    aser_type=config.aser_type,
-    attack_params=config.attack_params,
+# Config keys that are settings of a stage (`rar_jax.core.stages.from_method`
+# routes each to the stages that take it) or of the structure (`ReplayConfig`).
+STAGE_KEYS = (
+  "mir_candidates",
+  "aser_k",
+  "aser_candidates",
+  "aser_coop_size",
+  "aser_type",
+  "mixup_alpha",
+  "beta_coef",
+  "epsilon_fgsm",
+  "alpha_fgsm",
+  "iter_fgsm",
+  "decay_factor_fgsm",
+  "attack_target",
+  "attack_params",
+  "clean_rows",
+)
+# Config keys of the traced hyper-parameters (`Hyper`) besides the look-ahead rate.
+HYPER_KEYS = (
+  "beta_coef",
+  "epsilon_fgsm",
+  "alpha_fgsm",
+  "iter_fgsm",
+  "decay_factor_fgsm",
+  "mixup_alpha",
+)
+STRUCTURE_KEYS = (
+  "mem_size",
+  "batch_size_mem",
+  "exclude_current_labels",
+  "feature_layer",
+  "storage_policy",
+  "batch_norm_rows",
+  "buffer_update",
+  "replay_iters",
+)
+
+
+def replay_parts(
+  config: ConfigDict, method: str, num_classes: int
+) -> Tuple[ReplayConfig, stages.Chain, Hyper]:
+  """``method`` under ``config``: the `ReplayConfig` (structure), its chain of
+  stages built from the config's keys, and the traced hyper-parameters those
+  stages start from (the look-ahead rate ``opt_lr``, default ``learning_rate``)."""
+  cfg, chain = stages.build_method(
+    method, num_classes, **{k: config[k] for k in STAGE_KEYS + STRUCTURE_KEYS}
   )
-  hyper = Hyper.create(
-    opt_lr=config.learning_rate if config.opt_lr is None else config.opt_lr,
-    beta_coef=config.beta_coef,
-    epsilon_fgsm=config.epsilon_fgsm,
-    alpha_fgsm=config.alpha_fgsm,
-    iter_fgsm=config.iter_fgsm,
-    decay_factor_fgsm=config.decay_factor_fgsm,
-    mixup_alpha=config.mixup_alpha,
-  )
-  return cfg, hyper
+  hyper = chain.hyper(config.learning_rate if config.opt_lr is None else config.opt_lr)
+  return cfg, chain, hyper
 
 
 def is_swept(config: ConfigDict, key: str) -> bool:
@@ -244,18 +294,20 @@ def _check_keys_and_types(config: ConfigDict) -> None:
 
 
 def _check_choices(config: ConfigDict) -> None:
-  _one_of(config, "dataset", data_lib.DATASETS)
+  _one_of(config, "dataset", data_lib.DATASET_NAMES)
   _one_of(config, "data_source", data_lib.SOURCES)
+  _one_of(config, "folder_split", data_lib.FOLDER_SPLITS)
   _one_of(config, "model", models.MODELS)
   _one_of(config, "eval_split", ("test", "validation"))
   _one_of(config, "run_batching", ("auto",) + loop.BATCHINGS)
   _one_of(config, "conv_impl", ("auto",) + models.CONV_IMPLS)
   _one_of(config, "stream_loop", ("auto",) + loop.STREAM_LOOPS)
   _one_of(config, "eval_protocol", ("class", "task"))
-  _one_of(config, "eval_classifier", loop.EVAL_CLASSIFIERS)
+  _one_of(config, "eval_classifier", evaluator_lib.EVAL_CLASSIFIERS)
   _one_of(config, "matmul_precision", MATMUL_PRECISIONS)
   _one_of(config, "aser_type", ASER_TYPES)
   _one_of(config, "attack_params", ATTACK_PARAMS)
+  _one_of(config, "clean_rows", CLEAN_ROWS)
   if config.stream_loop == "host" and jax.process_count() > 1:
     raise ConfigError(
       "config.stream_loop='host' runs in one process; use 'scan' or 'auto' with several processes"
@@ -283,12 +335,9 @@ def _check_numbers(config: ConfigDict) -> None:
     ("rar_samples", 0),
   ):
     _at_least(config, key, low)
-  num_classes, _ = data_lib.DATASETS[config.dataset]
-  if config.num_tasks > num_classes or num_classes % config.num_tasks:
-    raise ConfigError(
-      f"config.num_tasks={config.num_tasks} is invalid for {config.dataset}: "
-      f"it must divide its {num_classes} classes"
-    )
+  data_check.check_data_keys(config)
+  if config.dataset in data_lib.DATASETS:  # custom data: data_check.validate_data, once listed
+    data_check.check_num_tasks(config, data_lib.DATASETS[config.dataset][0])
   if not 0.0 <= config.validation_fraction < 1.0:
     raise ConfigError(
       f"config.validation_fraction={config.validation_fraction} is invalid: a number in [0, 1)"
@@ -310,6 +359,18 @@ def _check_ema_decay(value, where: str) -> None:
     )
 
 
+def _check_hyper(config: ConfigDict, where: str) -> None:
+  """The numeric keys a sweep may vary, whichever methods use them: a value no
+  method of this run reads is still refused (a later run may read it)."""
+  try:
+    Hyper.create(
+      opt_lr=config.learning_rate if config.opt_lr is None else config.opt_lr,
+      **{k: config[k] for k in HYPER_KEYS},
+    )
+  except ValueError as e:
+    raise ConfigError(f"{where}: {e}") from None
+
+
 def _check_methods_and_model(config: ConfigDict) -> None:
   names = method_names(config)
   if not names or len(set(names)) != len(names):
@@ -322,20 +383,24 @@ def _check_methods_and_model(config: ConfigDict) -> None:
       parse_method(m)
     except ValueError as e:
       raise ConfigError(str(e)) from None
-  num_classes, image_shape = data_lib.DATASETS[config.dataset]
+  num_classes, image_shape = data_check.catalog_shape(config)
   try:
     cells = sweep_lib.parse_sweep(config.sweep)
   except ConfigError as e:
     raise ConfigError(f"config.sweep={config.sweep!r}: {e}") from None
-  for overrides in cells:
+  _check_hyper(config, "config")
+  # Every cell, the first included, through the same checks, in grid order.
+  for overrides in cells if config.sweep.strip() else []:
+    where = f"config.sweep cell {sweep_lib.cell_name(overrides)}"
     if "ema_decay" in overrides:
-      where = f"config.sweep cell {sweep_lib.cell_name(overrides)}"
       _check_ema_decay(overrides["ema_decay"], where)
-  for overrides in cells[1:] if len(cells) > 1 else []:
-    try:
-      replay_parts(cell_config(config, overrides), names[0], num_classes)
-    except ValueError as e:
-      raise ConfigError(f"config.sweep cell {sweep_lib.cell_name(overrides)}: {e}") from None
+    cell = cell_config(config, overrides)
+    _check_hyper(cell, where)
+    for m in names:
+      try:
+        replay_parts(cell, m, num_classes)
+      except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
   module = models.create_model(config.model, num_classes)
   try:
     models.check_input_shape(config.model, module, image_shape)
@@ -343,7 +408,7 @@ def _check_methods_and_model(config: ConfigDict) -> None:
     raise ConfigError(f"config.model={config.model!r} on {config.dataset}: {e}") from None
   for m in names:
     try:
-      cfg, hyper = replay_parts(config, m, num_classes)
+      cfg, _, hyper = replay_parts(config, m, num_classes)
       # eval_shape: checks feature_layer against the model without any FLOPs.
       jax.eval_shape(
         lambda: init_train_state(
@@ -355,5 +420,5 @@ def _check_methods_and_model(config: ConfigDict) -> None:
           jnp.zeros((1, *image_shape)),
         )
       )
-    except ValueError as e:
+    except (ValueError, RarError) as e:
       raise ConfigError(f"config (method {m}): {e}") from None

@@ -33,10 +33,10 @@ from rar_jax import data as data_lib
 from rar_jax import models
 from rar_jax.core.step import make_rar_preview, make_train_step
 from rar_jax.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from rar_jax.evaluation import evaluator as evaluator_lib
 from rar_jax.runner import checkpoint as checkpoint_lib
-from rar_jax.runner import data_check
+from rar_jax.runner import data_check, loop, report
 from rar_jax.runner import hooks as hooks_lib
-from rar_jax.runner import loop, report
 from rar_jax.runner import sweep as sweep_lib
 from rar_jax.runner.config import (
   RUNTIME_KEYS,
@@ -144,7 +144,7 @@ def _check_placement(
         f"XLA_FLAGS=--xla_force_host_platform_device_count={old['devices']} on the CPU), "
         "or start afresh with --config.overwrite=true"
       )
-    was = old.get("conv_impl")  # absent in placement files before round 4
+    was = old.get("conv_impl")  # absent in placement files of early versions
     if was and was != plan.execution["conv_impl"]:
       if config.conv_impl != "auto":
         raise ConfigError(
@@ -418,7 +418,7 @@ def _compile_evaluation(plan: RunPlan, placed: _Placed, run: _RunState, module, 
   eval_chunk = 1000
   if config.model in models.CONV_MODELS:
     eval_chunk = 250 if eval_execution["eval_loop"] == "host" else 100
-  evaluator: Any = loop.make_evaluator(
+  evaluator: Any = evaluator_lib.make_evaluator(
     module,
     plan.num_tasks,
     chunk=eval_chunk,

@@ -15,7 +15,7 @@ def keep_freed_memory(top_pad_bytes: int = TOP_PAD_BYTES) -> bool:
   XLA's CPU programs allocate their temporary buffers on every call; with
   glibc's default padding the heap top is handed back to the kernel after each
   call and the next call faults its pages in again. For the reduced ResNet-18
-  that cost ~20% of a training step's gradient (BENCHMARKS.md, "Round 10").
+  that cost ~20% of a training step's gradient (docs/execution.md).
   Keeping 512 MiB mapped removes it. Returns whether it applied: not where the
   C library is not glibc, nor where the user set ``MALLOC_TOP_PAD_`` (theirs
   wins).

@@ -24,10 +24,11 @@ initial values of the traced hyper-parameters in the train state
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from typing import Callable
+from typing import Callable, Tuple
 
-from rar_jax.core.method import METHODS, STAGES, parse_method
+from rar_jax.core.method import METHODS, STAGES, ReplayConfig, parse_method
 from rar_jax.core.rar import RarAttack
 from rar_jax.core.stages._base import (
   Chain,
@@ -73,12 +74,30 @@ def from_method(method: str, **settings) -> Chain:
   unknown = sorted(set(settings) - known)
   if unknown:
     raise ArgumentError(
-      f"from_method: unknown settings {unknown}; stage settings are {sorted(known)}"
+      f"unknown settings {unknown}: stage settings are {sorted(known)}, structure "
+      f"settings (ReplayConfig) {list(STRUCTURE_SETTINGS)}"
     )
   names = parse_method(method).values()
   return chain(
     *(_builtin(n)(**{k: v for k, v in settings.items() if k in settings_of(n)}) for n in names)
   )
+
+
+STRUCTURE_SETTINGS = tuple(
+  f.name for f in dataclasses.fields(ReplayConfig) if f.name != "num_classes"
+)
+
+
+def build_method(method: str, num_classes: int, **settings) -> Tuple[ReplayConfig, Chain]:
+  """``(ReplayConfig, Chain)`` of ``method`` from flat settings named as the
+  config keys: structure ones (``mem_size``, ``replay_iters``, ...) go to the
+  `ReplayConfig`, the others to the stages that take them (`from_method`)."""
+  structure = {k: v for k, v in settings.items() if k in STRUCTURE_SETTINGS}
+  rest = {k: v for k, v in settings.items() if k not in STRUCTURE_SETTINGS}
+  cfg = ReplayConfig(num_classes=num_classes, **structure)
+  chain_ = from_method(method, **rest)
+  chain_.check(cfg)
+  return cfg, chain_
 
 
 def by_name(name: str, **settings) -> Stage:
@@ -109,6 +128,7 @@ __all__ = [
   "ace",
   "masked_cross_entropy",
   "from_method",
+  "build_method",
   "by_name",
   "settings_of",
 ]

@@ -11,7 +11,7 @@ import optax
 
 from rar_jax.core import buffer as buffer_lib
 from rar_jax.core.method import STAGE_KINDS, Hyper, ReplayConfig
-from rar_jax.errors import StageError
+from rar_jax.errors import ArgumentError, StageError
 
 
 class StepContext(NamedTuple):
@@ -123,17 +123,17 @@ def chain(*stages: Stage) -> Chain:
   by_kind: Dict[str, Stage] = {}
   for s in stages:
     if not isinstance(s, Stage) or s.kind not in STAGE_KINDS:
-      raise StageError(
+      raise ArgumentError(
         f"chain: {s!r} is not a stage; build stages with rar_jax.stages (kinds {STAGE_KINDS})"
       )
     if s.kind in by_kind:
-      raise StageError(
+      raise ArgumentError(
         f"chain: two {s.kind} stages ({by_kind[s.kind].name}, {s.name}); "
         "give at most one of each kind"
       )
     by_kind[s.kind] = s
   if ("mix" in by_kind or "perturb" in by_kind) and "retrieve" not in by_kind:
-    raise StageError("chain: mix and perturb stages need a retrieve stage")
+    raise ArgumentError("chain: mix and perturb stages need a retrieve stage")
   return Chain(
     by_kind.get("retrieve"),
     by_kind.get("mix"),

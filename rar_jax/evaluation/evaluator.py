@@ -1,0 +1,172 @@
+"""Accuracy per task of a stack of runs on an evaluation set, in chunks: the
+model's output layer or the nearest class mean of each run's buffer."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rar_jax.core.optim import evaluation_params
+from rar_jax.core.step import TrainState, make_predict
+from rar_jax.errors import ArgumentError
+from rar_jax.evaluation import ncm as ncm_lib
+
+EVAL_LOOPS = ("map", "host")
+EVAL_CLASSIFIERS = ("head", "ncm")  # the output layer | the buffer's nearest class mean
+
+
+def make_evaluator(
+  module: nn.Module,
+  num_tasks: int,
+  chunk: int = 1000,
+  eval_protocol: str = "class",
+  eval_loop: str = "map",
+  eval_classifier: str = "head",
+) -> Callable:
+  """``evaluate(states, x, y, task_of_class[seeds, C]) -> accuracy[seeds, num_tasks]``.
+
+  The evaluation set is walked in chunks to bound memory for large models and
+  many seeds: inside the program (`lax.map`, runs vmapped) with
+  ``eval_loop="map"``; from Python, one run and one chunk at a time, with
+  ``"host"`` (see `eval_execution`). Tasks with no evaluation sample get NaN.
+  ``eval_protocol="class"``: argmax over every class (class-incremental);
+  ``"task"``: over the classes of the sample's task only (task-incremental).
+  ``eval_classifier="head"``: the model's output layer; ``"ncm"``: the nearest
+  class mean of the run's buffer in the penultimate features (`rar_jax.evaluation.ncm`),
+  the means computed once per evaluation.
+  The result is jitted or behaves like a jitted function (``.lower(...).compile()``).
+  """
+  if eval_protocol not in ("class", "task"):
+    raise ArgumentError(f"eval_protocol={eval_protocol!r} is invalid: one of ('class', 'task')")
+  if eval_loop not in EVAL_LOOPS:
+    raise ArgumentError(f"eval_loop={eval_loop!r} is invalid: one of {EVAL_LOOPS}")
+  if eval_classifier not in EVAL_CLASSIFIERS:
+    raise ArgumentError(
+      f"eval_classifier={eval_classifier!r} is invalid: one of {EVAL_CLASSIFIERS}"
+    )
+  predict = make_predict(module)
+  features = ncm_lib.make_features(module)
+
+  def prepare(state: TrainState, task_of_class):
+    """What every chunk of one run's evaluation shares: the class means."""
+    if eval_classifier == "head":
+      return ()
+    params, num_classes = evaluation_params(state), task_of_class.shape[0]
+    return ncm_lib.buffer_class_means(
+      features, params, state.batch_stats, state.buffer, num_classes, chunk
+    )
+
+  def correct(state: TrainState, shared, xb, yb, task_of_class):
+    if eval_classifier == "head":
+      logits = predict(evaluation_params(state), state.batch_stats, xb)
+    else:
+      feats = features(evaluation_params(state), state.batch_stats, xb)
+      logits = ncm_lib.ncm_scores(feats, *shared)
+    if eval_protocol == "task":  # the task is known at test time
+      logits = jnp.where(task_of_class[None, :] == task_of_class[yb][:, None], logits, -jnp.inf)
+    # A row with no finite score has no prediction (NCM with none of its candidate classes
+    # in the buffer): argmax would say class 0 and count class-0 samples right.
+    return (jnp.argmax(logits, -1) == yb) & jnp.isfinite(jnp.max(logits, -1))
+
+  def pad(x, y):
+    n = x.shape[0]
+    rows = (-n) % chunk
+    xp = jnp.pad(x, [(0, rows)] + [(0, 0)] * (x.ndim - 1))
+    return xp, jnp.pad(y, (0, rows)), jnp.arange(n + rows) < n
+
+  def per_task(hits, yp, valid, task_of_class):
+    hits = hits.reshape(-1) & valid
+    task = task_of_class[yp]
+    right = jax.ops.segment_sum(hits.astype(jnp.float32), task, num_tasks)
+    total = jax.ops.segment_sum(valid.astype(jnp.float32), task, num_tasks)
+    return jnp.where(total > 0, right / jnp.maximum(total, 1.0), jnp.nan)
+
+  if eval_loop == "host":
+    return _HostEvaluator(prepare, correct, pad, per_task, chunk)
+
+  def evaluate_one(state: TrainState, x, y, task_of_class):
+    xp, yp, valid = pad(x, y)
+    shared = prepare(state, task_of_class)
+    hits = jax.lax.map(
+      lambda b: correct(state, shared, b[0], b[1], task_of_class),
+      (xp.reshape(-1, chunk, *x.shape[1:]), yp.reshape(-1, chunk)),
+    )
+    return per_task(hits, yp, valid, task_of_class)
+
+  jitted = jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None, 0)))
+
+  def evaluate(states, x, y, task_of_class):
+    _check_stack(states, task_of_class)
+    return jitted(states, x, y, task_of_class)
+
+  evaluate.lower = jitted.lower  # type: ignore[attr-defined]
+  return evaluate
+
+
+def _check_stack(states, task_of_class) -> None:
+  """A stack of runs (leading axis) with ``task_of_class[runs, classes]``."""
+  runs = getattr(states, "key", None)
+  if jnp.ndim(task_of_class) != 2 or runs is None or jnp.ndim(runs) < 1:
+    raise ArgumentError(
+      f"the evaluator takes a stack of states and task_of_class[runs, classes], got "
+      f"task_of_class of shape {jnp.shape(task_of_class)}; for one state use "
+      "rar_jax.evaluate, or stack it: jax.tree.map(lambda a: a[None], state)"
+    )
+
+
+class _HostEvaluator:
+  """A Python loop over runs and test-set chunks around one compiled chunk
+  program (see `make_evaluator`)."""
+
+  def __init__(
+    self, prepare: Callable, correct: Callable, pad: Callable, per_task: Callable, chunk: int
+  ):
+    self.chunk = chunk
+
+    def chunk_hits(state, shared, xp, yp, task_of_class, start):
+      xb = jax.lax.dynamic_slice_in_dim(xp, start, chunk)
+      yb = jax.lax.dynamic_slice_in_dim(yp, start, chunk)
+      return correct(state, shared, xb, yb, task_of_class)
+
+    self._prepare = jax.jit(prepare)
+    self._jitted = jax.jit(chunk_hits)
+    self._hits = self._jitted
+    self._pad = jax.jit(pad)
+    self._per_task = jax.jit(jax.vmap(per_task, in_axes=(0, None, None, 0)))
+
+  def lower(self, states, x, y, task_of_class):
+    """Ahead-of-time compilation, as ``jax.jit(...).lower(...)`` offers."""
+    evaluator = self
+    xp, yp, _ = jax.eval_shape(self._pad, x, y)
+    one = jax.tree.map(lambda a: a[0], states)
+
+    class Lowered:
+      def compile(self):
+        if evaluator._hits is evaluator._jitted:  # one chunk program serves every call
+          shared = jax.eval_shape(evaluator._prepare, one, task_of_class[0])
+          # Compiled here, not on first use: its time belongs to compile_seconds.
+          evaluator._prepare = evaluator._prepare.lower(one, task_of_class[0]).compile()
+          evaluator._hits = evaluator._jitted.lower(
+            one, shared, xp, yp, task_of_class[0], 0
+          ).compile()
+        return evaluator
+
+    return Lowered()
+
+  def __call__(self, states, x, y, task_of_class):
+    _check_stack(states, task_of_class)
+    xp, yp, valid = self._pad(x, y)
+    runs = task_of_class.shape[0]
+    hits = []
+    for r in range(runs):
+      state = jax.tree.map(lambda a: a[r], states)
+      shared = self._prepare(state, task_of_class[r])
+      row = [
+        self._hits(state, shared, xp, yp, task_of_class[r], start)
+        for start in range(0, xp.shape[0], self.chunk)
+      ]
+      hits.append(jnp.concatenate(row))
+    return self._per_task(jnp.stack(hits), yp, valid, task_of_class)

@@ -1,0 +1,84 @@
+"""The public training API (`rar_jax.init_states`, `run_stream`, `evaluate`)
+against the step run by hand, and its one-line errors at the boundary."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rar_jax
+from rar_jax.data import class_incremental
+
+C = 4
+
+
+def _data(n=200, seed=0):
+  rng = np.random.default_rng(seed)
+  centers = np.random.default_rng(99).uniform(0.2, 0.8, size=(C, 16))
+  y = np.repeat(np.arange(C), n // C)
+  x = np.clip(centers[y] + 0.05 * rng.normal(size=(len(y), 16)), 0, 1).reshape(-1, 4, 4, 1)
+  return x.astype(np.float32), y.astype(np.int32)
+
+
+@pytest.fixture(scope="module")
+def trained():
+  x, y = _data()
+  bench = class_incremental(x, y, num_tasks=2, batch_size=10, seeds=[0, 1])
+  module = rar_jax.MLP(C, hidden=(16,))
+  cfg, chain = rar_jax.build_method("er_rar", num_classes=C, mem_size=20, batch_size_mem=5)
+  tx = rar_jax.make_optimizer(0.1)
+  tx_x = jnp.asarray(bench.train_x, jnp.float32)
+  states = rar_jax.init_states(module, tx, cfg, chain, [0, 1], tx_x[:10])
+  step = rar_jax.make_train_step(module, tx, cfg, chain)
+  trained, metrics = rar_jax.run_stream(
+    step, states, tx_x, bench.train_y, bench.streams.index.reshape(2, -1, 10)
+  )
+  return module, tx, cfg, chain, bench, states, step, trained, metrics
+
+
+def test_run_stream_is_the_step_applied_minibatch_by_minibatch(trained):
+  module, tx, cfg, chain, bench, states, step, out, metrics = trained
+  x = jnp.asarray(bench.train_x, jnp.float32)
+  index = bench.streams.index.reshape(2, -1, 10)
+  assert metrics["loss_current"].shape == (2, index.shape[1])
+  one = jax.tree.map(lambda a: a[1], states)  # seed 1, alone, step by step
+  jitted = jax.jit(step)
+  for rows in index[1]:
+    one, _ = jitted(one, x[rows], jnp.asarray(bench.train_y)[rows])
+  for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(out.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b)[1], atol=1e-5)
+
+
+def test_evaluate_one_state_or_many_against_a_numpy_count(trained):
+  module, *_, out, _ = trained
+  bench = trained[4]
+  xt, yt = _data(80, seed=5)
+  toc = bench.streams.task_of_class
+  many = np.asarray(rar_jax.evaluate(module, out, xt, yt, toc))
+  assert many.shape == (2, 2)
+  for r in range(2):
+    params = jax.tree.map(lambda a: a[r], out.params)
+    pred = np.asarray(module.apply({"params": params}, xt)).argmax(-1)
+    task = np.asarray(toc[r])[yt]
+    want = [(pred == yt)[task == t].mean() for t in range(2)]
+    one = rar_jax.evaluate(module, jax.tree.map(lambda a: a[r], out), xt, yt, toc[r])
+    np.testing.assert_allclose(many[r], want, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(one), want, atol=1e-6)
+
+
+def test_seeds_keys_and_index_are_checked_at_the_boundary(trained):
+  module, tx, cfg, chain, bench, states, step, _, _ = trained
+  x = jnp.asarray(bench.train_x, jnp.float32)
+  with pytest.raises(rar_jax.errors.ArgumentError, match="seeds=3 is invalid"):
+    rar_jax.init_states(module, tx, cfg, chain, 3, x[:10])
+  with pytest.raises(rar_jax.errors.ArgumentError, match="key=0 is invalid: a PRNG key"):
+    rar_jax.init_train_state(module, tx, cfg, chain.hyper(0.1), 0, x[:10])
+  with pytest.raises(rar_jax.errors.ArgumentError, match=r"index of shape \(5, 10\)"):
+    rar_jax.run_stream(step, states, x, bench.train_y, np.zeros((5, 10), np.int32))
+  with pytest.raises(rar_jax.errors.ArgumentError, match="states is one state"):
+    one = jax.tree.map(lambda a: a[0], states)
+    rar_jax.run_stream(step, one, x, bench.train_y, np.zeros((1, 5, 10), np.int32))
+  with pytest.raises(rar_jax.errors.ArgumentError, match="stack of states"):
+    rar_jax.evaluation.evaluator.make_evaluator(module, 2)(
+      jax.tree.map(lambda a: a[0], states), x, bench.train_y, bench.streams.task_of_class[0]
+    )
