@@ -7,7 +7,7 @@ clean term on the unmixed replay rows (the paper's code), as JSON lines.
 tune: each method's keys on the 5% validation split at memory 200, 10 seeds
 per cell, every cell in one program: ER-mix the learning rate (0.03, 0.05,
 0.1); ER-mix-RAR the learning rate (0.05, 0.1) x beta_coef (0.1, 0.3) x
-epsilon_fgsm (0.1, 0.3) (alpha = epsilon / 5 steps). test: each method's best
+epsilon_fgsm (0.1, 0.3) (alpha_fgsm stays at the config's 0.06). test: each method's best
 cell on the test split at memory 200 and 50, 20 seeds (the same seeds, so the
 same streams: the difference is paired). Results: bench/results/mix_rar/.
 """
@@ -52,7 +52,7 @@ def run(name, method, **overrides):
 
 
 def best_cell(method):
-  with open(os.path.join(OUT, f"tune_{method}", method, "metrics.json")) as f:
+  with open(os.path.join(OUT, f"tune_{method}", "metrics.json")) as f:
     return json.load(f)["best_cell"]
 
 

@@ -10,7 +10,8 @@ for the one update, the sampling functions it calls (`np.random.choice` in
 `torch.multinomial` in `Buffer.sample_class_balanced`) with ones that return
 the draws rar_jax made; what it computes is read by wrapping the functions it
 calls (`get_future_step_parameters`, `cdist`, `Linf_distillation`, `mixup`,
-the cross-entropies) without changing their results.
+the cross-entropies) without changing their results. A float64 case sets
+PyTorch's default dtype to float64 and gives the buffer float64 rows.
 """
 
 import contextlib

@@ -34,8 +34,9 @@ from ml_collections import ConfigDict
 
 from rar_jax import data as data_lib
 from rar_jax import models
+from rar_jax.evaluation import evaluator as evaluator_lib
 from rar_jax.runner import config as config_lib
-from rar_jax.runner import experiment, loop
+from rar_jax.runner import engine, experiment
 from rar_jax.runner import plan as plan_lib
 
 # The probes' starting point: small streams, two seeds, a method with every
@@ -321,8 +322,8 @@ class World:
     placed = types.SimpleNamespace(eval_x=None, eval_y=None, task_of_class=None)
     run = types.SimpleNamespace(states=None)
     with pytest.MonkeyPatch.context() as m:
-      m.setattr(loop, "make_evaluator", spy)
-      experiment._compile_evaluation(plan, placed, run, module, config)
+      m.setattr(evaluator_lib, "make_evaluator", spy)
+      engine.compile_evaluation(plan, placed, run, module, config)
     (kwargs,) = calls
     return kwargs
 
@@ -341,7 +342,7 @@ class World:
 
     data, _ = self.data(config)
     with pytest.MonkeyPatch.context() as m:
-      m.setattr(experiment, "_init_or_restore", stop)
+      m.setattr(experiment, "init_or_restore", stop)
       with pytest.raises(_Seen):
         experiment.run_method(config, config_lib.method_names(config)[0], data, self.workdir())
     return seen

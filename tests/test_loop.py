@@ -257,8 +257,8 @@ def test_a_resume_keeps_the_convolutions_its_checkpoints_were_written_with(tmp_p
   from rar_jax import data as data_lib
   from rar_jax.errors import ConfigError
   from rar_jax.runner import config as config_lib
-  from rar_jax.runner import experiment
   from rar_jax.runner import plan as plan_lib
+  from rar_jax.runner import workdir
 
   config = config_lib.base_config()
   config.update(model="resnet18_reduced", methods="er", num_seeds=1)
@@ -270,12 +270,12 @@ def test_a_resume_keeps_the_convolutions_its_checkpoints_were_written_with(tmp_p
   (tmp_path / "placement.json").write_text(
     json.dumps({"padded_runs": 1, "devices": 1, "conv_impl": "im2col"})
   )
-  resumed = experiment._check_placement(str(tmp_path), config, plan, 1, True)
+  resumed = workdir.check_placement(str(tmp_path), config, plan, 1, True)
   assert resumed.execution == {"conv_impl": "im2col", "stream_loop": "scan", "unroll": 0}
   assert json.loads((tmp_path / "placement.json").read_text())["conv_impl"] == "im2col"
   config.update(conv_impl="xla")  # asked for explicitly: refused, not silently changed
   with pytest.raises(ConfigError, match="conv_impl='im2col'.*--config.conv_impl=im2col"):
-    experiment._check_placement(str(tmp_path), config, plan, 1, True)
+    workdir.check_placement(str(tmp_path), config, plan, 1, True)
 
 
 def test_unknown_stream_loop_and_conv_impl_are_rejected():

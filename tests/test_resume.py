@@ -178,17 +178,17 @@ def test_resume_with_another_device_count_is_refused(reference, tmp_path):
 def test_a_workdir_from_before_a_new_key_resumes_as_that_key_default(tmp_path):
   """A key added after a run was written ran as its default there: resuming
   with the default goes on, with another value is refused, naming the key."""
-  from rar_jax.runner import experiment
+  from rar_jax.runner import experiment, workdir
   from rar_jax.runner.config import base_config
 
   old = json.loads(base_config().to_json())
   del old["eval_classifier"]  # written before the key existed
   (tmp_path / "config.json").write_text(json.dumps(old))
-  experiment._check_resumable(str(tmp_path), base_config(), overwrite=False)
+  workdir.check_resumable(str(tmp_path), base_config(), overwrite=False)
   new = base_config()
   new.eval_classifier = "ncm"
   with pytest.raises(experiment.ConfigError, match="eval_classifier: 'head' -> 'ncm'"):
-    experiment._check_resumable(str(tmp_path), new, overwrite=False)
+    workdir.check_resumable(str(tmp_path), new, overwrite=False)
 
 
 def test_a_read_only_checkpointer_raises_on_an_unreadable_checkpoint_and_moves_nothing(tmp_path):

@@ -3,6 +3,7 @@ model's output layer or the nearest class mean of each run's buffer."""
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import flax.linen as nn
@@ -39,14 +40,13 @@ def make_evaluator(
   the means computed once per evaluation.
   The result is jitted or behaves like a jitted function (``.lower(...).compile()``).
   """
-  if eval_protocol not in ("class", "task"):
-    raise ArgumentError(f"eval_protocol={eval_protocol!r} is invalid: one of ('class', 'task')")
-  if eval_loop not in EVAL_LOOPS:
-    raise ArgumentError(f"eval_loop={eval_loop!r} is invalid: one of {EVAL_LOOPS}")
-  if eval_classifier not in EVAL_CLASSIFIERS:
-    raise ArgumentError(
-      f"eval_classifier={eval_classifier!r} is invalid: one of {EVAL_CLASSIFIERS}"
-    )
+  for name, value, allowed in (
+    ("eval_protocol", eval_protocol, ("class", "task")),
+    ("eval_loop", eval_loop, EVAL_LOOPS),
+    ("eval_classifier", eval_classifier, EVAL_CLASSIFIERS),
+  ):
+    if value not in allowed:
+      raise ArgumentError(f"{name}={value!r} is invalid: one of {allowed}")
   predict = make_predict(module)
   features = ncm_lib.make_features(module)
 
@@ -71,19 +71,9 @@ def make_evaluator(
     # in the buffer): argmax would say class 0 and count class-0 samples right.
     return (jnp.argmax(logits, -1) == yb) & jnp.isfinite(jnp.max(logits, -1))
 
-  def pad(x, y):
-    n = x.shape[0]
-    rows = (-n) % chunk
-    xp = jnp.pad(x, [(0, rows)] + [(0, 0)] * (x.ndim - 1))
-    return xp, jnp.pad(y, (0, rows)), jnp.arange(n + rows) < n
+  pad = functools.partial(_padded, chunk=chunk)
 
-  def per_task(hits, yp, valid, task_of_class):
-    hits = hits.reshape(-1) & valid
-    task = task_of_class[yp]
-    right = jax.ops.segment_sum(hits.astype(jnp.float32), task, num_tasks)
-    total = jax.ops.segment_sum(valid.astype(jnp.float32), task, num_tasks)
-    return jnp.where(total > 0, right / jnp.maximum(total, 1.0), jnp.nan)
-
+  per_task = functools.partial(_per_task, num_tasks=num_tasks)
   if eval_loop == "host":
     return _HostEvaluator(prepare, correct, pad, per_task, chunk)
 
@@ -106,10 +96,29 @@ def make_evaluator(
   return evaluate
 
 
+def _per_task(hits, yp, valid, task_of_class, num_tasks: int):
+  """Accuracy per task from per-row hits; NaN for a task with no row."""
+  hits = hits.reshape(-1) & valid
+  task = task_of_class[yp]
+  right = jax.ops.segment_sum(hits.astype(jnp.float32), task, num_tasks)
+  total = jax.ops.segment_sum(valid.astype(jnp.float32), task, num_tasks)
+  return jnp.where(total > 0, right / jnp.maximum(total, 1.0), jnp.nan)
+
+
+def _padded(x, y, chunk: int):
+  """``x``, ``y`` padded to whole chunks, and which rows are real."""
+  n = x.shape[0]
+  rows = (-n) % chunk
+  xp = jnp.pad(x, [(0, rows)] + [(0, 0)] * (x.ndim - 1))
+  return xp, jnp.pad(y, (0, rows)), jnp.arange(n + rows) < n
+
+
 def _check_stack(states, task_of_class) -> None:
   """A stack of runs (leading axis) with ``task_of_class[runs, classes]``."""
-  runs = getattr(states, "key", None)
-  if jnp.ndim(task_of_class) != 2 or runs is None or jnp.ndim(runs) < 1:
+  # Every leaf of a stack carries the runs axis first; a single state has scalar
+  # leaves (its step count) or leading sizes that differ.
+  leading = {jnp.shape(leaf)[:1] for leaf in jax.tree.leaves(states)}
+  if jnp.ndim(task_of_class) != 2 or leading - {jnp.shape(task_of_class)[:1]}:
     raise ArgumentError(
       f"the evaluator takes a stack of states and task_of_class[runs, classes], got "
       f"task_of_class of shape {jnp.shape(task_of_class)}; for one state use "

@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import optax
 
 from rar_jax.core.method import ReplayConfig
-from rar_jax.core.stages import Chain
 from rar_jax.core.step import TrainState, as_chain
 from rar_jax.errors import ArgumentError
 from rar_jax.evaluation.evaluator import make_evaluator
@@ -150,4 +149,4 @@ def evaluate(
   return accuracy[0] if single else accuracy
 
 
-__all__ = ["init_states", "run_stream", "evaluate", "Chain"]
+__all__ = ["init_states", "run_stream", "evaluate"]

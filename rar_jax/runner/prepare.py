@@ -1,0 +1,86 @@
+"""The data of a run: the dataset loaded once and the class-incremental
+streams of every seed (`prepare_data`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+from ml_collections import ConfigDict
+
+from rar_jax import data as data_lib
+from rar_jax.runner import hooks as hooks_lib
+
+_say = hooks_lib.say
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedData:
+  """The dataset's training subset that some stream visits (float32 in
+  [0, 1]), every seed's stream into it, and the evaluation split."""
+
+  ds: data_lib.Dataset
+  streams: data_lib.Streams
+  train_x: np.ndarray
+  train_y: np.ndarray
+  eval_x: np.ndarray
+  eval_y: np.ndarray
+
+
+def prepare_data(config: ConfigDict) -> PreparedData:
+  """Loads the dataset and builds every seed's stream.
+
+  Only the training samples some stream visits are kept, and the streams index
+  into that subset: with 1000 samples per task the device holds 5000 images
+  per seed, not the whole training set.
+  """
+  ds = data_lib.load(
+    config.dataset,
+    config.data_source,
+    config.data_dir,
+    image_size=config.image_size,
+    folder_split=config.folder_split,
+    train_fraction=config.train_fraction,
+    progress=config.progress and jax.process_index() == 0,
+  )
+  bench = data_lib.class_incremental(
+    ds.train_x,
+    ds.train_y,
+    config.num_tasks,
+    config.batch_size,
+    [config.seed + i for i in range(config.num_seeds)],
+    config.samples_per_task,
+    config.shuffle_classes,
+    config.validation_fraction,
+    holdout_seed=config.seed,
+    num_classes=ds.num_classes,
+  )
+  streams = bench.streams
+  if config.eval_split == "validation":
+    eval_x, eval_y = bench.val_x, bench.val_y
+  else:
+    eval_x, eval_y = ds.test_x, ds.test_y
+  per_task = streams.index.shape[2] * config.batch_size
+  if per_task < config.samples_per_task // config.batch_size * config.batch_size:
+    _say(
+      f"warning: samples_per_task={config.samples_per_task} is more than the smallest task "
+      f"holds; every task uses {per_task} samples ({streams.index.shape[2]} minibatches of "
+      f"{config.batch_size})"
+    )
+  if streams.dropped_samples:
+    _say(
+      f"{streams.dropped_samples} training samples per seed dropped so every task has "
+      f"{streams.index.shape[2]} full minibatches"
+    )
+  return PreparedData(
+    ds,
+    streams,
+    data_lib.to_unit_float(bench.train_x),
+    bench.train_y,
+    data_lib.to_unit_float(eval_x),
+    eval_y,
+  )
+
+
+# ---------------------------------------------------------------- one method
