@@ -61,7 +61,8 @@ def run_both(module, method, batching, shape, seeds=(3, 4)):
   return states, out
 
 
-@pytest.mark.parametrize("batching", ["map", pytest.param("vmap", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("batching", ["map", "vmap"])
 def test_host_loop_equals_scan_bit_for_bit_mlp(batching):
   module = rar_jax.MLP(NUM_CLASSES, hidden=(16, 16))
   method = "mir_mix_rar" if batching == "map" else "er_rar"  # the default pairing covers most
@@ -208,9 +209,8 @@ def test_plan_picks_the_execution_on_the_cpu(method, overrides, unroll):
   assert plan.execution == {"conv_impl": "xla", "stream_loop": "scan", "unroll": 0}
 
 
-@pytest.mark.parametrize(
-  "method,replay_iters", [("mir_mix_rar", 1), pytest.param("er_rar", 2, marks=pytest.mark.slow)]
-)
+@pytest.mark.parametrize("method,replay_iters", [("mir_mix_rar", 1), ("er_rar", 2)])
+@pytest.mark.slow
 def test_unrolled_inner_loops_give_the_same_runs(method, replay_iters):
   # `unroll` changes how the step compiles, not what it computes.
   module = rar_jax.MLP(NUM_CLASSES, hidden=(16, 16))

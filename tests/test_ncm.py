@@ -69,6 +69,7 @@ def test_a_hand_computed_case_where_raw_means_would_disagree():
   assert np.argmin(((np.array([0.05, 1.0]) - raw) ** 2).sum(1)) == 1
 
 
+@pytest.mark.slow
 def test_a_checkpoint_reevaluates_to_what_training_evaluated(tmp_path):
   """`experiment.evaluate_checkpoint` on a finished run: with the run's own
   classifier it gives the last row of its acc_matrix bit for bit; with NCM, what
@@ -96,6 +97,7 @@ def test_a_checkpoint_reevaluates_to_what_training_evaluated(tmp_path):
     experiment.evaluate_checkpoint(str(tmp_path), "ncm")  # the parent of method folders
 
 
+@pytest.mark.slow
 def test_reevaluation_marks_diverged_runs_and_leaves_a_damaged_folder_as_it_was(tmp_path):
   """A sweep cell that diverged keeps NaN weights in the checkpoint: its runs
   get NaN accuracies, not the hits of NaN scores. An unreadable checkpoint
@@ -140,6 +142,7 @@ def test_reevaluation_marks_diverged_runs_and_leaves_a_damaged_folder_as_it_was(
   assert sorted(os.listdir(workdir)) == before and sorted(os.listdir(ckpts)) == kept
 
 
+@pytest.mark.slow
 def test_a_weight_average_sweep_pairs_with_plain_training_and_reevaluates(tmp_path):
   """``sweep="ema_decay=0,0.9"``: training is the same in both cells, so the
   decay-0 cell is the run without an average bit for bit; the 0.9 cell scores

@@ -66,14 +66,11 @@ class Mlp:
   """The model's forward pass, features and per-row losses, from `apply`."""
 
   def __init__(self, module, layer="penultimate"):
-    self.module, self.layer = module, layer
-
-  def logits(self, p, z):
-    return self.module.apply({"params": p}, z)
-
-  def features(self, p, z):
-    _, v = self.module.apply({"params": p}, z, mutable=["features"])
-    return v["features"][self.layer][0]
+    # Jitted: run eagerly, every primitive of the forward pass would compile on its own.
+    self.logits = jax.jit(lambda p, z: module.apply({"params": p}, z))
+    self.features = jax.jit(
+      lambda p, z: module.apply({"params": p}, z, mutable=["features"])[1]["features"][layer][0]
+    )
 
   def ce(self, p, z, t):
     return optax.softmax_cross_entropy(self.logits(p, z), t)
@@ -278,6 +275,7 @@ def test_mix_rar_with_a_partly_padded_batch_mixes_valid_rows_only():
 # ------------------------------------------------------------- batch norm
 
 
+@pytest.mark.slow
 def test_resnet_step_with_padded_replay_rows_equals_a_step_over_the_valid_rows():
   """Batch norm sees only the valid replay rows: a MIR-RAR batch of 5 with 3
   valid rows updates parameters and running statistics as a batch of those 3
@@ -373,6 +371,7 @@ def test_rar_preview_needs_a_perturb_stage():
 
 
 @pytest.mark.parametrize("rows", ["group", "joint"])
+@pytest.mark.slow
 def test_batch_norm_rows_sets_which_rows_share_statistics(rows):
   """ER through a batch-norm net: ``group`` normalises the incoming and the
   replay rows in two passes (the paper's code), ``joint`` in one pass over
@@ -419,6 +418,7 @@ def test_batch_norm_rows_sets_which_rows_share_statistics(rows):
   assert_differ(new_state.params, other[0], atol=1e-3)  # the two modes do differ here
 
 
+@pytest.mark.slow
 def test_joint_batch_norm_rows_with_rar_make_one_pass_over_incoming_and_replay_rows():
   """ER-RAR with ``batch_norm_rows="joint"``: the update is one pass over the
   incoming, clean replay and perturbed replay rows. With epsilon 0 the

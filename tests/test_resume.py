@@ -208,6 +208,7 @@ def test_a_read_only_checkpointer_raises_on_an_unreadable_checkpoint_and_moves_n
   assert os.listdir(tmp_path / "checkpoints") == ["7"]
 
 
+@pytest.mark.slow
 def test_a_run_resumed_mid_task_keeps_its_weight_average(tmp_path):
   """The moving average of the weights (``ema_decay``) lives in the optimiser's
   state, so a run resumed two steps before its end evaluates to what the

@@ -173,6 +173,7 @@ def test_scan_equals_steps_one_by_one(method):
   np.testing.assert_array_equal(scanned.buffer.y[0], one_by_one.buffer.y)
 
 
+@pytest.mark.slow
 def test_vmap_over_seeds_equals_separate_runs_and_seeds_differ():
   x, y = two_task_stream()
   module, cfg, chain, tx, hyper = small_parts("er_rar")

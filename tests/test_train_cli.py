@@ -164,6 +164,7 @@ def test_old_method_override_is_refused_not_ignored(tmp_path):
   assert "config.methods" in out.stderr and not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_log_reads_as_plain_lines(two_methods):
   _, _, err, _ = two_methods
   assert "\r" not in err
@@ -176,6 +177,7 @@ def test_log_reads_as_plain_lines(two_methods):
   assert sum(l.startswith("[er_rar] after task ") for l in lines) == 5
 
 
+@pytest.mark.slow
 def test_progress_speed_is_the_tables_speed(two_methods):
   _, results, err, out = two_methods
   last = [l for l in err.splitlines() if l.startswith("[er_rar] step 50/50")][-1]
@@ -185,6 +187,7 @@ def test_progress_speed_is_the_tables_speed(two_methods):
   assert "all seeds of a method advancing together" in out and "evaluation" in out
 
 
+@pytest.mark.slow
 def test_comparison_plot_has_a_line_and_band_per_method(two_methods):
   from matplotlib.collections import PolyCollection
 
@@ -215,6 +218,7 @@ def test_heat_map_counts_tasks_from_one_and_labels_stay_readable():
   assert colors["0.95"] == "black" and colors["0.10"] == "white"  # yellow vs dark purple
 
 
+@pytest.mark.slow
 def test_nan_message_counts_from_one_and_names_no_missing_checkpoint(tmp_path):
   config = digits(methods="er", num_seeds=1, samples_per_task=100, log_every_steps=5, plot=False)
   config.learning_rate = 1e30
@@ -264,6 +268,7 @@ def _jsonl(path):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_metric_files_hold_the_run_numbers(two_methods):
   # metrics.jsonl and the TensorBoard events (read back with TensorBoard's own
   # reader) carry the numbers metrics.json reports, at the right steps.
@@ -303,6 +308,7 @@ def test_metric_files_hold_the_run_numbers(two_methods):
   assert not any("train/perturbation_max" in l for l in er)
 
 
+@pytest.mark.slow
 def test_rar_samples_picture_only_for_rar_methods(two_methods):
   workdir, _, _, _ = two_methods
   assert (workdir / "er_rar" / "rar_samples.png").stat().st_size > 5000
@@ -346,6 +352,7 @@ def test_sensitivity_grid_by_hand():
   )
 
 
+@pytest.mark.slow
 def test_a_beta_epsilon_sweep_writes_its_sensitivity_picture(tmp_path):
   config = digits(
     methods="er_rar",
@@ -381,6 +388,7 @@ def _diverging_sweep(tmp_path, sweep):
   return lambda: experiment.train_and_evaluate(config, str(tmp_path))["er"]
 
 
+@pytest.mark.slow
 def test_a_diverging_sweep_cell_is_named_marked_and_never_best(tmp_path, capsys):
   # The 1e30 cell diverges in its first chunk; the 0.1 cell trains on.
   result = _diverging_sweep(tmp_path, "learning_rate=1e30,0.1")()
@@ -399,6 +407,7 @@ def test_a_diverging_sweep_cell_is_named_marked_and_never_best(tmp_path, capsys)
   assert losses and all(isinstance(v, float) for v in losses)
 
 
+@pytest.mark.slow
 def test_a_sweep_stops_when_every_cell_diverged(tmp_path):
   with pytest.raises(experiment.TrainingDiverged) as e:
     _diverging_sweep(tmp_path, "learning_rate=1e30,1e31")()
