@@ -7,7 +7,7 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
 
-# JAX's persistent compilation cache, shared by the pytest workers (`-n 2`): a program that
+# JAX's persistent compilation cache, shared by the pytest workers (`-n 4`): a program that
 # several tests build alike compiles once, and a rerun of the suite compiles only what changed.
 # The key is the compiled program itself (with JAX's version and flags), so a stale entry
 # cannot be used. Every program is kept, the small ones that eager reference code compiles
