@@ -216,6 +216,7 @@ def test_aser_retrieve_keeps_the_best_scored_candidates(aser_type, exclude):
   np.testing.assert_allclose(np.sort(score[kept]), np.sort(score)[-3:], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_aser_with_fewer_eligible_items_than_asked_pads_with_masked_rows():
   buf = buffer.init(8, (2,), num_classes=4)
   buf = buffer.add(buf, jnp.ones((4, 2)), jnp.array([0, 0, 0, 2]), jax.random.PRNGKey(0))
@@ -259,6 +260,7 @@ def _run_two_tasks(method, **kw):
   return state, m
 
 
+@pytest.mark.slow
 def test_aser_rar_attacks_through_the_chosen_parameters():
   look, m_look = _run_two_tasks("aser_rar")
   cur, m_cur = _run_two_tasks("aser_rar", attack_params="current")

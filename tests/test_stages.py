@@ -99,6 +99,7 @@ def test_rar_on_a_user_written_retrieval():
   assert all(np.all(np.isfinite(np.asarray(l))) for l in jax.tree.leaves(state.params))
 
 
+@pytest.mark.slow
 def test_replay_iters_repeats_the_update_with_fresh_draws_and_inserts_once():
   module, cfg, chain, tx, hyper = _parts("er", replay_iters=2)
   x, y = _stream()
