@@ -610,28 +610,28 @@ def mix_rar_table():
   """ER-mix-RAR (clean term on the unmixed rows, the paper's loss) against ER-mix:
   bench/mix_rar.py's test runs, each method at its tuned cell, same seeds."""
   runs = {}
-  for path in glob.glob(os.path.join(RES, "mix_rar", "test_m*_*", "metrics.json")):
-    with open(path) as f:
-      r = json.load(f)
-    runs[(int(os.path.basename(os.path.dirname(path)).split("_")[1][1:]), r["method"])] = r
+  for folder in glob.glob(os.path.join(RES, "mix_rar", "test_m*_*")):
+    with (
+      open(os.path.join(folder, "metrics.json")) as f,
+      open(os.path.join(folder, "config.json")) as g,
+    ):
+      r, config = json.load(f), json.load(g)
+    runs[(config["mem_size"], r["method"])] = r, config
   cells = []
   for mem in sorted({k[0] for k in runs}, reverse=True):
-    mix, rar = runs.get((mem, "er_mix")), runs.get((mem, "er_mix_rar"))
-    if not (mix and rar):
+    if (mem, "er_mix") not in runs or (mem, "er_mix_rar") not in runs:
       continue
-    for r, diff in ((mix, ""), (rar, paired(rar, mix))):
-      with open(os.path.join(RES, "mix_rar", f"test_m{mem}_{r['method']}", "config.json")) as f:
-        config = json.load(f)
-      keys = TUNED[r["method"]]
-      cell = ", ".join(f"{k} {config[k]}" for k in keys)
+    mix = runs[(mem, "er_mix")][0]
+    for method, tuned in TUNED.items():
+      r, config = runs[(mem, method)]
       cells.append(
         [
           mem,
-          r["method"],
-          cell,
+          method,
+          ", ".join(f"{k} {config[k]}" for k in tuned),
           pm(r["final_avg_accuracy"]),
           pm(r["final_forgetting"]),
-          diff,
+          paired(r, mix) if r is not mix else "",
         ]
       )
   return "\n".join(
@@ -645,6 +645,7 @@ def mix_rar_table():
   )
 
 
+# The keys bench/mix_rar.py tunes, per method.
 TUNED = {"er_mix": ("learning_rate",), "er_mix_rar": ("learning_rate", "beta_coef", "epsilon_fgsm")}
 
 

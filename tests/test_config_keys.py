@@ -36,7 +36,7 @@ from rar_jax import data as data_lib
 from rar_jax import models
 from rar_jax.evaluation import evaluator as evaluator_lib
 from rar_jax.runner import config as config_lib
-from rar_jax.runner import engine, experiment
+from rar_jax.runner import engine, experiment, validate
 from rar_jax.runner import plan as plan_lib
 
 # The probes' starting point: small streams, two seeds, a method with every
@@ -370,7 +370,7 @@ def configs(key, probe) -> Tuple[ConfigDict, ConfigDict]:
   changed = ConfigDict(base.to_dict())
   changed[key] = probe.value
   assert not same(base[key], probe.value), f"{key}: the probe's value is the base value"
-  config_lib.validate_config(changed)  # a value the program accepts
+  validate.validate_config(changed)  # a value the program accepts
   return base, changed
 
 

@@ -1,7 +1,7 @@
 """The config of a run, in one place: every key with its default
-(`base_config`), the allowed values and cross-key checks (`validate_config`,
-run before any work), and what a config means for one method
-(`method_config`, `replay_parts`, `cell_config`).
+(`base_config`), the allowed values, and what a config means for one method
+(`method_config`, `replay_parts`, `cell_config`). `rar_jax.runner.validate`
+checks a config against them before any work.
 
 Configs in ``configs/`` start from `base_config()` and override keys.
 """
@@ -17,10 +17,7 @@ from ml_collections import ConfigDict, config_dict
 
 from rar_jax.core import stages
 from rar_jax.core.defaults import DEFAULTS
-from rar_jax.core.method import (
-  Hyper,
-  ReplayConfig,
-)
+from rar_jax.core.method import Hyper, ReplayConfig
 from rar_jax.core.optim import make_optimizer
 from rar_jax.errors import ConfigError
 from rar_jax.runner import sweep as sweep_lib
@@ -235,11 +232,3 @@ def cell_config(config: ConfigDict, overrides) -> ConfigDict:
   c = ConfigDict(config.to_dict())
   c.update(overrides)
   return c
-
-
-def validate_config(config: ConfigDict) -> None:
-  """Every check that needs no data, before any work; raises `ConfigError`
-  (`rar_jax.runner.validate`)."""
-  from rar_jax.runner import validate  # it checks configs with this module's pieces
-
-  validate.validate_config(config)

@@ -34,7 +34,6 @@ from rar_jax.runner.config import (
   method_names,
   optimizer,
   replay_parts,
-  validate_config,
 )
 from rar_jax.runner.engine import (
   compile_evaluation,
@@ -46,18 +45,11 @@ from rar_jax.runner.engine import (
   place,
   train_tasks,
 )
-from rar_jax.runner.outputs import (
-  evaluation_words,
-  rar_preview,
-  summarise,
-  write_results,
-)
+from rar_jax.runner.outputs import evaluation_words, rar_preview, summarise, write_results
 from rar_jax.runner.plan import make_plan
-from rar_jax.runner.prepare import (
-  PreparedData,
-  prepare_data,
-)
+from rar_jax.runner.prepare import PreparedData, prepare_data
 from rar_jax.runner.results import is_sweep
+from rar_jax.runner.validate import validate_config
 from rar_jax.runner.workdir import (
   check_placement,
   check_resumable,

@@ -12,10 +12,7 @@ from rar_jax.core.step import make_rar_preview
 from rar_jax.runner import hooks as hooks_lib
 from rar_jax.runner import report
 from rar_jax.runner import sweep as sweep_lib
-from rar_jax.runner.config import (
-  cell_config,
-  is_swept,
-)
+from rar_jax.runner.config import cell_config, is_swept
 from rar_jax.runner.engine import Programs, RunState, gather, live_runs
 from rar_jax.runner.plan import RunPlan
 from rar_jax.runner.prepare import PreparedData

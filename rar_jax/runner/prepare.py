@@ -81,6 +81,3 @@ def prepare_data(config: ConfigDict) -> PreparedData:
     data_lib.to_unit_float(eval_x),
     eval_y,
   )
-
-
-# ---------------------------------------------------------------- one method

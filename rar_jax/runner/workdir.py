@@ -14,16 +14,10 @@ from ml_collections import ConfigDict
 from rar_jax.errors import ConfigError
 from rar_jax.runner import hooks as hooks_lib
 from rar_jax.runner import report
-from rar_jax.runner.config import (
-  RUNTIME_KEYS,
-  base_config,
-)
+from rar_jax.runner.config import RUNTIME_KEYS, base_config
 from rar_jax.runner.plan import RunPlan
 
 _say = hooks_lib.say
-
-
-# ---------------------------------------------------------------- workdir
 
 
 def config_json(config: ConfigDict) -> dict:
@@ -112,6 +106,3 @@ def check_placement(
       {"padded_runs": plan.padded, "devices": devices, "conv_impl": plan.execution["conv_impl"]},
     )
   return plan
-
-
-# ---------------------------------------------------------------- data
