@@ -22,7 +22,7 @@ from rar_jax.core.step import (
   make_train_step,
 )
 from rar_jax.models import MLP, ReducedResNet18, create_model
-from rar_jax.runner.training import evaluate, init_states, run_stream
+from rar_jax.runner.training import evaluate, init_states, run_stream, run_stream_with_curves
 
 __version__ = "0.1.0"
 
@@ -30,6 +30,7 @@ __all__ = [
   "errors",
   "init_states",
   "run_stream",
+  "run_stream_with_curves",
   "evaluate",
   "buffer",
   "mifgsm",

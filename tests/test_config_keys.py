@@ -181,6 +181,8 @@ NOT_TRAINING = {
   "overwrite": "the workdir: whether an earlier run's checkpoints are discarded",
   "checkpoint_every_steps": "the workdir: how often checkpoints are written",
   "log_every_steps": "progress and metrics lines per chunk; chunks resume alike (test_resume.py)",
+  "eval_every": "continual evaluation's curves; training unchanged (test_continual.py)",
+  "eval_samples_per_task": "the rows continual evaluation uses (test_continual.py)",
 }
 
 

@@ -19,6 +19,78 @@ EVAL_LOOPS = ("map", "host")
 EVAL_CLASSIFIERS = ("head", "ncm")  # the output layer | the buffer's nearest class mean
 
 
+def _parts(module: nn.Module, chunk: int, eval_protocol: str, eval_classifier: str):
+  """``prepare(state, task_of_class) -> shared`` (the class means NCM needs,
+  once per evaluation) and ``correct(state, shared, xb, yb, task_of_class) ->
+  hits[rows]`` of one run."""
+  predict = make_predict(module)
+  features = ncm_lib.make_features(module)
+
+  def prepare(state: TrainState, task_of_class):
+    if eval_classifier == "head":
+      return ()
+    params, num_classes = evaluation_params(state), task_of_class.shape[0]
+    return ncm_lib.buffer_class_means(
+      features, params, state.batch_stats, state.buffer, num_classes, chunk
+    )
+
+  def correct(state: TrainState, shared, xb, yb, task_of_class):
+    if eval_classifier == "head":
+      logits = predict(evaluation_params(state), state.batch_stats, xb)
+    else:
+      feats = features(evaluation_params(state), state.batch_stats, xb)
+      logits = ncm_lib.ncm_scores(feats, *shared)
+    if eval_protocol == "task":  # the task is known at test time
+      logits = jnp.where(task_of_class[None, :] == task_of_class[yb][:, None], logits, -jnp.inf)
+    # A row with no finite score has no prediction (NCM with none of its candidate classes
+    # in the buffer): argmax would say class 0 and count class-0 samples right.
+    return (jnp.argmax(logits, -1) == yb) & jnp.isfinite(jnp.max(logits, -1))
+
+  return prepare, correct
+
+
+def _check_choices(eval_protocol: str, eval_loop: str, eval_classifier: str) -> None:
+  for name, value, allowed in (
+    ("eval_protocol", eval_protocol, ("class", "task")),
+    ("eval_loop", eval_loop, EVAL_LOOPS),
+    ("eval_classifier", eval_classifier, EVAL_CLASSIFIERS),
+  ):
+    if value not in allowed:
+      raise ArgumentError(f"{name}={value!r} is invalid: one of {allowed}")
+
+
+def make_run_evaluator(
+  module: nn.Module,
+  num_tasks: int,
+  chunk: int = 1000,
+  eval_protocol: str = "class",
+  eval_classifier: str = "head",
+  unroll: bool = False,
+) -> Callable:
+  """The pure evaluation of one run: ``evaluate(state, x, y, task_of_class[C])
+  -> accuracy[num_tasks]``, to call inside other programs (the stream's
+  continual evaluation). The chunks of ``x`` run in `lax.map`, or one after
+  another in the program with ``unroll`` (XLA's CPU convolutions run ~10x
+  slower inside loop bodies, jax-ml/jax#12868)."""
+  _check_choices(eval_protocol, "map", eval_classifier)
+  prepare, correct = _parts(module, chunk, eval_protocol, eval_classifier)
+  per_task = functools.partial(_per_task, num_tasks=num_tasks)
+
+  def evaluate_one(state: TrainState, x, y, task_of_class):
+    xp, yp, valid = _padded(x, y, chunk)
+    shared = prepare(state, task_of_class)
+    batches = (xp.reshape(-1, chunk, *x.shape[1:]), yp.reshape(-1, chunk))
+    if unroll:
+      hits = jnp.stack(
+        [correct(state, shared, xb, yb, task_of_class) for xb, yb in zip(*batches)]
+      )
+    else:
+      hits = jax.lax.map(lambda b: correct(state, shared, b[0], b[1], task_of_class), batches)
+    return per_task(hits, yp, valid, task_of_class)
+
+  return evaluate_one
+
+
 def make_evaluator(
   module: nn.Module,
   num_tasks: int,
@@ -40,52 +112,14 @@ def make_evaluator(
   the means computed once per evaluation.
   The result is jitted or behaves like a jitted function (``.lower(...).compile()``).
   """
-  for name, value, allowed in (
-    ("eval_protocol", eval_protocol, ("class", "task")),
-    ("eval_loop", eval_loop, EVAL_LOOPS),
-    ("eval_classifier", eval_classifier, EVAL_CLASSIFIERS),
-  ):
-    if value not in allowed:
-      raise ArgumentError(f"{name}={value!r} is invalid: one of {allowed}")
-  predict = make_predict(module)
-  features = ncm_lib.make_features(module)
-
-  def prepare(state: TrainState, task_of_class):
-    """What every chunk of one run's evaluation shares: the class means."""
-    if eval_classifier == "head":
-      return ()
-    params, num_classes = evaluation_params(state), task_of_class.shape[0]
-    return ncm_lib.buffer_class_means(
-      features, params, state.batch_stats, state.buffer, num_classes, chunk
-    )
-
-  def correct(state: TrainState, shared, xb, yb, task_of_class):
-    if eval_classifier == "head":
-      logits = predict(evaluation_params(state), state.batch_stats, xb)
-    else:
-      feats = features(evaluation_params(state), state.batch_stats, xb)
-      logits = ncm_lib.ncm_scores(feats, *shared)
-    if eval_protocol == "task":  # the task is known at test time
-      logits = jnp.where(task_of_class[None, :] == task_of_class[yb][:, None], logits, -jnp.inf)
-    # A row with no finite score has no prediction (NCM with none of its candidate classes
-    # in the buffer): argmax would say class 0 and count class-0 samples right.
-    return (jnp.argmax(logits, -1) == yb) & jnp.isfinite(jnp.max(logits, -1))
-
-  pad = functools.partial(_padded, chunk=chunk)
-
-  per_task = functools.partial(_per_task, num_tasks=num_tasks)
+  _check_choices(eval_protocol, eval_loop, eval_classifier)
   if eval_loop == "host":
+    prepare, correct = _parts(module, chunk, eval_protocol, eval_classifier)
+    pad = functools.partial(_padded, chunk=chunk)
+    per_task = functools.partial(_per_task, num_tasks=num_tasks)
     return _HostEvaluator(prepare, correct, pad, per_task, chunk)
 
-  def evaluate_one(state: TrainState, x, y, task_of_class):
-    xp, yp, valid = pad(x, y)
-    shared = prepare(state, task_of_class)
-    hits = jax.lax.map(
-      lambda b: correct(state, shared, b[0], b[1], task_of_class),
-      (xp.reshape(-1, chunk, *x.shape[1:]), yp.reshape(-1, chunk)),
-    )
-    return per_task(hits, yp, valid, task_of_class)
-
+  evaluate_one = make_run_evaluator(module, num_tasks, chunk, eval_protocol, eval_classifier)
   jitted = jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None, 0)))
 
   def evaluate(states, x, y, task_of_class):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any, Dict, List, Set
+from typing import Any, Dict, List, Optional, Set
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +67,9 @@ class Placed:
   eval_x: jax.Array
   eval_y: jax.Array
   task_of_class: jax.Array
+  # Continual evaluation's fixed subset of the evaluation split (None: off).
+  curve_x: Optional[jax.Array] = None
+  curve_y: Optional[jax.Array] = None
 
   def index(self, task: int, start: int, stop: int) -> jax.Array:
     return loop.put_global(self.plan.index[:, task, start:stop], self.by_run)
@@ -82,6 +85,8 @@ def place(plan: RunPlan, data: PreparedData, mesh) -> Placed:
     loop.put_global(data.eval_x, rep),
     loop.put_global(data.eval_y, rep),
     loop.put_global(plan.task_of_class, by_run),
+    None if data.curve_x is None else loop.put_global(data.curve_x, rep),
+    None if data.curve_y is None else loop.put_global(data.curve_y, rep),
   )
 
 
@@ -116,15 +121,21 @@ class RunState:
   # Runs whose loss went NaN/Inf (a sweep trains the other cells on). Not in the
   # checkpoint: a restore reads it back from the parameters (`diverged_runs`).
   diverged: Set[int] = dataclasses.field(default_factory=set)
+  # Continual evaluation: accuracy[runs, points, tasks] so far (NaN where not yet
+  # evaluated); None when off, and then not in the checkpoint either.
+  curve: Optional[np.ndarray] = None
 
   def payload(self) -> dict:
-    return {
+    payload = {
       "states": self.states,
       "acc": self.acc,
       "position": np.asarray(self.position, np.int64),
       "train_seconds": np.asarray(self.train_seconds, np.float64),
       "eval_seconds": np.asarray(self.eval_seconds, np.float64),
     }
+    if self.curve is not None:
+      payload["curve"] = self.curve
+    return payload
 
   def legacy_payload(self) -> dict:
     """The payload of checkpoints written before eval_seconds was saved."""
@@ -145,7 +156,12 @@ def init_or_restore(
     opt_hyperparams={k: loop.put_global(v, by_run) for k, v in plan.opt_hyperparams.items()},
     sharding=by_run,
   )
-  run = RunState(states, np.full((plan.padded, plan.num_tasks, plan.num_tasks), np.nan, np.float32))
+  curve = None
+  if plan.curve_steps is not None:
+    curve = np.full((plan.padded, len(plan.curve_steps), plan.num_tasks), np.nan, np.float32)
+  run = RunState(
+    states, np.full((plan.padded, plan.num_tasks, plan.num_tasks), np.nan, np.float32), curve=curve
+  )
   restored = ckpt.restore_latest(run.payload(), run.legacy_payload())
   if restored is not None:
     got = restored[1]
@@ -155,6 +171,7 @@ def init_or_restore(
       int(got["position"]),
       float(got["train_seconds"]),
       float(got.get("eval_seconds", 0.0)),
+      curve=None if curve is None else np.asarray(got["curve"]),
     )
     run.diverged = diverged_runs(run.states, plan.num_runs)
     _say(
@@ -179,20 +196,53 @@ class Programs:
 def compile_programs(plan: RunPlan, placed: Placed, run: RunState, module, tx, config) -> Programs:
   """Ahead of time, so compilation is timed apart from training."""
   t0 = time.perf_counter()
+  evaluate_one = None
+  if plan.curve_steps is not None:
+    evaluate_one = continual_evaluator(plan, placed, module, config)
   runner: Any = loop.make_stream_runner(
     make_train_step(module, tx, plan.replay, plan.chain, unroll=plan.execution["unroll"]),
     plan.batching,
     plan.execution["stream_loop"],
+    evaluate_one,
   )
   steps = plan.steps_per_task
   chunk = min(config.log_every_steps, steps)
   chunks = {
-    n: runner.lower(run.states, placed.data_x, placed.data_y, placed.index(0, 0, n)).compile()
+    n: runner.lower(
+      run.states, placed.data_x, placed.data_y, placed.index(0, 0, n), *curve_args(placed, n)
+    ).compile()
     for n in sorted({chunk, steps % chunk} - {0})
   }
   evaluate, eval_execution = compile_evaluation(plan, placed, run, module, config)
   fill = loop.make_buffer_filler() if plan.replay.buffer_update == "per_experience" else None
   return Programs(chunks, evaluate, fill, time.perf_counter() - t0, eval_execution)
+
+
+def continual_evaluator(plan: RunPlan, placed: Placed, module, config):
+  """One run's evaluation on the continual subset, to run inside the stream's
+  program: in one chunk, unrolled where the stream loop runs on the host (XLA's
+  CPU convolutions are ~10x slower inside loop bodies, jax-ml/jax#12868)."""
+  assert placed.curve_x is not None
+  host = plan.execution["stream_loop"] == "host"
+  rows = placed.curve_x.shape[0]
+  chunk = min(rows, 250 if config.model in models.CONV_MODELS else 1000)
+  return evaluator_lib.make_run_evaluator(
+    module,
+    plan.num_tasks,
+    chunk=chunk,
+    eval_protocol=config.eval_protocol,
+    eval_classifier=config.eval_classifier,
+    unroll=host,
+  )
+
+
+def curve_args(placed: Placed, steps: int, eval_now=None) -> tuple:
+  """The continual evaluation's arguments of a chunk of ``steps`` (none when off)."""
+  if placed.curve_x is None:
+    return ()
+  now = np.zeros(steps, bool) if eval_now is None else eval_now
+  now = loop.put_global(now, loop.replicated(placed.by_run.mesh))
+  return (now, placed.curve_x, placed.curve_y, placed.task_of_class)
 
 
 def compile_evaluation(plan: RunPlan, placed: Placed, run: RunState, module, config):
@@ -237,9 +287,17 @@ def train_tasks(
     while pos < steps:
       n = min(chunk - pos % chunk, steps - pos)  # keep chunks aligned after a resume
       t1 = time.perf_counter()
-      run.states, m = programs.chunks[n](
-        run.states, placed.data_x, placed.data_y, placed.index(t, pos, pos + n)
+      first = t * steps + pos + 1  # the stream step (from 1) of the chunk's first minibatch
+      now = None if plan.curve_steps is None else np.isin(first + np.arange(n), plan.curve_steps)
+      out = programs.chunks[n](
+        run.states,
+        placed.data_x,
+        placed.data_y,
+        placed.index(t, pos, pos + n),
+        *curve_args(placed, n, now),
       )
+      run.states, m = out[:2]
+      points = record_points(plan, run, out[2], first, now) if len(out) > 2 else ()
       finite, scalars = chunk_summary(m, plan.num_runs)
       finite, scalars = gather(finite), jax.device_get(scalars)  # per-run flags may be sharded
       newly = {int(r) for r in np.flatnonzero(~finite)} - run.diverged
@@ -262,6 +320,7 @@ def train_tasks(
           tuple(sorted(newly)),
           speed,
           run.payload,
+          points,
         ),
       )
     if programs.fill is not None:
@@ -285,6 +344,19 @@ def train_tasks(
         seconds,
       ),
     )
+
+
+def record_points(plan: RunPlan, run: RunState, accuracy, first: int, now) -> tuple:
+  """Stores a chunk's evaluation points (``accuracy[runs, steps, tasks]``) in
+  ``run.curve``; returns each point's ``(step, seed-mean accuracy per task)``
+  over the live runs, for the hooks."""
+  accuracy = gather(accuracy)
+  assert run.curve is not None and plan.curve_steps is not None
+  rows = np.flatnonzero(now)
+  cols = np.searchsorted(plan.curve_steps, first + rows)
+  run.curve[:, cols] = accuracy[:, rows]
+  live = live_runs(plan, run) or list(range(plan.num_runs))
+  return tuple((int(plan.curve_steps[c]), run.curve[live, c].mean(0)) for c in cols)
 
 
 def make_hooks(

@@ -72,6 +72,8 @@ __all__ = [
 ]
 
 _say = hooks_lib.say
+# comparison.json's continual-evaluation entries (each method's metrics.json has the curves).
+CONTINUAL_SUMMARIES = ("aaa", "min_acc", "wc_acc", "stability_gap")
 
 
 def run_method(config: ConfigDict, method: str, data: PreparedData, workdir: str) -> dict:
@@ -204,7 +206,10 @@ def _compare(
     report.atomic_write_json(
       os.path.join(workdir, "comparison.json"),
       {
-        n: {k: r[k] for k in ("final_avg_accuracy", "final_forgetting", "steps_per_second")}
+        n: {
+          **{k: r[k] for k in ("final_avg_accuracy", "final_forgetting", "steps_per_second")},
+          **{k: r["continual"][k] for k in CONTINUAL_SUMMARIES if "continual" in r},
+        }
         for n, r in results.items()
       },
     )
@@ -214,6 +219,8 @@ def _compare(
         {n: np.asarray(r["acc_matrix"]) for n, r in results.items()},
         title,
       )
+      if config.eval_every:
+        report.plot_continual(os.path.join(workdir, "continual.png"), results, title)
 
 
 def train_and_evaluate(config: ConfigDict, workdir: str) -> Dict[str, dict]:

@@ -33,6 +33,9 @@ class ChunkEnd:
   diverged_runs: Tuple[int, ...]  # runs whose loss first went NaN/Inf in this chunk
   steps_per_second: float  # this session's training speed, all runs together
   payload: Callable[[], Any]  # the checkpoint payload (states, accuracies, position)
+  # Continual evaluation's points in this chunk: (stream step, seed-mean accuracy
+  # on every task [num_tasks]); empty when it is off.
+  points: Tuple[Tuple[int, np.ndarray], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,13 +191,20 @@ class Progress(Hook):
 
 
 class MetricWriting(Hook):
-  """Per chunk the step metrics (``train/...``), per task the accuracy on
-  every task seen and their average (``eval/...``)."""
+  """Per chunk the step metrics (``train/...``) and, with continual evaluation,
+  each evaluation point's accuracy on every task and the average over the
+  tasks seen (``continual/...``); per task the accuracy on every task seen and
+  their average (``eval/...``)."""
 
   def __init__(self, writer: MetricWriter):
     self.writer = writer
 
   def on_chunk(self, e: ChunkEnd) -> None:
+    for step, accuracy in e.points:  # continual evaluation: every task, seen or not
+      seen = accuracy[: (step - 1) // e.steps_per_task + 1]
+      scalars = {f"continual/accuracy_task_{j + 1}": a for j, a in enumerate(accuracy)}
+      scalars["continual/average_accuracy_seen"] = float(seen.mean())
+      self.writer.write_scalars(step, scalars)
     self.writer.write_scalars(e.position, {f"train/{k}": v for k, v in e.scalars.items()})
 
   def on_task(self, e: TaskEnd) -> None:

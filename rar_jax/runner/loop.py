@@ -6,7 +6,7 @@ them, so memory does not grow with the number of seeds.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -17,6 +17,7 @@ import optax
 from rar_jax.core import buffer as buffer_lib
 from rar_jax.core.method import Hyper, ReplayConfig
 from rar_jax.core.step import TrainState, init_train_state
+from rar_jax.errors import ArgumentError
 
 
 def seed_keys(seeds: Sequence[int]) -> jax.Array:
@@ -67,7 +68,10 @@ STREAM_LOOPS = ("scan", "host")
 
 
 def make_stream_runner(
-  train_step: Callable, batching: str = "vmap", stream_loop: str = "scan"
+  train_step: Callable,
+  batching: str = "vmap",
+  stream_loop: str = "scan",
+  evaluate: Optional[Callable] = None,
 ) -> Callable:
   """``run(states, data_x, data_y, index[runs, steps, batch]) -> (states, metrics)``.
 
@@ -81,18 +85,30 @@ def make_stream_runner(
   whole chunk into one program (`lax.scan`); ``"host"`` calls one compiled step
   from Python per minibatch, state donated. ``host`` exists because XLA's CPU
   backend runs convolutions inside loop bodies ~10x slower than outside
-  (jax-ml/jax#12868). Both execute the same step program, so they give the
-  same numbers (tests/test_loop.py).
+  (jax-ml/jax#12868). Both execute the same step program; for the numbers they
+  give see docs/execution.md.
+
+  With ``evaluate`` (one run's pure evaluation, `make_run_evaluator`), the
+  runner evaluates during the stream (continual evaluation)::
+
+    run(states, data_x, data_y, index, eval_now[steps], eval_x, eval_y,
+        task_of_class[runs, C]) -> (states, metrics, accuracy[runs, steps, tasks])
+
+  after each step whose ``eval_now`` is true, inside the same program (rows of
+  other steps are NaN). ``eval_now`` is shared by every run, so the condition
+  stays a branch under `vmap` instead of evaluating every step.
 
   The result is jitted (``scan``) or behaves like a jitted function
   (``host``): call it, or ``.lower(...).compile()`` it ahead of time.
   """
   if batching not in BATCHINGS:
-    raise ValueError(f"batching={batching!r} is invalid: one of {BATCHINGS}")
+    raise ArgumentError(f"batching={batching!r} is invalid: one of {BATCHINGS}")
   if stream_loop not in STREAM_LOOPS:
-    raise ValueError(f"stream_loop={stream_loop!r} is invalid: one of {STREAM_LOOPS}")
+    raise ArgumentError(f"stream_loop={stream_loop!r} is invalid: one of {STREAM_LOOPS}")
   if stream_loop == "host":
-    return _HostLoopRunner(train_step, batching)
+    return _HostLoopRunner(train_step, batching, evaluate)
+  if evaluate is not None:
+    return _scan_with_evaluation(train_step, batching, evaluate)
 
   def run_one(state, data_x, data_y, index):
     def body(s, idx):
@@ -109,10 +125,39 @@ def make_stream_runner(
   return jax.jit(run_all)
 
 
+def _scan_with_evaluation(train_step: Callable, batching: str, evaluate: Callable) -> Callable:
+  """The ``scan`` runner with an evaluation after the steps ``eval_now`` marks."""
+
+  def run_one(state, data_x, data_y, index, eval_now, eval_x, eval_y, task_of_class):
+    def skip(s):
+      shape = jax.eval_shape(evaluate, s, eval_x, eval_y, task_of_class)
+      return jnp.full(shape.shape, jnp.nan, shape.dtype)
+
+    def body(s, inputs):
+      idx, now = inputs
+      s, m = train_step(s, data_x[idx], data_y[idx])
+      acc = jax.lax.cond(now, lambda t: evaluate(t, eval_x, eval_y, task_of_class), skip, s)
+      return s, (m, acc)
+
+    state, (metrics, accuracy) = jax.lax.scan(body, state, (index, eval_now))
+    return state, metrics, accuracy
+
+  if batching == "vmap":
+    return jax.jit(jax.vmap(run_one, in_axes=(0, None, None, 0, None, None, None, 0)))
+
+  def run_all(states, data_x, data_y, index, eval_now, eval_x, eval_y, task_of_class):
+    return jax.lax.map(
+      lambda a: run_one(a[0], data_x, data_y, a[1], eval_now, eval_x, eval_y, a[2]),
+      (states, index, task_of_class),
+    )
+
+  return jax.jit(run_all)
+
+
 class _HostLoopRunner:
   """A Python loop over one compiled step (see `make_stream_runner`)."""
 
-  def __init__(self, train_step: Callable, batching: str):
+  def __init__(self, train_step: Callable, batching: str, evaluate: Optional[Callable] = None):
     self.batching = batching
 
     def one(state, data_x, data_y, idx):
@@ -122,47 +167,73 @@ class _HostLoopRunner:
     # buffer and weights every minibatch.
     if batching == "vmap":
       self._jitted = jax.jit(jax.vmap(one, in_axes=(0, None, None, 0)), donate_argnums=0)
+      evaluate = evaluate and jax.vmap(evaluate, in_axes=(0, None, None, 0))
     else:
       self._jitted = jax.jit(one, donate_argnums=0)
     self._step = self._jitted
+    self._evaluate_fn = evaluate  # for the shape of a step without evaluation
+    self._evaluate = evaluate and jax.jit(evaluate)
 
-  def lower(self, states, data_x, data_y, index):
+  def lower(self, states, data_x, data_y, index, *evaluation):
     """Ahead-of-time compilation, as ``jax.jit(...).lower(...)`` offers."""
     runner = self
+    one = jax.tree.map(lambda a: a[0], states)
     if self.batching == "vmap":
       args = (states, data_x, data_y, index[:, 0])
     else:
-      args = (jax.tree.map(lambda a: a[0], states), data_x, data_y, index[0, 0])
+      args = (one, data_x, data_y, index[0, 0])
 
     class Lowered:
       def compile(self):
         if runner._step is runner._jitted:  # one step program serves every chunk length
           runner._step = runner._jitted.lower(*args).compile()
+          if evaluation and runner._evaluate is not None:
+            _, ex, ey, toc = evaluation
+            eval_args = (states, ex, ey, toc) if runner.batching == "vmap" else (one, ex, ey, toc[0])
+            runner._evaluate = runner._evaluate.lower(*eval_args).compile()
         return runner
 
     return Lowered()
 
-  def __call__(self, states, data_x, data_y, index):
+  def __call__(self, states, data_x, data_y, index, *evaluation):
     index = np.asarray(index)
+    if evaluation:
+      eval_now, ex, ey, toc = evaluation
+      eval_now = np.asarray(eval_now)
+
+    def evaluate(state, task_of_class, t):
+      """The evaluation after step ``t`` (dispatched, not waited for), or NaN."""
+      if eval_now[t]:
+        return self._evaluate(state, ex, ey, task_of_class)
+      shape = jax.eval_shape(self._evaluate_fn, state, ex, ey, task_of_class)
+      return jnp.full(shape.shape, jnp.nan, shape.dtype)
+
     if self.batching == "vmap":
       # A private copy, so the caller's arrays survive the donation (under map
       # the per-run slices below are already new arrays).
       states = jax.tree.map(jnp.copy, states)
-      out = []
+      out, accs = [], []
       for t in range(index.shape[1]):
         states, m = self._step(states, data_x, data_y, index[:, t])
         out.append(m)
-      return states, _stack(out, axis=1)
-    finals, per_run = [], []
+        if evaluation:
+          accs.append(evaluate(states, toc, t))
+      result = (states, _stack(out, axis=1))
+      return result + (jnp.stack(accs, axis=1),) if evaluation else result
+    finals, per_run, curves = [], [], []
     for r in range(index.shape[0]):
       state = jax.tree.map(lambda a: a[r], states)
-      out = []
+      out, accs = [], []
       for t in range(index.shape[1]):
         state, m = self._step(state, data_x, data_y, index[r, t])
         out.append(m)
+        if evaluation:
+          accs.append(evaluate(state, toc[r], t))
       finals.append(state)
       per_run.append(_stack(out, axis=0))
-    return _stack(finals, axis=0), _stack(per_run, axis=0)
+      curves.append(jnp.stack(accs) if evaluation else None)
+    result = (_stack(finals, axis=0), _stack(per_run, axis=0))
+    return result + (jnp.stack(curves),) if evaluation else result
 
 
 def _stack(trees, axis):

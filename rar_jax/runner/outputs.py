@@ -63,8 +63,18 @@ def summarise(
     bad = [seed for r, seed in zip(runs, plan.seeds) if r in run.diverged]
     # The weights evaluated: a cell may set its own ema_decay.
     cell_info = dict(info, ema_decay=cell_config(config, overrides).ema_decay)
+    curve = None
+    if run.curve is not None:
+      curve = run.curve[plan.cell_runs(i)]
+      cell_info.update(
+        eval_every=config.eval_every,
+        eval_samples_per_task=config.eval_samples_per_task,
+        curve_steps=plan.curve_steps,
+      )
     cells.append(
-      CellResult(plan.method, overrides, plan.seeds, run.acc[plan.cell_runs(i)], cell_info, bad)
+      CellResult(
+        plan.method, overrides, plan.seeds, run.acc[plan.cell_runs(i)], cell_info, bad, curve
+      )
     )
   return MethodResult(plan.method, config.sweep, cells, timing)
 
@@ -107,6 +117,16 @@ def write_results(
       os.path.join(workdir, "accuracy.png"),
       result.cells[0].acc,
       f"{plan.method} on {data.ds.name} ({len(plan.seeds)} seeds, "
+      + evaluation_words(config)
+      + ")",
+    )
+  if config.plot and "continual" in summary:
+    report.plot_continual(
+      os.path.join(workdir, "continual.png"),
+      {plan.method: summary},
+      f"{plan.method} on {data.ds.name} ({len(plan.seeds)} seeds"
+      + (", the best sweep cell" if sweep else "")
+      + ", "
       + evaluation_words(config)
       + ")",
     )

@@ -15,6 +15,7 @@ from rar_jax import data as data_lib
 from rar_jax import models
 from rar_jax.core import stages
 from rar_jax.core.method import Hyper, ReplayConfig
+from rar_jax.evaluation import continual
 from rar_jax.runner import config as config_lib
 from rar_jax.runner import loop
 from rar_jax.runner import sweep as sweep_lib
@@ -42,6 +43,8 @@ class RunPlan:
   task_of_class: np.ndarray  # [padded, num_classes]
   execution: Dict[str, Any]  # conv_impl, stream_loop ("auto" resolved) and unroll
   batching: str  # vmap | map
+  # Continual evaluation's points (steps trained so far, from 1), None when off.
+  curve_steps: Optional[np.ndarray] = None
 
   def with_execution(
     self, config: ConfigDict, num_devices: int, conv_impl: Optional[str] = None
@@ -106,5 +109,10 @@ def make_plan(
     task_of_class=np.asarray(streams.task_of_class)[run_seed],
     execution={},
     batching=batching,
+    curve_steps=(
+      continual.evaluation_steps(config.num_tasks, streams.index.shape[2], config.eval_every)
+      if config.eval_every
+      else None
+    ),
   )
   return plan.with_execution(config, num_devices)

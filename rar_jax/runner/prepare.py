@@ -4,12 +4,15 @@ streams of every seed (`prepare_data`)."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import jax
 import numpy as np
 from ml_collections import ConfigDict
 
 from rar_jax import data as data_lib
+from rar_jax.errors import ArgumentError, ConfigError
+from rar_jax.evaluation import continual
 from rar_jax.runner import hooks as hooks_lib
 
 _say = hooks_lib.say
@@ -26,6 +29,9 @@ class PreparedData:
   train_y: np.ndarray
   eval_x: np.ndarray
   eval_y: np.ndarray
+  # Continual evaluation's rows (config.eval_every > 0), else None.
+  curve_x: Optional[np.ndarray] = None
+  curve_y: Optional[np.ndarray] = None
 
 
 def prepare_data(config: ConfigDict) -> PreparedData:
@@ -73,11 +79,25 @@ def prepare_data(config: ConfigDict) -> PreparedData:
       f"{streams.dropped_samples} training samples per seed dropped so every task has "
       f"{streams.index.shape[2]} full minibatches"
     )
+  eval_x = data_lib.to_unit_float(eval_x)
+  curve_x = curve_y = None
+  if config.eval_every:
+    rows = np.arange(len(eval_y))
+    if config.eval_samples_per_task:
+      try:
+        rows = continual.evaluation_subset(
+          eval_y, ds.num_classes // config.num_tasks, config.eval_samples_per_task
+        )
+      except ArgumentError as e:
+        raise ConfigError(f"config.{e} ({config.eval_split} split)") from None
+    curve_x, curve_y = eval_x[rows], eval_y[rows]
   return PreparedData(
     ds,
     streams,
     data_lib.to_unit_float(bench.train_x),
     bench.train_y,
-    data_lib.to_unit_float(eval_x),
+    eval_x,
     eval_y,
+    curve_x,
+    curve_y,
   )

@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from rar_jax.evaluation import continual as continual_lib
 from rar_jax.evaluation import metrics as metrics_lib
 from rar_jax.runner import results as results_lib
 from rar_jax.runner import sweep as sweep_lib
@@ -180,17 +181,30 @@ def format_rate(steps_per_second: float) -> str:
   return f"{steps_per_second:.0f}" if steps_per_second >= 10 else f"{steps_per_second:.2g}"
 
 
+CONTINUAL_COLUMNS = (("aaa", "AAA"), ("wc_acc", "WC-ACC"), ("stability_gap", "stability gap"))
+
+
 def comparison_table(results: Sequence[Mapping]) -> str:
-  """A Markdown table, one row per method's metrics dict."""
+  """A Markdown table, one row per method's metrics dict; with continual
+  evaluation also AAA, WC-ACC and the stability gap (docs/running.md)."""
+  continual = all("continual" in r for r in results)
+  extra = [f" {name} (± 2SE) |" for _, name in CONTINUAL_COLUMNS] if continual else []
   rows = [
-    "| method | final avg accuracy (± 2SE) | forgetting (± 2SE) | seeds | steps/s |",
-    "| --- | --- | --- | --- | --- |",
+    "| method | final avg accuracy (± 2SE) | forgetting (± 2SE) |"
+    + "".join(extra)
+    + " seeds | steps/s |",
+    "| --- | --- | --- |" + " --- |" * len(extra) + " --- | --- |",
   ]
   for r in results:
+    cells = [
+      plus_minus(r["continual"][k]) if r["continual"][k] is not None else "-"
+      for k, _ in (CONTINUAL_COLUMNS if continual else ())
+    ]
     rows.append(
       f"| {r['method']} | {plus_minus(r['final_avg_accuracy'])} | "
-      f"{plus_minus(r['final_forgetting'])} | {r['num_seeds']} | "
-      f"{format_rate(r['steps_per_second'])} |"
+      f"{plus_minus(r['final_forgetting'])} | "
+      + "".join(f"{c} | " for c in cells)
+      + f"{r['num_seeds']} | {format_rate(r['steps_per_second'])} |"
     )
   # Say what the speed counts: it is easily read as per seed, or as wall time.
   rows += [
@@ -349,3 +363,38 @@ def sensitivity_figure(result: Mapping, title: str):
 def plot_sensitivity(path: str, result: Mapping, title: str) -> None:
   """`sensitivity_figure` as a PNG."""
   _save(sensitivity_figure(result, title), path)
+
+
+def continual_figure(results: Mapping[str, Mapping], title: str):
+  """Continual evaluation (metrics.json's ``continual`` per method): the average
+  accuracy over the tasks seen, and the accuracy on task 1, against the stream
+  step; seed mean with a ± 2SE band, one line per method, task switches dashed.
+  The dips right after each switch are the stability gap."""
+  plt = _pyplot()
+  fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+  ends = []
+  for name, r in results.items():
+    c = r["continual"]
+    steps, ends = np.asarray(c["steps"]), np.asarray(c["task_ends"])
+    acc = np.asarray(c["accuracy"], np.float64)
+    for ax, curves in (
+      (ax0, continual_lib.average_seen_accuracy(acc, steps, ends)),
+      (ax1, acc[:, :, 0]),
+    ):
+      m, se2 = _mean_and_2se(curves)
+      (line,) = ax.plot(steps, m, label=name, linewidth=1.2)
+      ax.fill_between(steps, m - se2, m + se2, color=line.get_color(), alpha=0.2, linewidth=0)
+  for ax, what in ((ax0, "average accuracy on seen tasks"), (ax1, "accuracy on task 1")):
+    for end in ends[:-1]:
+      ax.axvline(end, color="grey", linestyle="--", linewidth=0.8)
+    ax.set(xlabel="stream step (minibatches)", title=what, ylim=(0, 1))
+    ax.grid(alpha=0.3)
+  ax0.set_ylabel("accuracy")
+  ax0.legend(title="method (± 2SE band)", fontsize=8)
+  fig.suptitle(_wrap(title + "; dashed: task switches", 110))
+  fig.tight_layout()
+  return fig
+
+
+def plot_continual(path: str, results: Mapping[str, Mapping], title: str) -> None:
+  _save(continual_figure(results, title), path)

@@ -5,10 +5,11 @@ the best cell's numbers at the top level beside the list of cells."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
+from rar_jax.evaluation import continual as continual_lib
 from rar_jax.evaluation import metrics as metrics_lib
 
 
@@ -26,6 +27,23 @@ class CellResult:
   acc: np.ndarray  # [seeds, tasks, tasks]: accuracy on task j after training task i
   info: Dict[str, Any]  # dataset, data_source, eval_split, steps_per_task, ...
   diverged_seeds: List[int] = dataclasses.field(default_factory=list)  # loss went NaN/Inf
+  # Continual evaluation: accuracy[seeds, points, tasks] at info["curve_steps"]; None = off.
+  curve: Optional[np.ndarray] = None
+
+  def continual(self) -> Optional[dict]:
+    """metrics.json's ``continual`` object (None when continual evaluation is off)."""
+    if self.curve is None:
+      return None
+    steps = np.asarray(self.info["curve_steps"])
+    task_ends = self.info["steps_per_task"] * np.arange(1, self.acc.shape[-1] + 1)
+    return {
+      "eval_every": self.info["eval_every"],
+      "eval_samples_per_task": self.info["eval_samples_per_task"],
+      "steps": steps.tolist(),
+      "task_ends": task_ends.tolist(),
+      "accuracy": self.curve.tolist(),
+      **continual_lib.summaries(self.curve, steps, task_ends),
+    }
 
   @property
   def final_avg_accuracy(self) -> dict:
@@ -52,6 +70,7 @@ class CellResult:
       "final_forgetting": metrics_lib.summarize(metrics_lib.final_forgetting(self.acc)),
       "avg_accuracy_curve": metrics_lib.average_accuracy_curve(self.acc).mean(0).tolist(),
       "diverged_seeds": self.diverged_seeds,
+      **({"continual": self.continual()} if self.curve is not None else {}),
     }
 
 

@@ -8,6 +8,10 @@ and device placement (those stay in `rar_jax.runner.experiment`)::
   step = rar_jax.make_train_step(module, tx, cfg, chain)
   states, metrics = rar_jax.run_stream(step, states, x, y, streams.index)
   accuracy = rar_jax.evaluate(module, states, x_test, y_test, streams.task_of_class)
+  # or, evaluating during the stream (continual evaluation):
+  states, metrics, curves = rar_jax.run_stream_with_curves(
+      step, module, states, x, y, streams.index, x_test, y_test, streams.task_of_class,
+      eval_every=10)
 
 ``streams`` comes from `rar_jax.data.class_incremental` (or any index array
 ``[runs, steps, batch]`` into ``x`` and ``task_of_class[runs, classes]``).
@@ -22,12 +26,14 @@ from typing import Callable, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from rar_jax.core.method import ReplayConfig
 from rar_jax.core.step import TrainState, as_chain
 from rar_jax.errors import ArgumentError
-from rar_jax.evaluation.evaluator import make_evaluator
+from rar_jax.evaluation import continual
+from rar_jax.evaluation.evaluator import make_evaluator, make_run_evaluator
 from rar_jax.runner import loop
 
 
@@ -74,8 +80,8 @@ def init_states(
 
 
 @functools.lru_cache(maxsize=32)
-def _runner(train_step: Callable, batching: str, stream_loop: str):
-  return loop.make_stream_runner(train_step, batching, stream_loop)
+def _runner(train_step: Callable, batching: str, stream_loop: str, evaluate=None):
+  return loop.make_stream_runner(train_step, batching, stream_loop, evaluate)
 
 
 def run_stream(
@@ -107,6 +113,73 @@ def run_stream(
   if len(x) != len(y):
     raise ArgumentError(f"x has {len(x)} rows and y {len(y)}: one label per row")
   return _runner(train_step, batching, stream_loop)(states, jnp.asarray(x), jnp.asarray(y), index)
+
+
+def run_stream_with_curves(
+  train_step: Callable,
+  module: nn.Module,
+  states: TrainState,
+  x,
+  y,
+  index,
+  eval_x,
+  eval_y,
+  task_of_class,
+  *,
+  eval_every: int,
+  eval_protocol: str = "class",
+  eval_classifier: str = "head",
+  chunk: int = 1000,
+  batching: str = "vmap",
+  stream_loop: str = "scan",
+):
+  """`run_stream` with continual evaluation: ``index[runs, tasks, steps, batch]``
+  (``streams.index`` as `rar_jax.data.class_incremental` builds it) is trained
+  task after task, and every run is evaluated on ``eval_x``/``eval_y`` (per
+  task through ``task_of_class[runs, classes]``) after every ``eval_every``-th
+  step and every task's last step, inside the compiled stream. Returns
+  ``(states, metrics[runs, steps], curves)``, ``curves`` a
+  `rar_jax.evaluation.continual.Curves` (``steps``, ``accuracy[runs, points,
+  tasks]``, ``task_ends``) that `rar_jax.evaluation.continual`'s functions
+  summarise (AAA, min-ACC, WC-ACC, stability gap)."""
+  runs = _runs(states)
+  index, task_of_class = jnp.asarray(index), jnp.asarray(task_of_class)
+  if runs is None:
+    raise ArgumentError("states is one state: run_stream_with_curves takes a stack (init_states)")
+  if index.ndim != 4 or index.shape[0] != runs or not jnp.issubdtype(index.dtype, jnp.integer):
+    raise ArgumentError(
+      f"index of shape {tuple(index.shape)} ({index.dtype}) is invalid: ints "
+      f"[runs={runs}, tasks, steps, batch] into x"
+    )
+  if task_of_class.ndim != 2 or task_of_class.shape[0] != runs:
+    raise ArgumentError(
+      f"task_of_class of shape {tuple(task_of_class.shape)} is invalid: [runs={runs}, classes]"
+    )
+  if len(eval_x) != len(eval_y) or len(x) != len(y):
+    raise ArgumentError("x/y and eval_x/eval_y must have one label per row")
+  if isinstance(eval_every, bool) or not isinstance(eval_every, numbers.Integral):
+    raise ArgumentError(f"eval_every={eval_every!r} is invalid: an int >= 1")
+  _, num_tasks, steps_per_task, batch = index.shape
+  steps = continual.evaluation_steps(num_tasks, steps_per_task, int(eval_every))
+  evaluate_one = make_run_evaluator(
+    module, num_tasks, min(chunk, len(eval_x)), eval_protocol, eval_classifier
+  )
+  runner = _runner(train_step, batching, stream_loop, evaluate_one)
+  eval_now = jnp.asarray(np.isin(np.arange(1, num_tasks * steps_per_task + 1), steps))
+  states, metrics, accuracy = runner(
+    states,
+    jnp.asarray(x),
+    jnp.asarray(y),
+    index.reshape(runs, -1, batch),
+    eval_now,
+    jnp.asarray(eval_x),
+    jnp.asarray(eval_y),
+    task_of_class,
+  )
+  curves = continual.Curves(
+    steps, np.asarray(accuracy)[:, steps - 1], steps_per_task * np.arange(1, num_tasks + 1)
+  )
+  return states, metrics, curves
 
 
 def evaluate(
@@ -149,4 +222,4 @@ def evaluate(
   return accuracy[0] if single else accuracy
 
 
-__all__ = ["init_states", "run_stream", "evaluate"]
+__all__ = ["init_states", "run_stream", "run_stream_with_curves", "evaluate"]

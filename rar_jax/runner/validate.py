@@ -113,8 +113,15 @@ def _check_numbers(config: ConfigDict) -> None:
     ("keep_checkpoints", 0),
     ("replay_iters", 1),
     ("rar_samples", 0),
+    ("eval_every", 0),
+    ("eval_samples_per_task", 0),
   ):
     _at_least(config, key, low)
+  if config.eval_samples_per_task and not config.eval_every:
+    raise ConfigError(
+      f"config.eval_samples_per_task={config.eval_samples_per_task} needs continual "
+      "evaluation: set config.eval_every > 0 (or eval_samples_per_task=0)"
+    )
   data_check.check_data_keys(config)
   if config.dataset in data_lib.DATASETS:  # custom data: data_check.validate_data, once listed
     data_check.check_num_tasks(config, data_lib.DATASETS[config.dataset][0])
