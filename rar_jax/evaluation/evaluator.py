@@ -81,9 +81,7 @@ def make_run_evaluator(
     shared = prepare(state, task_of_class)
     batches = (xp.reshape(-1, chunk, *x.shape[1:]), yp.reshape(-1, chunk))
     if unroll:
-      hits = jnp.stack(
-        [correct(state, shared, xb, yb, task_of_class) for xb, yb in zip(*batches)]
-      )
+      hits = jnp.stack([correct(state, shared, xb, yb, task_of_class) for xb, yb in zip(*batches)])
     else:
       hits = jax.lax.map(lambda b: correct(state, shared, b[0], b[1], task_of_class), batches)
     return per_task(hits, yp, valid, task_of_class)

@@ -189,7 +189,8 @@ class _HostLoopRunner:
           runner._step = runner._jitted.lower(*args).compile()
           if evaluation and runner._evaluate is not None:
             _, ex, ey, toc = evaluation
-            eval_args = (states, ex, ey, toc) if runner.batching == "vmap" else (one, ex, ey, toc[0])
+            vmapped = runner.batching == "vmap"
+            eval_args = (states, ex, ey, toc) if vmapped else (one, ex, ey, toc[0])
             runner._evaluate = runner._evaluate.lower(*eval_args).compile()
         return runner
 
