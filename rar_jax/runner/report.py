@@ -372,7 +372,7 @@ def continual_figure(results: Mapping[str, Mapping], title: str):
   The dips right after each switch are the stability gap."""
   plt = _pyplot()
   fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-  ends = []
+  ends = np.zeros(0, np.int64)
   for name, r in results.items():
     c = r["continual"]
     steps, ends = np.asarray(c["steps"]), np.asarray(c["task_ends"])
