@@ -44,14 +44,17 @@ class Curves:
 
 
 def evaluation_steps(num_tasks: int, steps_per_task: int, eval_every: int) -> np.ndarray:
-  """The evaluation points of a stream: every ``eval_every``-th step (counted
-  over the whole stream, from 1) and every task's last step, sorted."""
-  if eval_every < 1:
+  """The evaluation points of a stream, as stream steps (from 1): every
+  ``eval_every``-th step of each task (counted from the task's start, as
+  Avalanche's ``eval_every`` counts a task's iterations) and every task's
+  last step, sorted."""
+  if (
+    isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer)) or eval_every < 1
+  ):
     raise ArgumentError(f"eval_every={eval_every!r} is invalid: an int >= 1")
-  total = num_tasks * steps_per_task
-  every = np.arange(eval_every, total + 1, eval_every)
-  ends = steps_per_task * np.arange(1, num_tasks + 1)
-  return np.union1d(every, ends).astype(np.int64)
+  inside = np.union1d(np.arange(eval_every, steps_per_task + 1, eval_every), [steps_per_task])
+  starts = steps_per_task * np.arange(num_tasks)
+  return (starts[:, None] + inside[None, :]).reshape(-1).astype(np.int64)
 
 
 def evaluation_subset(y, classes_per_task: int, samples_per_task: int, seed: int = 0):

@@ -16,6 +16,7 @@ from ml_collections import ConfigDict
 from rar_jax import models
 from rar_jax.core.step import make_train_step
 from rar_jax.evaluation import evaluator as evaluator_lib
+from rar_jax.runner import chunks as chunks_lib
 from rar_jax.runner import hooks as hooks_lib
 from rar_jax.runner import loop
 from rar_jax.runner import sweep as sweep_lib
@@ -71,8 +72,13 @@ class Placed:
   curve_x: Optional[jax.Array] = None
   curve_y: Optional[jax.Array] = None
 
-  def index(self, task: int, start: int, stop: int) -> jax.Array:
-    return loop.put_global(self.plan.index[:, task, start:stop], self.by_run)
+  def index(self, task: int, start: int, stop: int, shape: tuple = ()) -> jax.Array:
+    """The runs' minibatch rows of ``task``'s steps ``start:stop``, the step
+    axis as ``shape`` (a chunk's: ``(steps,)`` or ``(segments, segment)``)."""
+    index = self.plan.index[:, task, start:stop]
+    if shape:
+      index = index.reshape(index.shape[0], *shape, index.shape[-1])
+    return loop.put_global(index, self.by_run)
 
 
 def place(plan: RunPlan, data: PreparedData, mesh) -> Placed:
@@ -183,14 +189,25 @@ def init_or_restore(
 
 @dataclasses.dataclass
 class Programs:
-  """The compiled programs of a method: training chunks by length, the
+  """The compiled programs of a method: training chunks by index shape, the
   evaluation, the per-experience buffer filler (or None)."""
 
-  chunks: Dict[int, Any]  # compiled: (states, data_x, data_y, index) -> (states, metrics)
+  chunks: Dict[
+    tuple, Any
+  ]  # compiled: (states, data_x, data_y, index, ...) -> (states, metrics, ...)
   evaluate: Any
   fill: Any
   compile_seconds: float
   eval_execution: Dict[str, str]  # eval_loop, and eval_conv_impl for conv models
+  task_chunks: List[chunks_lib.Chunk]  # how every task is cut into chunks
+  compile_chunk: Any  # Chunk -> compiled program, for a shape not compiled ahead
+
+  def chunk(self, chunk: chunks_lib.Chunk):
+    """The compiled program of ``chunk``'s shape (a resumed run's partial chunk
+    compiles here)."""
+    if chunk.shape not in self.chunks:
+      self.chunks[chunk.shape] = self.compile_chunk(chunk)
+    return self.chunks[chunk.shape]
 
 
 def compile_programs(plan: RunPlan, placed: Placed, run: RunState, module, tx, config) -> Programs:
@@ -205,25 +222,32 @@ def compile_programs(plan: RunPlan, placed: Placed, run: RunState, module, tx, c
     plan.execution["stream_loop"],
     evaluate_one,
   )
-  steps = plan.steps_per_task
-  chunk = min(config.log_every_steps, steps)
-  chunks = {
-    n: runner.lower(
-      run.states, placed.data_x, placed.data_y, placed.index(0, 0, n), *curve_args(placed, n)
+  task_chunks = chunks_lib.task_chunks(
+    plan.steps_per_task, config.log_every_steps, config.eval_every
+  )
+
+  def compile_chunk(chunk: chunks_lib.Chunk):
+    index = placed.index(0, chunk.start, chunk.start + chunk.steps, chunk.shape)
+    return runner.lower(
+      run.states, placed.data_x, placed.data_y, index, *curve_args(placed)
     ).compile()
-    for n in sorted({chunk, steps % chunk} - {0})
-  }
+
+  programs: Dict[tuple, Any] = {}
+  for c in task_chunks:  # at most three shapes (rar_jax.runner.chunks)
+    if c.shape not in programs:
+      programs[c.shape] = compile_chunk(c)
   evaluate, eval_execution = compile_evaluation(plan, placed, run, module, config)
   fill = loop.make_buffer_filler() if plan.replay.buffer_update == "per_experience" else None
-  return Programs(chunks, evaluate, fill, time.perf_counter() - t0, eval_execution)
+  return Programs(
+    programs, evaluate, fill, time.perf_counter() - t0, eval_execution, task_chunks, compile_chunk
+  )
 
 
 def continual_evaluator(plan: RunPlan, placed: Placed, module, config):
   """One run's evaluation on the continual subset, to run inside the stream's
-  program: in one chunk, unrolled where the stream loop runs on the host (XLA's
-  CPU convolutions are ~10x slower inside loop bodies, jax-ml/jax#12868)."""
+  program: unrolled over its chunks where the stream loop runs on the host
+  (XLA's CPU convolutions are ~10x slower inside loop bodies, jax-ml/jax#12868)."""
   assert placed.curve_x is not None
-  host = plan.execution["stream_loop"] == "host"
   rows = placed.curve_x.shape[0]
   chunk = min(rows, 250 if config.model in models.CONV_MODELS else 1000)
   return evaluator_lib.make_run_evaluator(
@@ -232,17 +256,15 @@ def continual_evaluator(plan: RunPlan, placed: Placed, module, config):
     chunk=chunk,
     eval_protocol=config.eval_protocol,
     eval_classifier=config.eval_classifier,
-    unroll=host,
+    unroll=plan.execution["stream_loop"] == "host",
   )
 
 
-def curve_args(placed: Placed, steps: int, eval_now=None) -> tuple:
-  """The continual evaluation's arguments of a chunk of ``steps`` (none when off)."""
+def curve_args(placed: Placed) -> tuple:
+  """The continual evaluation's arguments of a chunk program (none when off)."""
   if placed.curve_x is None:
     return ()
-  now = np.zeros(steps, bool) if eval_now is None else eval_now
-  now = loop.put_global(now, loop.replicated(placed.by_run.mesh))
-  return (now, placed.curve_x, placed.curve_y, placed.task_of_class)
+  return (placed.curve_x, placed.curve_y, placed.task_of_class)
 
 
 def compile_evaluation(plan: RunPlan, placed: Placed, run: RunState, module, config):
@@ -276,28 +298,24 @@ def train_tasks(
   placed: Placed,
   run: RunState,
   programs: Programs,
-  chunk: int,
   hooks: List[hooks_lib.Hook],
 ) -> None:
   """Every remaining chunk of every remaining task; evaluation after each task."""
   steps = plan.steps_per_task
   start_position, start_seconds = run.position, run.train_seconds  # this session's speed
   for t in range(run.position // steps, plan.num_tasks):
-    pos = run.position - t * steps
-    while pos < steps:
-      n = min(chunk - pos % chunk, steps - pos)  # keep chunks aligned after a resume
+    for chunk in chunks_lib.remaining(programs.task_chunks, run.position - t * steps):
+      pos, n = chunk.start, chunk.steps
       t1 = time.perf_counter()
-      first = t * steps + pos + 1  # the stream step (from 1) of the chunk's first minibatch
-      now = None if plan.curve_steps is None else np.isin(first + np.arange(n), plan.curve_steps)
-      out = programs.chunks[n](
+      out = programs.chunk(chunk)(
         run.states,
         placed.data_x,
         placed.data_y,
-        placed.index(t, pos, pos + n),
-        *curve_args(placed, n, now),
+        placed.index(t, pos, pos + n, chunk.shape),
+        *curve_args(placed),
       )
       run.states, m = out[:2]
-      points = record_points(plan, run, out[2], first, now) if len(out) > 2 else ()
+      points = record_points(plan, run, out[2], chunk.points(t * steps)) if len(out) > 2 else ()
       finite, scalars = chunk_summary(m, plan.num_runs)
       finite, scalars = gather(finite), jax.device_get(scalars)  # per-run flags may be sharded
       newly = {int(r) for r in np.flatnonzero(~finite)} - run.diverged
@@ -346,15 +364,13 @@ def train_tasks(
     )
 
 
-def record_points(plan: RunPlan, run: RunState, accuracy, first: int, now) -> tuple:
-  """Stores a chunk's evaluation points (``accuracy[runs, steps, tasks]``) in
-  ``run.curve``; returns each point's ``(step, seed-mean accuracy per task)``
-  over the live runs, for the hooks."""
-  accuracy = gather(accuracy)
+def record_points(plan: RunPlan, run: RunState, accuracy, steps: List[int]) -> tuple:
+  """Stores a chunk's evaluation points (``accuracy[runs, points, tasks]`` at
+  stream ``steps``) in ``run.curve``; returns each point's ``(step, seed-mean
+  accuracy per task)`` over the live runs, for the hooks."""
   assert run.curve is not None and plan.curve_steps is not None
-  rows = np.flatnonzero(now)
-  cols = np.searchsorted(plan.curve_steps, first + rows)
-  run.curve[:, cols] = accuracy[:, rows]
+  cols = np.searchsorted(plan.curve_steps, steps)
+  run.curve[:, cols] = gather(accuracy)
   live = live_runs(plan, run) or list(range(plan.num_runs))
   return tuple((int(plan.curve_steps[c]), run.curve[live, c].mean(0)) for c in cols)
 

@@ -105,9 +105,7 @@ def run_method(config: ConfigDict, method: str, data: PreparedData, workdir: str
     )
   hooks = make_hooks(config, plan, workdir, ckpt, run, lead)
   try:
-    train_tasks(
-      plan, placed, run, programs, min(config.log_every_steps, plan.steps_per_task), hooks
-    )
+    train_tasks(plan, placed, run, programs, hooks)
   finally:
     hooks_lib.close_all(hooks)
   run.diverged |= diverged_runs(run.states, plan.num_runs)

@@ -89,14 +89,15 @@ def make_stream_runner(
   give see docs/execution.md.
 
   With ``evaluate`` (one run's pure evaluation, `make_run_evaluator`), the
-  runner evaluates during the stream (continual evaluation)::
+  runner evaluates during the stream (continual evaluation), inside the same
+  program: the steps come in segments, each followed by an evaluation::
 
-    run(states, data_x, data_y, index, eval_now[steps], eval_x, eval_y,
-        task_of_class[runs, C]) -> (states, metrics, accuracy[runs, steps, tasks])
+    run(states, data_x, data_y, index[runs, segments, steps, batch], eval_x,
+        eval_y, task_of_class[runs, C]) -> (states, metrics[runs, segments * steps],
+                                            accuracy[runs, segments, tasks])
 
-  after each step whose ``eval_now`` is true, inside the same program (rows of
-  other steps are NaN). ``eval_now`` is shared by every run, so the condition
-  stays a branch under `vmap` instead of evaluating every step.
+  (a scan over segments around the scan over their steps: no branch in the
+  step's loop, whose operands XLA would copy every step).
 
   The result is jitted (``scan``) or behaves like a jitted function
   (``host``): call it, or ``.lower(...).compile()`` it ahead of time.
@@ -126,28 +127,25 @@ def make_stream_runner(
 
 
 def _scan_with_evaluation(train_step: Callable, batching: str, evaluate: Callable) -> Callable:
-  """The ``scan`` runner with an evaluation after the steps ``eval_now`` marks."""
+  """The ``scan`` runner with an evaluation after each segment of steps."""
 
-  def run_one(state, data_x, data_y, index, eval_now, eval_x, eval_y, task_of_class):
-    def skip(s):
-      shape = jax.eval_shape(evaluate, s, eval_x, eval_y, task_of_class)
-      return jnp.full(shape.shape, jnp.nan, shape.dtype)
+  def run_one(state, data_x, data_y, index, eval_x, eval_y, task_of_class):
+    def step(s, idx):
+      return train_step(s, data_x[idx], data_y[idx])
 
-    def body(s, inputs):
-      idx, now = inputs
-      s, m = train_step(s, data_x[idx], data_y[idx])
-      acc = jax.lax.cond(now, lambda t: evaluate(t, eval_x, eval_y, task_of_class), skip, s)
-      return s, (m, acc)
+    def segment(s, idx):
+      s, metrics = jax.lax.scan(step, s, idx)
+      return s, (metrics, evaluate(s, eval_x, eval_y, task_of_class))
 
-    state, (metrics, accuracy) = jax.lax.scan(body, state, (index, eval_now))
-    return state, metrics, accuracy
+    state, (metrics, accuracy) = jax.lax.scan(segment, state, index)
+    return state, jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), metrics), accuracy
 
   if batching == "vmap":
-    return jax.jit(jax.vmap(run_one, in_axes=(0, None, None, 0, None, None, None, 0)))
+    return jax.jit(jax.vmap(run_one, in_axes=(0, None, None, 0, None, None, 0)))
 
-  def run_all(states, data_x, data_y, index, eval_now, eval_x, eval_y, task_of_class):
+  def run_all(states, data_x, data_y, index, eval_x, eval_y, task_of_class):
     return jax.lax.map(
-      lambda a: run_one(a[0], data_x, data_y, a[1], eval_now, eval_x, eval_y, a[2]),
+      lambda a: run_one(a[0], data_x, data_y, a[1], eval_x, eval_y, a[2]),
       (states, index, task_of_class),
     )
 
@@ -171,44 +169,38 @@ class _HostLoopRunner:
     else:
       self._jitted = jax.jit(one, donate_argnums=0)
     self._step = self._jitted
-    self._evaluate_fn = evaluate  # for the shape of a step without evaluation
     self._evaluate = evaluate and jax.jit(evaluate)
+    self._evaluate_jitted = self._evaluate
 
   def lower(self, states, data_x, data_y, index, *evaluation):
     """Ahead-of-time compilation, as ``jax.jit(...).lower(...)`` offers."""
     runner = self
     one = jax.tree.map(lambda a: a[0], states)
+    first = (slice(None),) + (0,) * (index.ndim - 2)  # one step's rows of every run
     if self.batching == "vmap":
-      args = (states, data_x, data_y, index[:, 0])
+      args = (states, data_x, data_y, index[first])
     else:
-      args = (one, data_x, data_y, index[0, 0])
+      args = (one, data_x, data_y, index[first][0])
 
     class Lowered:
       def compile(self):
         if runner._step is runner._jitted:  # one step program serves every chunk length
           runner._step = runner._jitted.lower(*args).compile()
-          if evaluation and runner._evaluate is not None:
-            _, ex, ey, toc = evaluation
-            vmapped = runner.batching == "vmap"
-            eval_args = (states, ex, ey, toc) if vmapped else (one, ex, ey, toc[0])
-            runner._evaluate = runner._evaluate.lower(*eval_args).compile()
+        if evaluation and runner._evaluate is runner._evaluate_jitted:
+          ex, ey, toc = evaluation
+          vmapped = runner.batching == "vmap"
+          eval_args = (states, ex, ey, toc) if vmapped else (one, ex, ey, toc[0])
+          runner._evaluate = runner._evaluate_jitted.lower(*eval_args).compile()
         return runner
 
     return Lowered()
 
   def __call__(self, states, data_x, data_y, index, *evaluation):
     index = np.asarray(index)
-    if evaluation:
-      eval_now, ex, ey, toc = evaluation
-      eval_now = np.asarray(eval_now)
-
-    def evaluate(state, task_of_class, t):
-      """The evaluation after step ``t`` (dispatched, not waited for), or NaN."""
-      if eval_now[t]:
-        return self._evaluate(state, ex, ey, task_of_class)
-      shape = jax.eval_shape(self._evaluate_fn, state, ex, ey, task_of_class)
-      return jnp.full(shape.shape, jnp.nan, shape.dtype)
-
+    if evaluation:  # [runs, segments, steps, batch]: an evaluation after each segment
+      ex, ey, toc = evaluation
+      segment = index.shape[2]
+      index = index.reshape(index.shape[0], -1, index.shape[-1])
     if self.batching == "vmap":
       # A private copy, so the caller's arrays survive the donation (under map
       # the per-run slices below are already new arrays).
@@ -217,8 +209,8 @@ class _HostLoopRunner:
       for t in range(index.shape[1]):
         states, m = self._step(states, data_x, data_y, index[:, t])
         out.append(m)
-        if evaluation:
-          accs.append(evaluate(states, toc, t))
+        if evaluation and (t + 1) % segment == 0:  # dispatched, not waited for
+          accs.append(self._evaluate(states, ex, ey, toc))
       result = (states, _stack(out, axis=1))
       return result + (jnp.stack(accs, axis=1),) if evaluation else result
     finals, per_run, curves = [], [], []
@@ -228,8 +220,8 @@ class _HostLoopRunner:
       for t in range(index.shape[1]):
         state, m = self._step(state, data_x, data_y, index[r, t])
         out.append(m)
-        if evaluation:
-          accs.append(evaluate(state, toc[r], t))
+        if evaluation and (t + 1) % segment == 0:
+          accs.append(self._evaluate(state, ex, ey, toc[r]))
       finals.append(state)
       per_run.append(_stack(out, axis=0))
       curves.append(jnp.stack(accs) if evaluation else None)

@@ -34,6 +34,7 @@ from rar_jax.core.step import TrainState, as_chain
 from rar_jax.errors import ArgumentError
 from rar_jax.evaluation import continual
 from rar_jax.evaluation.evaluator import make_evaluator, make_run_evaluator
+from rar_jax.runner import chunks as chunks_lib
 from rar_jax.runner import loop
 
 
@@ -137,7 +138,8 @@ def run_stream_with_curves(
   (``streams.index`` as `rar_jax.data.class_incremental` builds it) is trained
   task after task, and every run is evaluated on ``eval_x``/``eval_y`` (per
   task through ``task_of_class[runs, classes]``) after every ``eval_every``-th
-  step and every task's last step, inside the compiled stream. Returns
+  step of each task and its last step, inside the compiled program (one call
+  per task, or two where ``eval_every`` does not divide the task). Returns
   ``(states, metrics[runs, steps], curves)``, ``curves`` a
   `rar_jax.evaluation.continual.Curves` (``steps``, ``accuracy[runs, points,
   tasks]``, ``task_ends``) that `rar_jax.evaluation.continual`'s functions
@@ -165,21 +167,22 @@ def run_stream_with_curves(
     module, num_tasks, min(chunk, len(eval_x)), eval_protocol, eval_classifier
   )
   runner = _runner(train_step, batching, stream_loop, evaluate_one)
-  eval_now = jnp.asarray(np.isin(np.arange(1, num_tasks * steps_per_task + 1), steps))
-  states, metrics, accuracy = runner(
-    states,
-    jnp.asarray(x),
-    jnp.asarray(y),
-    index.reshape(runs, -1, batch),
-    eval_now,
-    jnp.asarray(eval_x),
-    jnp.asarray(eval_y),
-    task_of_class,
-  )
+  data = (jnp.asarray(x), jnp.asarray(y))
+  evaluation = (jnp.asarray(eval_x), jnp.asarray(eval_y), task_of_class)
+  metrics, accuracy = [], []
+  for task in range(num_tasks):  # each task: its full segments, then its short last one
+    for piece in chunks_lib.task_chunks(steps_per_task, steps_per_task, int(eval_every)):
+      rows = index[:, task, piece.start : piece.start + piece.steps]
+      rows = rows.reshape(runs, *piece.shape, batch)
+      states, m, acc = runner(states, *data, rows, *evaluation)
+      metrics.append(m)
+      accuracy.append(acc)
   curves = continual.Curves(
-    steps, np.asarray(accuracy)[:, steps - 1], steps_per_task * np.arange(1, num_tasks + 1)
+    steps,
+    np.concatenate([np.asarray(a) for a in accuracy], axis=1),
+    steps_per_task * np.arange(1, num_tasks + 1),
   )
-  return states, metrics, curves
+  return states, jax.tree.map(lambda *a: jnp.concatenate(a, axis=1), *metrics), curves
 
 
 def evaluate(
