@@ -51,8 +51,8 @@ def _data_and_stream_keys(c: ConfigDict) -> None:
   # head (the model's output layer) | ncm (nearest class mean of the buffer's penultimate
   # features, the "NCM trick"; evaluation only, training unchanged)
   c.eval_classifier = "head"
-  # Continual evaluation (docs/running.md): > 0 also evaluates every eval_every stream steps
-  # and at every task's last step, inside the compiled stream (AAA, WC-ACC, stability gap,
+  # Continual evaluation (docs/continual.md): > 0 also evaluates every eval_every steps of
+  # each task and at its last step, inside the compiled stream (AAA, WC-ACC, stability gap,
   # continual.png); 0 = off: after each task only.
   c.eval_every = 0
   # Continual evaluation's samples of each task's evaluation split, spread equally over its
