@@ -25,7 +25,7 @@ import numpy as np
 from _common import cli, cpu_model, quiet
 
 from rar_jax.evaluation.metrics import final_average_accuracy, summarize, two_se
-from rar_jax.runner import experiment, report
+from rar_jax.runner import experiment, plots
 from rar_jax.runner.config import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +60,7 @@ def run(name, resnet_seeds):
     config.num_seeds = resnet_seeds
   with tempfile.TemporaryDirectory() as workdir:
     results = quiet(experiment.train_and_evaluate)(config, workdir)
-  report.plot_continual(
+  plots.plot_continual(
     os.path.join(ROOT, "docs", "_static", f"stability_gap_{name}.png"),
     results,
     f"Split Fashion-MNIST, {name.split('_')[0].upper()}, memory {config.mem_size}, "

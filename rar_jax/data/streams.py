@@ -4,9 +4,11 @@ held-out validation split and every seed's minibatch indices."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
+from rar_jax.data import blurry
 from rar_jax.errors import DataError
 
 
@@ -29,13 +31,23 @@ def holdout_split(y: np.ndarray, fraction: float, seed: int):
   return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+# Each stream kind's settings (`make_streams`' keyword arguments, the config keys).
+STREAM_SETTINGS = {
+  "class_incremental": set(),
+  "blurry": {"disjoint_class_fraction", "blurry_sample_fraction"},
+  "gaussian": {"boundary_width"},
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Streams:
   """Minibatch index streams for several seeds over one training array."""
 
   index: np.ndarray  # [seeds, tasks, steps, batch] into the training array
-  task_of_class: np.ndarray  # [seeds, num_classes]
+  task_of_class: np.ndarray  # [seeds, num_classes]: each class's (home) task
   dropped_samples: int  # per seed, to make every task the same number of full batches
+  # blurry streams: [seeds, num_classes], the classes seen only in their home task; else None
+  disjoint_classes: Optional[np.ndarray] = None
 
 
 def make_streams(
@@ -46,33 +58,47 @@ def make_streams(
   batch_size: int,
   seeds,
   shuffle_classes: bool,
+  stream: str = "class_incremental",
+  disjoint_class_fraction: float = 0.5,
+  blurry_sample_fraction: float = 0.1,
+  boundary_width: float = 0.25,
 ) -> Streams:
-  """Class-incremental streams: task t holds classes ``order[t*k:(t+1)*k]``.
+  """Streams of ``num_tasks`` equal segments (tasks).
 
+  ``stream="class_incremental"``: task t holds classes ``order[t*k:(t+1)*k]``.
   Each seed draws its own class order (when shuffled), its own subsample of
   ``samples_per_task`` (0 = all) and its own order within a task. Every task
   gets the same number of full minibatches (that of the smallest task), so one
-  compiled scan serves all tasks and seeds.
+  compiled scan serves all tasks and seeds. ``"blurry"`` and ``"gaussian"``:
+  streams whose boundaries blur (`rar_jax.data.blurry`, with its settings);
+  the classes' home tasks as above.
   """
   if num_tasks < 1 or num_tasks > num_classes or num_classes % num_tasks:
     raise DataError(
       f"num_tasks={num_tasks} must divide num_classes={num_classes} "
       "(each task holds the same number of classes)"
     )
+  if stream not in blurry.STREAMS:
+    raise DataError(f"stream={stream!r} is invalid: one of {blurry.STREAMS}")
+  if stream == "blurry":
+    blurry._check_fractions(disjoint_class_fraction, blurry_sample_fraction)
   per_task = num_classes // num_tasks
-  per_seed = []
+  per_seed, disjoint = [], []
   for seed in seeds:
     rng = np.random.default_rng(seed)
     order = class_order(num_classes, shuffle_classes, rng)
-    tasks = []
-    for t in range(num_tasks):
-      idx = np.flatnonzero(np.isin(y, order[t * per_task : (t + 1) * per_task]))
-      if len(idx) == 0:
-        raise DataError(f"task {t} (classes {order[t * per_task : (t + 1) * per_task]}) is empty")
-      idx = rng.permutation(idx)
-      if samples_per_task:
-        idx = idx[:samples_per_task]
-      tasks.append(idx)
+    if stream == "blurry":
+      tasks, mask = blurry.blurry_segments(
+        y, num_classes, num_tasks, samples_per_task, order, rng, disjoint_class_fraction,
+        blurry_sample_fraction,
+      )  # fmt: skip
+      disjoint.append(mask)
+    elif stream == "gaussian":
+      tasks = blurry.gaussian_segments(
+        y, num_classes, num_tasks, samples_per_task, order, rng, boundary_width
+      )
+    else:
+      tasks = _class_incremental_tasks(y, num_tasks, per_task, samples_per_task, order, rng)
     per_seed.append((order, tasks))
   steps = min(len(ix) for _, tasks in per_seed for ix in tasks) // batch_size
   if steps == 0:
@@ -89,7 +115,20 @@ def make_streams(
   dropped = (
     max(sum(len(ix) for ix in tasks) for _, tasks in per_seed) - num_tasks * steps * batch_size
   )
-  return Streams(index, task_of_class, int(dropped))
+  return Streams(index, task_of_class, int(dropped), np.stack(disjoint) if disjoint else None)
+
+
+def _class_incremental_tasks(y, num_tasks, per_task, samples_per_task, order, rng):
+  tasks = []
+  for t in range(num_tasks):
+    idx = np.flatnonzero(np.isin(y, order[t * per_task : (t + 1) * per_task]))
+    if len(idx) == 0:
+      raise DataError(f"task {t} (classes {order[t * per_task : (t + 1) * per_task]}) is empty")
+    idx = rng.permutation(idx)
+    if samples_per_task:
+      idx = idx[:samples_per_task]
+    tasks.append(idx)
+  return tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,13 +172,18 @@ def class_incremental(
   validation_fraction: float = 0.0,
   holdout_seed: int = 0,
   num_classes: int = 0,
+  stream: str = "class_incremental",
+  **stream_settings,
 ) -> ClassIncremental:
   """Your arrays (``x`` ``[N, H, W, C]`` uint8 or float in [0, 1], ``y`` ints
   0..C-1) as the class-incremental streams train.py trains on: the stratified
   ``validation_fraction`` hold-out (drawn with ``holdout_seed``), then
   `make_streams` (``num_tasks`` tasks of C / num_tasks classes, per seed its
   class order when ``shuffle_classes``, ``samples_per_task`` (0 = all) and its
-  own order) over the rest. ``num_classes`` 0: ``y.max() + 1``. For example::
+  own order) over the rest. ``num_classes`` 0: ``y.max() + 1``. ``stream``:
+  ``"class_incremental"``, or ``"blurry"`` (settings ``disjoint_class_fraction``,
+  ``blurry_sample_fraction``) or ``"gaussian"`` (``boundary_width``), streams
+  whose task boundaries blur (`rar_jax.data.blurry`). For example::
 
     bench = class_incremental(x, y, num_tasks=5, batch_size=10, seeds=[0, 1])
     for task in range(5):
@@ -153,9 +197,16 @@ def class_incremental(
     num_classes = int(y.max()) + 1
   validate_arrays("class_incremental", x, y, num_classes)
   train_idx, val_idx = holdout_split(y, validation_fraction, holdout_seed)
+  unknown = set(stream_settings) - STREAM_SETTINGS.get(stream, set())
+  if unknown:
+    raise DataError(
+      f"{sorted(unknown)} are not settings of stream={stream!r}; "
+      f"its settings: {sorted(STREAM_SETTINGS.get(stream, ())) or 'none'}"
+    )
   streams = make_streams(
-    y[train_idx], num_classes, num_tasks, samples_per_task, batch_size, seeds, shuffle_classes
-  )
+    y[train_idx], num_classes, num_tasks, samples_per_task, batch_size, seeds, shuffle_classes,
+    stream, **stream_settings,
+  )  # fmt: skip
   used = np.unique(streams.index)
   rows = train_idx[used]
   streams = dataclasses.replace(

@@ -45,6 +45,18 @@ def _data_and_stream_keys(c: ConfigDict) -> None:
   c.num_tasks = 5
   c.samples_per_task = 0  # 0 = every training sample of the task's classes
   c.shuffle_classes = False  # class order per seed, else 0..C-1
+  # class_incremental (sharp task boundaries) | blurry (i-Blurry-N-M: classes leak across
+  # boundaries) | gaussian (each class's samples spread around its task's slot); docs/streams.md
+  c.stream = "class_incremental"
+  # stream=blurry: the share of each task's classes seen only in their own task (i-Blurry's
+  # N/100); None = 0.5
+  c.disjoint_class_fraction = config_dict.placeholder(float)
+  # stream=blurry: the share of each segment's samples from blurry classes of other tasks
+  # (i-Blurry's M/100); None = 0.1
+  c.blurry_sample_fraction = config_dict.placeholder(float)
+  # stream=gaussian: the standard deviation of a class's position in the stream, in units of one
+  # task's length; None = 0.25
+  c.boundary_width = config_dict.placeholder(float)
   c.validation_fraction = 0.0  # held out of each class's training data (paper: 0.05)
   c.eval_split = "test"  # test | validation (for tuning)
   c.eval_protocol = "class"  # class (all logits) | task (the logits of the task's classes)
@@ -127,6 +139,21 @@ def base_config() -> ConfigDict:
   c.rar_samples = 8  # replay samples shown in rar_samples.png (RAR methods; 0 = no picture)
   c.progress = True
   return c
+
+
+# Each stream kind's settings with their defaults (`rar_jax.data.make_streams`).
+STREAM_DEFAULTS = {
+  "class_incremental": {},
+  "blurry": {"disjoint_class_fraction": 0.5, "blurry_sample_fraction": 0.1},
+  "gaussian": {"boundary_width": 0.25},
+}
+STREAM_KEYS = ("disjoint_class_fraction", "blurry_sample_fraction", "boundary_width")
+
+
+def stream_settings(config: ConfigDict) -> dict:
+  """The settings of ``config.stream``: the config's values, defaults where None."""
+  defaults = STREAM_DEFAULTS[config.stream]
+  return {k: v if config[k] is None else config[k] for k, v in defaults.items()}
 
 
 def load_file(path: str) -> ConfigDict:

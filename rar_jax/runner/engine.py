@@ -17,6 +17,7 @@ from rar_jax import models
 from rar_jax.core.step import make_train_step
 from rar_jax.evaluation import evaluator as evaluator_lib
 from rar_jax.runner import chunks as chunks_lib
+from rar_jax.runner import curves as curves_lib
 from rar_jax.runner import hooks as hooks_lib
 from rar_jax.runner import loop
 from rar_jax.runner import sweep as sweep_lib
@@ -215,7 +216,7 @@ def compile_programs(plan: RunPlan, placed: Placed, run: RunState, module, tx, c
   t0 = time.perf_counter()
   evaluate_one = None
   if plan.curve_steps is not None:
-    evaluate_one = continual_evaluator(plan, placed, module, config)
+    evaluate_one = curves_lib.continual_evaluator(plan, placed, module, config)
   runner: Any = loop.make_stream_runner(
     make_train_step(module, tx, plan.replay, plan.chain, unroll=plan.execution["unroll"]),
     plan.batching,
@@ -229,7 +230,7 @@ def compile_programs(plan: RunPlan, placed: Placed, run: RunState, module, tx, c
   def compile_chunk(chunk: chunks_lib.Chunk):
     index = placed.index(0, chunk.start, chunk.start + chunk.steps, chunk.shape)
     return runner.lower(
-      run.states, placed.data_x, placed.data_y, index, *curve_args(placed)
+      run.states, placed.data_x, placed.data_y, index, *curves_lib.curve_args(placed)
     ).compile()
 
   programs: Dict[tuple, Any] = {}
@@ -243,32 +244,13 @@ def compile_programs(plan: RunPlan, placed: Placed, run: RunState, module, tx, c
   )
 
 
-def continual_evaluator(plan: RunPlan, placed: Placed, module, config):
-  """One run's evaluation on the continual subset, to run inside the stream's
-  program: unrolled over its chunks where the stream loop runs on the host
-  (XLA's CPU convolutions are ~10x slower inside loop bodies, jax-ml/jax#12868)."""
-  assert placed.curve_x is not None
-  rows = placed.curve_x.shape[0]
-  chunk = min(rows, 250 if config.model in models.CONV_MODELS else 1000)
-  return evaluator_lib.make_run_evaluator(
-    module,
-    plan.num_tasks,
-    chunk=chunk,
-    eval_protocol=config.eval_protocol,
-    eval_classifier=config.eval_classifier,
-    unroll=plan.execution["stream_loop"] == "host",
-  )
-
-
-def curve_args(placed: Placed) -> tuple:
-  """The continual evaluation's arguments of a chunk program (none when off)."""
-  if placed.curve_x is None:
-    return ()
-  return (placed.curve_x, placed.curve_y, placed.task_of_class)
-
-
-def compile_evaluation(plan: RunPlan, placed: Placed, run: RunState, module, config):
-  """The compiled evaluation of every run and how it runs (recorded in metrics.json)."""
+def compile_evaluation(
+  plan: RunPlan, placed: Placed, run: RunState, module, config, num_tasks: Optional[int] = None
+):
+  """The compiled evaluation of every run and how it runs (recorded in metrics.json);
+  ``num_tasks`` groups of classes in place of the plan's tasks (e.g. a blurry
+  stream's disjoint and blurry classes), called with that grouping in place of
+  ``task_of_class``."""
   eval_execution = {"eval_loop": "map"}
   if hasattr(module, "conv_impl"):  # any conv model with a choice of convolutions
     ev = loop.eval_execution(jax.devices()[0].platform, module.conv_impl, jax.device_count())
@@ -281,7 +263,7 @@ def compile_evaluation(plan: RunPlan, placed: Placed, run: RunState, module, con
     eval_chunk = 250 if eval_execution["eval_loop"] == "host" else 100
   evaluator: Any = evaluator_lib.make_evaluator(
     module,
-    plan.num_tasks,
+    num_tasks or plan.num_tasks,
     chunk=eval_chunk,
     eval_protocol=config.eval_protocol,
     eval_loop=eval_execution["eval_loop"],
@@ -312,10 +294,12 @@ def train_tasks(
         placed.data_x,
         placed.data_y,
         placed.index(t, pos, pos + n, chunk.shape),
-        *curve_args(placed),
+        *curves_lib.curve_args(placed),
       )
       run.states, m = out[:2]
-      points = record_points(plan, run, out[2], chunk.points(t * steps)) if len(out) > 2 else ()
+      points = (
+        curves_lib.record_points(plan, run, out[2], chunk.points(t * steps)) if len(out) > 2 else ()
+      )
       finite, scalars = chunk_summary(m, plan.num_runs)
       finite, scalars = gather(finite), jax.device_get(scalars)  # per-run flags may be sharded
       newly = {int(r) for r in np.flatnonzero(~finite)} - run.diverged
@@ -362,17 +346,6 @@ def train_tasks(
         seconds,
       ),
     )
-
-
-def record_points(plan: RunPlan, run: RunState, accuracy, steps: List[int]) -> tuple:
-  """Stores a chunk's evaluation points (``accuracy[runs, points, tasks]`` at
-  stream ``steps``) in ``run.curve``; returns each point's ``(step, seed-mean
-  accuracy per task)`` over the live runs, for the hooks."""
-  assert run.curve is not None and plan.curve_steps is not None
-  cols = np.searchsorted(plan.curve_steps, steps)
-  run.curve[:, cols] = gather(accuracy)
-  live = live_runs(plan, run) or list(range(plan.num_runs))
-  return tuple((int(plan.curve_steps[c]), run.curve[live, c].mean(0)) for c in cols)
 
 
 def make_hooks(

@@ -25,7 +25,7 @@ from ml_collections import ConfigDict
 from rar_jax import models
 from rar_jax.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from rar_jax.runner import checkpoint as checkpoint_lib
-from rar_jax.runner import data_check, loop, report
+from rar_jax.runner import data_check, loop, plots, report
 from rar_jax.runner import hooks as hooks_lib
 from rar_jax.runner.config import (
   base_config,
@@ -34,6 +34,7 @@ from rar_jax.runner.config import (
   method_names,
   optimizer,
   replay_parts,
+  stream_settings,
 )
 from rar_jax.runner.engine import (
   compile_evaluation,
@@ -45,7 +46,13 @@ from rar_jax.runner.engine import (
   place,
   train_tasks,
 )
-from rar_jax.runner.outputs import evaluation_words, rar_preview, summarise, write_results
+from rar_jax.runner.outputs import (
+  class_kind_accuracy,
+  evaluation_words,
+  rar_preview,
+  summarise,
+  write_results,
+)
 from rar_jax.runner.plan import make_plan
 from rar_jax.runner.prepare import PreparedData, prepare_data
 from rar_jax.runner.results import is_sweep
@@ -109,7 +116,10 @@ def run_method(config: ConfigDict, method: str, data: PreparedData, workdir: str
   finally:
     hooks_lib.close_all(hooks)
   run.diverged |= diverged_runs(run.states, plan.num_runs)
-  result = summarise(config, plan, data, run, programs, mesh.size)
+  kinds = None
+  if plan.disjoint_classes is not None:
+    kinds = class_kind_accuracy(config, plan, placed, run, module)
+  result = summarise(config, plan, data, run, programs, mesh.size, kinds)
   preview = None
   if plan.chain.perturb is not None and config.rar_samples:
     preview = rar_preview(config, plan, data, run, module, tx)
@@ -218,7 +228,22 @@ def _compare(
         title,
       )
       if config.eval_every:
-        report.plot_continual(os.path.join(workdir, "continual.png"), results, title)
+        plots.plot_continual(os.path.join(workdir, "continual.png"), results, title)
+
+
+def write_stream_picture(config: ConfigDict, data: PreparedData, workdir: str) -> None:
+  """``stream.png``: the class of each step of seed 0's stream."""
+  streams = data.streams
+  labels = data.train_y[streams.index[0]].reshape(streams.index.shape[1], -1)
+  settings = ", ".join(f"{k} {v:g}" for k, v in stream_settings(config).items())
+  os.makedirs(workdir, exist_ok=True)
+  plots.plot_stream(
+    os.path.join(workdir, "stream.png"),
+    labels,
+    streams.task_of_class[0],
+    config.batch_size,
+    f"{data.ds.name}: the {config.stream} stream of seed {config.seed} ({settings})",
+  )
 
 
 def train_and_evaluate(config: ConfigDict, workdir: str) -> Dict[str, dict]:
@@ -242,6 +267,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> Dict[str, dict]:
     if created and os.path.isdir(workdir) and not os.listdir(workdir):
       os.rmdir(workdir)
     raise
+  if config.stream != "class_incremental" and config.plot and jax.process_index() == 0:
+    write_stream_picture(config, data, workdir)
   results = {}
   for name, method_dir in method_dirs.items():
     # Every program is traced and compiled inside run_method, so this pins its precision.

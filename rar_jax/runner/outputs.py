@@ -6,14 +6,22 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 from ml_collections import ConfigDict
 
 from rar_jax.core.step import make_rar_preview
 from rar_jax.runner import hooks as hooks_lib
-from rar_jax.runner import report
+from rar_jax.runner import loop, plots, report
 from rar_jax.runner import sweep as sweep_lib
-from rar_jax.runner.config import cell_config, is_swept
-from rar_jax.runner.engine import Programs, RunState, gather, live_runs
+from rar_jax.runner.config import cell_config, is_swept, stream_settings
+from rar_jax.runner.engine import (
+  Placed,
+  Programs,
+  RunState,
+  compile_evaluation,
+  gather,
+  live_runs,
+)
 from rar_jax.runner.plan import RunPlan
 from rar_jax.runner.prepare import PreparedData
 from rar_jax.runner.results import CellResult, MethodResult
@@ -28,7 +36,10 @@ def summarise(
   run: RunState,
   programs: Programs,
   num_devices: int,
+  class_kinds=None,
 ) -> MethodResult:
+  """The method's result; ``class_kinds[runs, 2]``: a blurry stream's final
+  accuracy on its disjoint and blurry classes (`class_kind_accuracy`)."""
   steps = plan.num_tasks * plan.steps_per_task
   timing = {
     "train_seconds": run.train_seconds,
@@ -57,6 +68,8 @@ def summarise(
     "steps_per_task": plan.steps_per_task,
     "dropped_samples_per_seed": data.streams.dropped_samples,
   }
+  if config.stream != "class_incremental":  # class-incremental runs' files as before
+    info["stream"] = {"kind": config.stream, **stream_settings(config)}
   cells = []
   for i, overrides in enumerate(plan.cells):
     runs = range(plan.num_runs)[plan.cell_runs(i)]
@@ -71,12 +84,31 @@ def summarise(
         eval_samples_per_task=config.eval_samples_per_task,
         curve_steps=plan.curve_steps,
       )
+    kinds = None if class_kinds is None else class_kinds[plan.cell_runs(i)]
     cells.append(
       CellResult(
-        plan.method, overrides, plan.seeds, run.acc[plan.cell_runs(i)], cell_info, bad, curve
+        plan.method,
+        overrides,
+        plan.seeds,
+        run.acc[plan.cell_runs(i)],
+        cell_info,
+        bad,
+        curve,
+        kinds,
       )
     )
   return MethodResult(plan.method, config.sweep, cells, timing)
+
+
+def class_kind_accuracy(
+  config: ConfigDict, plan: RunPlan, placed: Placed, run: RunState, module
+) -> np.ndarray:
+  """``[runs, 2]``: each run's final accuracy on a blurry stream's disjoint
+  classes (0) and blurry classes (1), NaN where a kind has no class."""
+  evaluate, _ = compile_evaluation(plan, placed, run, module, config, num_tasks=2)
+  assert plan.disjoint_classes is not None
+  kinds = loop.put_global((~plan.disjoint_classes).astype(np.int32), placed.by_run)
+  return gather(evaluate(run.states, placed.eval_x, placed.eval_y, kinds))[: plan.num_runs]
 
 
 def rar_preview(
@@ -121,7 +153,7 @@ def write_results(
       + ")",
     )
   if config.plot and "continual" in summary:
-    report.plot_continual(
+    plots.plot_continual(
       os.path.join(workdir, "continual.png"),
       {plan.method: summary},
       f"{plan.method} on {data.ds.name} ({len(plan.seeds)} seeds"

@@ -45,6 +45,8 @@ class RunPlan:
   batching: str  # vmap | map
   # Continual evaluation's points (steps trained so far, from 1), None when off.
   curve_steps: Optional[np.ndarray] = None
+  # Blurry streams: [padded, num_classes], the classes seen only in their home task; else None.
+  disjoint_classes: Optional[np.ndarray] = None
 
   def with_execution(
     self, config: ConfigDict, num_devices: int, conv_impl: Optional[str] = None
@@ -109,6 +111,9 @@ def make_plan(
     task_of_class=np.asarray(streams.task_of_class)[run_seed],
     execution={},
     batching=batching,
+    disjoint_classes=(
+      None if streams.disjoint_classes is None else np.asarray(streams.disjoint_classes)[run_seed]
+    ),
     curve_steps=(
       continual.evaluation_steps(config.num_tasks, streams.index.shape[2], config.eval_every)
       if config.eval_every

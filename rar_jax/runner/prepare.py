@@ -13,6 +13,7 @@ from ml_collections import ConfigDict
 from rar_jax import data as data_lib
 from rar_jax.errors import ArgumentError, ConfigError
 from rar_jax.evaluation import continual
+from rar_jax.runner import config as config_lib
 from rar_jax.runner import hooks as hooks_lib
 
 _say = hooks_lib.say
@@ -61,6 +62,8 @@ def prepare_data(config: ConfigDict) -> PreparedData:
     config.validation_fraction,
     holdout_seed=config.seed,
     num_classes=ds.num_classes,
+    stream=config.stream,
+    **config_lib.stream_settings(config),
   )
   streams = bench.streams
   if config.eval_split == "validation":

@@ -10,7 +10,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from rar_jax.evaluation import continual as continual_lib
 from rar_jax.evaluation import metrics as metrics_lib
 from rar_jax.runner import results as results_lib
 from rar_jax.runner import sweep as sweep_lib
@@ -363,38 +362,3 @@ def sensitivity_figure(result: Mapping, title: str):
 def plot_sensitivity(path: str, result: Mapping, title: str) -> None:
   """`sensitivity_figure` as a PNG."""
   _save(sensitivity_figure(result, title), path)
-
-
-def continual_figure(results: Mapping[str, Mapping], title: str):
-  """Continual evaluation (metrics.json's ``continual`` per method): the average
-  accuracy over the tasks seen, and the accuracy on task 1, against the stream
-  step; seed mean with a ± 2SE band, one line per method, task switches dashed.
-  The dips right after each switch are the stability gap."""
-  plt = _pyplot()
-  fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-  ends = np.zeros(0, np.int64)
-  for name, r in results.items():
-    c = r["continual"]
-    steps, ends = np.asarray(c["steps"]), np.asarray(c["task_ends"])
-    acc = np.asarray(c["accuracy"], np.float64)
-    for ax, curves in (
-      (ax0, continual_lib.average_seen_accuracy(acc, steps, ends)),
-      (ax1, acc[:, :, 0]),
-    ):
-      m, se2 = _mean_and_2se(curves)
-      (line,) = ax.plot(steps, m, label=name, linewidth=1.2)
-      ax.fill_between(steps, m - se2, m + se2, color=line.get_color(), alpha=0.2, linewidth=0)
-  for ax, what in ((ax0, "average accuracy on seen tasks"), (ax1, "accuracy on task 1")):
-    for end in ends[:-1]:
-      ax.axvline(end, color="grey", linestyle="--", linewidth=0.8)
-    ax.set(xlabel="stream step (minibatches)", title=what, ylim=(0, 1))
-    ax.grid(alpha=0.3)
-  ax0.set_ylabel("accuracy")
-  ax0.legend(title="method (± 2SE band)", fontsize=8)
-  fig.suptitle(_wrap(title + "; dashed: task switches", 110))
-  fig.tight_layout()
-  return fig
-
-
-def plot_continual(path: str, results: Mapping[str, Mapping], title: str) -> None:
-  _save(continual_figure(results, title), path)

@@ -29,6 +29,20 @@ class CellResult:
   diverged_seeds: List[int] = dataclasses.field(default_factory=list)  # loss went NaN/Inf
   # Continual evaluation: accuracy[seeds, points, tasks] at info["curve_steps"]; None = off.
   curve: Optional[np.ndarray] = None
+  # Blurry streams: the final accuracy [seeds, 2] on the disjoint and the blurry classes.
+  class_kinds: Optional[np.ndarray] = None
+
+  def _class_kinds(self) -> dict:
+    """A blurry stream's final accuracy on its disjoint and on its blurry classes
+    (None where it has no class of that kind)."""
+    assert self.class_kinds is not None
+    out = {}
+    for k, name in enumerate(("disjoint", "blurry")):
+      v = self.class_kinds[:, k]
+      out[f"final_accuracy_{name}_classes"] = (
+        None if np.isnan(v).all() else metrics_lib.summarize(v)
+      )
+    return out
 
   def continual(self) -> Optional[dict]:
     """metrics.json's ``continual`` object (None when continual evaluation is off)."""
@@ -71,6 +85,8 @@ class CellResult:
       "avg_accuracy_curve": metrics_lib.average_accuracy_curve(self.acc).mean(0).tolist(),
       "diverged_seeds": self.diverged_seeds,
       **({"continual": self.continual()} if self.curve is not None else {}),
+      **({"stream": self.info["stream"]} if "stream" in self.info else {}),
+      **(self._class_kinds() if self.class_kinds is not None else {}),
     }
 
 

@@ -21,11 +21,14 @@ from rar_jax.runner import sweep as sweep_lib
 from rar_jax.runner.config import (
   HYPER_KEYS,
   MATMUL_PRECISIONS,
+  STREAM_DEFAULTS,
+  STREAM_KEYS,
   base_config,
   cell_config,
   method_names,
   optimizer,
   replay_parts,
+  stream_settings,
 )
 
 
@@ -88,6 +91,7 @@ def _check_choices(config: ConfigDict) -> None:
   _one_of(config, "aser_type", ASER_TYPES)
   _one_of(config, "attack_params", ATTACK_PARAMS)
   _one_of(config, "clean_rows", CLEAN_ROWS)
+  _one_of(config, "stream", tuple(STREAM_DEFAULTS))
   if config.stream_loop == "host" and jax.process_count() > 1:
     raise ConfigError(
       "config.stream_loop='host' runs in one process; use 'scan' or 'auto' with several processes"
@@ -130,12 +134,49 @@ def _check_numbers(config: ConfigDict) -> None:
       f"config.validation_fraction={config.validation_fraction} is invalid: a number in [0, 1)"
     )
   _check_ema_decay(config.ema_decay, "config.ema_decay")
+  _check_stream(config)
   if config.eval_split == "validation" and config.validation_fraction == 0:
     raise ConfigError("config.eval_split='validation' needs config.validation_fraction > 0")
   if config.checkpoint_every_steps % config.log_every_steps:
     raise ConfigError(
       f"config.checkpoint_every_steps={config.checkpoint_every_steps} must be a "
       f"multiple of config.log_every_steps={config.log_every_steps}"
+    )
+
+
+def _check_stream(config: ConfigDict) -> None:
+  """The stream's settings: only those of its kind, in range; no task identity
+  at test time where the boundaries blur."""
+  own = STREAM_DEFAULTS[config.stream]
+  for key in STREAM_KEYS:
+    if config[key] is not None and key not in own:
+      kinds = [k for k, v in STREAM_DEFAULTS.items() if key in v]
+      raise ConfigError(
+        f"config.{key}={config[key]!r} is a setting of stream={kinds[0]!r}, but "
+        f"config.stream={config.stream!r}: drop it or set config.stream={kinds[0]!r}"
+      )
+  settings = stream_settings(config)
+  for key in ("disjoint_class_fraction", "blurry_sample_fraction"):
+    if key in settings and not 0.0 <= settings[key] <= 1.0:
+      raise ConfigError(f"config.{key}={settings[key]!r} is invalid: a number in [0, 1]")
+  if settings.get("blurry_sample_fraction") == 1.0:
+    raise ConfigError(
+      "config.blurry_sample_fraction=1.0 leaves every task with no samples of its own "
+      "classes: a number in [0, 1)"
+    )
+  if settings.get("disjoint_class_fraction") == 1.0 and settings.get("blurry_sample_fraction"):
+    raise ConfigError(
+      "config.disjoint_class_fraction=1.0 leaves no blurry class to leak into other tasks "
+      f"(config.blurry_sample_fraction={settings['blurry_sample_fraction']}): lower it"
+    )
+  if "boundary_width" in settings and not settings["boundary_width"] > 0:
+    raise ConfigError(
+      f"config.boundary_width={settings['boundary_width']!r} is invalid: a number > 0"
+    )
+  if config.stream != "class_incremental" and config.eval_protocol == "task":
+    raise ConfigError(
+      f"config.eval_protocol='task' needs task identities at test time, which "
+      f"stream={config.stream!r} does not have (its boundaries blur): use 'class'"
     )
 
 
