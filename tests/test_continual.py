@@ -252,3 +252,12 @@ def test_bad_continual_keys_are_one_line_naming_the_key(tmp_path, overrides, mat
   with pytest.raises(ConfigError, match=match) as e:
     experiment.train_and_evaluate(digits_config(**overrides), str(tmp_path))
   assert "\n" not in str(e.value)
+
+
+def test_the_curve_meets_the_accuracy_matrix_at_every_task_end(tmp_path):
+  """On the whole split, a task's last point is the end-of-task evaluation."""
+  config = digits_config(eval_every=10, methods="er", num_seeds=2, plot=False)
+  r = experiment.train_and_evaluate(config, str(tmp_path))["er"]
+  c = r["continual"]
+  ends = [c["steps"].index(e) for e in c["task_ends"]]
+  np.testing.assert_array_equal(np.asarray(c["accuracy"])[:, ends], np.asarray(r["acc_matrix"]))

@@ -289,3 +289,22 @@ def test_train_py_on_a_generated_image_folder(tmp_path):
     f"error: {tmp_path / 'none.npz'}: no such file (data_source='npz' needs an .npz file)"
   ]
   assert not (tmp_path / "run2").exists()
+
+
+def test_an_image_edited_in_place_with_the_same_byte_size_is_decoded_again(tmp_path):
+  """Uncompressed PNGs of one shape have one byte size whatever their pixels: the
+  cache must notice the edit by the modification time, not the size alone."""
+  for s in ("train", "test"):
+    for c in ("a", "b"):
+      os.makedirs(tmp_path / "d" / s / c)
+      Image.fromarray(np.full((8, 8, 3), 10, np.uint8)).save(
+        tmp_path / "d" / s / c / "x.png", compress_level=0
+      )
+  first = data.load("custom", "folder", str(tmp_path / "d"), image_size=8)
+  edited = tmp_path / "d" / "train" / "a" / "x.png"
+  size = os.path.getsize(edited)
+  Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(edited, compress_level=0)
+  assert os.path.getsize(edited) == size
+  os.utime(edited, ns=(10**18, 10**18))  # another modification time, as an edit leaves
+  again = data.load("custom", "folder", str(tmp_path / "d"), image_size=8)
+  assert int(first.train_x[0].max()) == 10 and int(again.train_x[0].min()) == 200

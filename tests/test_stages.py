@@ -230,3 +230,20 @@ def test_new_methods_and_keys_validate():
     exclude_current_labels=False,
   )
   experiment.validate_config(config)
+
+
+@pytest.mark.parametrize("epsilon, steps", [(0.3, 5), (0.1, 2), (0.05, 1)])
+def test_the_default_attack_step_is_epsilon_over_the_steps(epsilon, steps):
+  """``alpha_fgsm`` unset: each of the ``iter_fgsm`` sign steps moves a pixel by
+  epsilon / steps (Avalanche's and the docs' default), in the traced settings a
+  chain starts from, in a config's run plan and in `Hyper.create`."""
+  want = epsilon / steps
+  _, chain = rar_jax.build_method("er_rar", 10, epsilon_fgsm=epsilon, iter_fgsm=steps)
+  assert float(chain.hyper(0.1).alpha_fgsm) == pytest.approx(want)
+  hyper = rar_jax.Hyper.create(opt_lr=0.1, epsilon_fgsm=epsilon, iter_fgsm=steps)
+  assert float(hyper.alpha_fgsm) == pytest.approx(want)
+  config = base_config()
+  config.update(epsilon_fgsm=epsilon, iter_fgsm=steps)
+  from rar_jax.runner.config import replay_parts
+
+  assert float(replay_parts(config, "er_rar", 10)[2].alpha_fgsm) == pytest.approx(want)
