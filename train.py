@@ -41,9 +41,15 @@ def check_config_file(argv) -> None:
 
 
 def parse_flags(argv):
-  """absl's flag parsing, except that asking for help is a success (absl exits 1)."""
+  """absl's flag parsing, except that asking for help is a success (absl exits 1)
+  and a value of the wrong type (``--config.mem_size=abc``) is one ``error:`` line
+  and exit status 2, like every other bad value."""
   try:
-    return app.parse_flags_with_usage(argv)
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = (str(e).splitlines() or [""])[0]
+    print(f"error: {message} (see docs/config.md for each key's type)", file=sys.stderr)
+    sys.exit(2)
   except SystemExit as e:
     asked = {"help", "helpshort", "helpfull", "?"}
     if e.code == 1 and any(a.lstrip("-").split("=")[0] in asked for a in argv[1:]):

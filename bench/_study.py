@@ -101,7 +101,23 @@ def save(path, record) -> None:
   print(json.dumps({k: v for k, v in record.items() if k != "methods"}), flush=True)
 
 
-FOOTER = [
-  "Mean ± 2 standard errors over seeds; paired rows: the difference per seed, with how many",
-  "seeds it is positive in (for the stability gap, positive means a *larger* gap).",
-]
+def render(paths, command, extra=lambda record: "", metrics=lambda record: METRICS, names=NAMES):
+  """Markdown: per stored record (a JSON file) its title line and `table`, then a footer."""
+  rows = []
+  for path in paths:
+    with open(path) as f:
+      r = json.load(f)
+    settings = ", ".join(f"{k}={v}" for k, v in r["overrides"].items())
+    rows += [
+      f"**{r['setting']}** ({r['seeds']} paired seeds; `{r['config']}` with {settings}; "
+      f"{r['cpu']}{extra(r)})",
+      "",
+      *table(r, metrics(r), names),
+      "",
+    ]
+  rows += [
+    "Mean ± 2 standard errors over seeds; paired rows: the difference per seed, with how many",
+    "seeds it is positive in (for the stability gap, positive means a *larger* gap).",
+    f"Command: `{command}` (each table from one run of it).",
+  ]
+  return "\n".join(rows) + "\n"

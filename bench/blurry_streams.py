@@ -12,7 +12,6 @@ docs/_static/streams_<stream>_stream.png (seed 0's stream) and docs/tables/blurr
 """
 
 import argparse
-import json
 import os
 
 import _study
@@ -35,24 +34,13 @@ NAMES = dict(
 
 
 def render() -> str:
-  rows = []
-  for name in STREAMS:
-    path = os.path.join(OUT, f"{name}.json")
-    if not os.path.exists(path):
-      continue
-    with open(path) as f:
-      r = json.load(f)
-    metrics = BLURRY_METRICS if name == "blurry" else METRICS
-    rows += [
-      f"**{name}** ({r['seeds']} paired seeds; `{r['config']}` with "
-      + ", ".join(f"{k}={v}" for k, v in r["overrides"].items())
-      + f"; {r['cpu']})",
-      "",
-      *_study.table(r, metrics, NAMES),
-      "",
-    ]
-  rows += _study.FOOTER + ["Command: `python bench/blurry_streams.py` (each table from one run)."]
-  return "\n".join(rows) + "\n"
+  paths = [os.path.join(OUT, f"{n}.json") for n in STREAMS]
+  return _study.render(
+    [p for p in paths if os.path.exists(p)],
+    "python bench/blurry_streams.py",
+    metrics=lambda r: BLURRY_METRICS if r["setting"] == "blurry" else METRICS,
+    names=NAMES,
+  )
 
 
 def main():

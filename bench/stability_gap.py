@@ -17,7 +17,6 @@ curves), docs/_static/stability_gap_<setting>.png and docs/tables/stability_gap.
 
 import argparse
 import glob
-import json
 import os
 
 import _study
@@ -38,20 +37,11 @@ SETTINGS = {
 
 
 def render() -> str:
-  rows = []
-  for path in sorted(glob.glob(os.path.join(OUT, "*.json"))):
-    with open(path) as f:
-      r = json.load(f)
-    rows += [
-      f"**{r['setting']}** ({r['seeds']} paired seeds; `{r['config']}` with "
-      + ", ".join(f"{k}={v}" for k, v in r["overrides"].items())
-      + f"; {r['cpu']}; picture: `docs/_static/stability_gap_{r['setting']}.png`)",
-      "",
-      *_study.table(r),
-      "",
-    ]
-  rows += _study.FOOTER + ["Command: `python bench/stability_gap.py` (each table from one run)."]
-  return "\n".join(rows) + "\n"
+  return _study.render(
+    sorted(glob.glob(os.path.join(OUT, "*.json"))),
+    "python bench/stability_gap.py",
+    extra=lambda r: f"; picture: `docs/_static/stability_gap_{r['setting']}.png`",
+  )
 
 
 def main():

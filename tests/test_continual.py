@@ -254,9 +254,13 @@ def test_bad_continual_keys_are_one_line_naming_the_key(tmp_path, overrides, mat
   assert "\n" not in str(e.value)
 
 
-def test_the_curve_meets_the_accuracy_matrix_at_every_task_end(tmp_path):
-  """On the whole split, a task's last point is the end-of-task evaluation."""
-  config = digits_config(eval_every=10, methods="er", num_seeds=2, plot=False)
+@pytest.mark.parametrize(
+  "evaluation", [{}, dict(eval_classifier="ncm", ema_decay=0.9)], ids=["head", "ncm_ema"]
+)
+def test_the_curve_meets_the_accuracy_matrix_at_every_task_end(tmp_path, evaluation):
+  """On the whole split, a task's last point is the end-of-task evaluation (with the
+  output layer, and with NCM on averaged weights)."""
+  config = digits_config(eval_every=10, methods="er", num_seeds=2, plot=False, **evaluation)
   r = experiment.train_and_evaluate(config, str(tmp_path))["er"]
   c = r["continual"]
   ends = [c["steps"].index(e) for e in c["task_ends"]]

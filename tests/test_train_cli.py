@@ -101,6 +101,13 @@ def test_bad_config_is_one_line_not_a_traceback(tmp_path):
   assert out.returncode == 2 and "epsilon_fgsm" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("arg", ["--config.mem_size=abc", "--config.num_seeds=2.5"])
+def test_a_value_of_the_wrong_type_is_one_line(tmp_path, arg):
+  out = train("--config", "configs/default.py", arg, "--workdir", str(tmp_path))
+  assert out.returncode == 2 and "Traceback" not in out.stderr
+  assert out.stderr.startswith("error: flag " + arg) and len(out.stderr.splitlines()) == 1
+
+
 def test_missing_data_is_one_clear_line(tmp_path):
   out = train(
     "--config",
