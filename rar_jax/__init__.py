@@ -26,6 +26,17 @@ from rar_jax.runner.training import evaluate, init_states, run_stream, run_strea
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+  """``rar_jax.data`` and ``rar_jax.evaluation`` on first use (``import rar_jax``
+  stays light; neither imports TensorFlow)."""
+  if name in ("data", "evaluation"):
+    import importlib
+
+    return importlib.import_module(f"rar_jax.{name}")
+  raise AttributeError(f"module 'rar_jax' has no attribute {name!r}")
+
+
 __all__ = [
   "errors",
   "init_states",

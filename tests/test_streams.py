@@ -172,3 +172,16 @@ def test_a_blurry_run_writes_its_stream_picture_and_the_accuracy_per_class_kind(
   assert mean == pytest.approx(result["final_avg_accuracy"]["mean"], abs=0.03)
   with open(tmp_path / "metrics.json") as f:
     assert json.load(f)["stream"]["kind"] == "blurry"
+
+
+def test_rar_jax_data_is_reachable_after_import_rar_jax_without_tensorflow():
+  import subprocess
+  import sys
+
+  code = (
+    "import sys, rar_jax; rar_jax.data.class_incremental; rar_jax.evaluation.continual; "
+    "print('tensorflow' in sys.modules)"
+  )
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == "False"
