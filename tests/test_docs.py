@@ -249,3 +249,12 @@ def test_config_docstring_gives_command_time_and_result(path):
   assert f"python train.py --config configs/{name}" in doc, f"{path}: no command"
   if name not in WITHOUT_EXPECTATIONS:
     assert "Time:" in doc and "Expect:" in doc, f"{path}: no Time: / Expect: line"
+
+
+def test_running_md_names_every_error_class():
+  from rar_jax import errors
+
+  with open(os.path.join(ROOT, "docs", "running.md")) as f:
+    text = f.read()
+  missing = [name for name in errors.__all__ if f"`{name}`" not in text]
+  assert not missing, f"docs/running.md does not name {missing}"
