@@ -265,3 +265,26 @@ def test_the_curve_meets_the_accuracy_matrix_at_every_task_end(tmp_path, evaluat
   c = r["continual"]
   ends = [c["steps"].index(e) for e in c["task_ends"]]
   np.testing.assert_array_equal(np.asarray(c["accuracy"])[:, ends], np.asarray(r["acc_matrix"]))
+
+
+def test_the_accuracy_over_the_classes_seen_so_far():
+  labels = np.array([[0, 0], [1, 0], [0, 1], [3, 3]])  # steps x batch; class 2 never comes
+  first = continual.first_seen_steps(labels, 4)
+  assert first.tolist() == [1, 2, 5, 4]
+  class_acc = np.array([[[0.5, 0.1, 0.9, 0.7], [0.6, 0.2, np.nan, 0.3]]])  # 2 points
+  seen = continual.average_seen_class_accuracy(class_acc, np.array([1, 4]), first[None])
+  # Step 1 sees class 0; step 4 sees 0, 1, 3 (class 2 unseen, and without rows there).
+  assert seen[0].tolist() == pytest.approx([0.5, (0.6 + 0.2 + 0.3) / 3])
+
+
+def test_a_blurry_run_averages_the_classes_it_has_seen(tmp_path):
+  config = digits_config(stream="blurry", eval_every=5, methods="er", plot=False)
+  r = experiment.train_and_evaluate(config, str(tmp_path))["er"]
+  c = r["continual"]
+  seen = np.asarray(c["accuracy_seen_classes"])
+  assert seen.shape == (2, len(c["steps"]))
+  assert c["aaa_seen_classes"]["per_seed"] == pytest.approx(list(seen.mean(-1)))
+  # Blurry classes of later tasks arrive early: at the first point more classes are seen
+  # than the first task's two, so the average over seen classes is not task 1's accuracy.
+  first_point = np.asarray(c["accuracy"])[:, 0, 0]
+  assert not np.allclose(seen[:, 0], first_point)

@@ -160,6 +160,28 @@ def stability_gap(accuracy, steps, task_ends) -> StabilityGap:
   return StabilityGap(mean, gaps, where)
 
 
+def first_seen_steps(labels, num_classes: int) -> np.ndarray:
+  """``[classes]``: the stream step (from 1) of each class's first sample in one
+  run's ``labels[steps, batch]``; a class the stream never shows gets a step
+  past its end."""
+  labels = np.asarray(labels)
+  first = np.full(num_classes, labels.shape[0] + 1, np.int64)
+  for step in range(labels.shape[0] - 1, -1, -1):
+    first[labels[step]] = step + 1
+  return first
+
+
+def average_seen_class_accuracy(class_accuracy, steps, first_seen) -> np.ndarray:
+  """``[seeds, points]``: the mean accuracy over the classes seen at each point
+  (``first_seen[seeds, classes]``, `first_seen_steps`); a class with no
+  evaluation row is left out. On blurry streams a class is seen before its
+  home task starts; the i-Blurry papers' anytime accuracy averages this."""
+  acc = np.asarray(class_accuracy, np.float64)
+  mask = np.asarray(first_seen)[:, None, :] <= np.asarray(steps)[None, :, None]
+  mask &= ~np.isnan(acc)
+  return np.where(mask, np.nan_to_num(acc), 0.0).sum(-1) / np.maximum(mask.sum(-1), 1)
+
+
 def _summary(per_seed: np.ndarray) -> Optional[dict]:
   """`summarize`, or None where the quantity does not exist (NaN)."""
   return None if np.all(np.isnan(per_seed)) else summarize(per_seed)
@@ -185,6 +207,8 @@ __all__ = [
   "evaluation_steps",
   "evaluation_subset",
   "seen",
+  "first_seen_steps",
+  "average_seen_class_accuracy",
   "average_seen_accuracy",
   "average_anytime_accuracy",
   "min_accuracy",

@@ -66,15 +66,20 @@ def make_run_evaluator(
   eval_protocol: str = "class",
   eval_classifier: str = "head",
   unroll: bool = False,
+  per_class: bool = False,
 ) -> Callable:
   """The pure evaluation of one run: ``evaluate(state, x, y, task_of_class[C])
   -> accuracy[num_tasks]``, to call inside other programs (the stream's
   continual evaluation). The chunks of ``x`` run in `lax.map`, or one after
   another in the program with ``unroll`` (XLA's CPU convolutions run ~10x
-  slower inside loop bodies, jax-ml/jax#12868)."""
+  slower inside loop bodies, jax-ml/jax#12868). With ``per_class`` it returns
+  ``counts[2, C]`` instead: the right predictions and the rows of each class
+  (``num_tasks`` unused), from which accuracy per task or per class follows."""
   _check_choices(eval_protocol, "map", eval_classifier)
   prepare, correct = _parts(module, chunk, eval_protocol, eval_classifier)
-  per_task = functools.partial(_per_task, num_tasks=num_tasks)
+  per_task: Callable = functools.partial(_per_task, num_tasks=num_tasks)
+  if per_class:
+    per_task = _per_class_counts
 
   def evaluate_one(state: TrainState, x, y, task_of_class):
     xp, yp, valid = _padded(x, y, chunk)
@@ -126,6 +131,15 @@ def make_evaluator(
 
   evaluate.lower = jitted.lower  # type: ignore[attr-defined]
   return evaluate
+
+
+def _per_class_counts(hits, yp, valid, task_of_class):
+  """``[2, classes]``: right predictions and rows per class (float32, exact counts)."""
+  hits = hits.reshape(-1) & valid
+  num_classes = task_of_class.shape[0]
+  right = jax.ops.segment_sum(hits.astype(jnp.float32), yp, num_classes)
+  total = jax.ops.segment_sum(valid.astype(jnp.float32), yp, num_classes)
+  return jnp.stack([right, total])
 
 
 def _per_task(hits, yp, valid, task_of_class, num_tasks: int):

@@ -131,6 +131,7 @@ class RunState:
   # Continual evaluation: accuracy[runs, points, tasks] so far (NaN where not yet
   # evaluated); None when off, and then not in the checkpoint either.
   curve: Optional[np.ndarray] = None
+  class_curve: Optional[np.ndarray] = None  # the same per class: [runs, points, classes]
 
   def payload(self) -> dict:
     payload = {
@@ -141,7 +142,7 @@ class RunState:
       "eval_seconds": np.asarray(self.eval_seconds, np.float64),
     }
     if self.curve is not None:
-      payload["curve"] = self.curve
+      payload["curve"], payload["class_curve"] = self.curve, self.class_curve
     return payload
 
   def legacy_payload(self) -> dict:
@@ -163,11 +164,16 @@ def init_or_restore(
     opt_hyperparams={k: loop.put_global(v, by_run) for k, v in plan.opt_hyperparams.items()},
     sharding=by_run,
   )
-  curve = None
+  curve = class_curve = None
   if plan.curve_steps is not None:
-    curve = np.full((plan.padded, len(plan.curve_steps), plan.num_tasks), np.nan, np.float32)
+    points = len(plan.curve_steps)
+    curve = np.full((plan.padded, points, plan.num_tasks), np.nan, np.float32)
+    class_curve = np.full((plan.padded, points, plan.task_of_class.shape[1]), np.nan, np.float32)
   run = RunState(
-    states, np.full((plan.padded, plan.num_tasks, plan.num_tasks), np.nan, np.float32), curve=curve
+    states,
+    np.full((plan.padded, plan.num_tasks, plan.num_tasks), np.nan, np.float32),
+    curve=curve,
+    class_curve=class_curve,
   )
   restored = ckpt.restore_latest(run.payload(), run.legacy_payload())
   if restored is not None:
@@ -179,6 +185,7 @@ def init_or_restore(
       float(got["train_seconds"]),
       float(got.get("eval_seconds", 0.0)),
       curve=None if curve is None else np.asarray(got["curve"]),
+      class_curve=None if curve is None else np.asarray(got["class_curve"]),
     )
     run.diverged = diverged_runs(run.states, plan.num_runs)
     _say(

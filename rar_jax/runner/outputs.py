@@ -10,6 +10,7 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from rar_jax.core.step import make_rar_preview
+from rar_jax.evaluation import continual
 from rar_jax.runner import hooks as hooks_lib
 from rar_jax.runner import loop, plots, report
 from rar_jax.runner import sweep as sweep_lib
@@ -76,9 +77,18 @@ def summarise(
     bad = [seed for r, seed in zip(runs, plan.seeds) if r in run.diverged]
     # The weights evaluated: a cell may set its own ema_decay.
     cell_info = dict(info, ema_decay=cell_config(config, overrides).ema_decay)
-    curve = None
-    if run.curve is not None:
-      curve = run.curve[plan.cell_runs(i)]
+    curve = class_curve = first_seen = None
+    if run.curve is not None and run.class_curve is not None:
+      curve, class_curve = run.curve[plan.cell_runs(i)], run.class_curve[plan.cell_runs(i)]
+      first_seen = np.stack(
+        [
+          continual.first_seen_steps(
+            data.train_y[plan.index[r]].reshape(-1, plan.index.shape[-1]),
+            plan.task_of_class.shape[1],
+          )
+          for r in range(plan.num_runs)[plan.cell_runs(i)]
+        ]
+      )
       cell_info.update(
         eval_every=config.eval_every,
         eval_samples_per_task=config.eval_samples_per_task,
@@ -95,7 +105,9 @@ def summarise(
         bad,
         curve,
         kinds,
-      )
+        class_curve,
+        first_seen,
+      )  # fmt: skip
     )
   return MethodResult(plan.method, config.sweep, cells, timing)
 

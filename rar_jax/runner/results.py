@@ -31,6 +31,10 @@ class CellResult:
   curve: Optional[np.ndarray] = None
   # Blurry streams: the final accuracy [seeds, 2] on the disjoint and the blurry classes.
   class_kinds: Optional[np.ndarray] = None
+  # Continual evaluation per class [seeds, points, classes], and each class's first
+  # stream step [seeds, classes] (the accuracy over the classes seen so far).
+  class_curve: Optional[np.ndarray] = None
+  first_seen: Optional[np.ndarray] = None
 
   def _class_kinds(self) -> dict:
     """A blurry stream's final accuracy on its disjoint and on its blurry classes
@@ -57,6 +61,17 @@ class CellResult:
       "task_ends": task_ends.tolist(),
       "accuracy": self.curve.tolist(),
       **continual_lib.summaries(self.curve, steps, task_ends),
+      **self._seen_classes(steps),
+    }
+
+  def _seen_classes(self, steps) -> dict:
+    """The average accuracy over the classes seen so far, per point, and its mean."""
+    if self.class_curve is None or self.first_seen is None:
+      return {}
+    seen = continual_lib.average_seen_class_accuracy(self.class_curve, steps, self.first_seen)
+    return {
+      "accuracy_seen_classes": seen.tolist(),
+      "aaa_seen_classes": metrics_lib.summarize(seen.mean(-1)),
     }
 
   @property
