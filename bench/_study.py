@@ -19,6 +19,7 @@ METRICS = ("final", "aaa", "min_acc", "wc_acc", "stability_gap")
 NAMES = {
   "final": "final accuracy",
   "aaa": "AAA",
+  "aaa_seen_classes": "AAA, seen classes",
   "min_acc": "min-ACC",
   "wc_acc": "WC-ACC",
   "stability_gap": "stability gap",
@@ -46,6 +47,8 @@ def run(bench, setting, config_file, overrides, picture, title):
     c = r["continual"]
     per_seed = {k: c[k]["per_seed"] for k in METRICS if k != "final"}
     per_seed["final"] = final_average_accuracy(np.asarray(r["acc_matrix"])).tolist()
+    if "aaa_seen_classes" in c:
+      per_seed["aaa_seen_classes"] = c["aaa_seen_classes"]["per_seed"]
     for kind in ("disjoint", "blurry"):
       if r.get(f"final_accuracy_{kind}_classes"):
         per_seed[f"final_{kind}"] = r[f"final_accuracy_{kind}_classes"]["per_seed"]

@@ -26,8 +26,8 @@ STREAMS = {
   "blurry": dict(stream="blurry", disjoint_class_fraction=0.5, blurry_sample_fraction=0.1),
   "gaussian": dict(stream="gaussian", boundary_width=0.25),
 }
-METRICS = ("final", "aaa", "wc_acc", "stability_gap")
-BLURRY_METRICS = ("final", "final_disjoint", "final_blurry", "aaa", "wc_acc")
+METRICS = ("final", "aaa", "aaa_seen_classes", "wc_acc", "stability_gap")
+BLURRY_METRICS = ("final", "final_disjoint", "final_blurry", "aaa", "aaa_seen_classes", "wc_acc")
 NAMES = dict(
   _study.NAMES, final_disjoint="final, disjoint classes", final_blurry="final, blurry classes"
 )
