@@ -27,7 +27,15 @@ STREAMS = {
   "gaussian": dict(stream="gaussian", boundary_width=0.25),
 }
 METRICS = ("final", "aaa", "aaa_seen_classes", "wc_acc", "stability_gap")
-BLURRY_METRICS = ("final", "final_disjoint", "final_blurry", "aaa", "aaa_seen_classes", "wc_acc")
+BLURRY_METRICS = (
+  "final",
+  "final_disjoint",
+  "final_blurry",
+  "aaa",
+  "aaa_seen_classes",
+  "wc_acc",
+  "stability_gap",
+)
 NAMES = dict(
   _study.NAMES, final_disjoint="final, disjoint classes", final_blurry="final, blurry classes"
 )
