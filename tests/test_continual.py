@@ -288,3 +288,20 @@ def test_a_blurry_run_averages_the_classes_it_has_seen(tmp_path):
   # than the first task's two, so the average over seen classes is not task 1's accuracy.
   first_point = np.asarray(c["accuracy"])[:, 0, 0]
   assert not np.allclose(seen[:, 0], first_point)
+
+
+def test_a_task_is_cut_into_whole_segments_and_its_short_last_one():
+  from rar_jax.runner import chunks
+
+  # 28 steps, a point every 10, progress every 25: chunks of two segments where they fit.
+  cut = chunks.task_chunks(28, 25, 10)
+  assert [(c.start, c.steps, c.segment) for c in cut] == [(0, 20, 10), (20, 8, 8)]
+  assert [c.shape for c in cut] == [(2, 10), (1, 8)]
+  assert cut[0].points(56) == [66, 76] and cut[1].points(56) == [84]
+  assert sum(c.steps for c in chunks.task_chunks(100, 30, 7)) == 100
+  # Without continual evaluation: log_every_steps chunks, as before.
+  assert [c.steps for c in chunks.task_chunks(28, 10)] == [10, 10, 8]
+  # A resumed position between segments starts with the rest of its chunk; inside one, refused.
+  assert [(c.start, c.steps) for c in chunks.remaining(cut, 10)] == [(10, 10), (20, 8)]
+  with pytest.raises(rar_jax.errors.CheckpointError, match="inside an evaluation segment"):
+    chunks.remaining(cut, 5)
