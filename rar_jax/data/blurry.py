@@ -35,7 +35,7 @@ def _homes(num_classes: int, num_tasks: int, order: np.ndarray) -> np.ndarray:
   return home
 
 
-def _draw(pools: Dict[int, np.ndarray], classes, n: int, rng) -> np.ndarray:
+def _draw(pools: Dict[int, np.ndarray], classes, n: int, rng: np.random.Generator) -> np.ndarray:
   """``n`` rows drawn uniformly without replacement from the pools of
   ``classes`` (fewer if they hold fewer), removed from the pools."""
   available = np.concatenate([pools[c] for c in classes]) if len(classes) else np.zeros(0, int)
@@ -60,9 +60,15 @@ def _check_fractions(disjoint_class_fraction: float, blurry_sample_fraction: flo
 
 
 def blurry_segments(
-  y, num_classes, num_tasks, samples_per_task, order, rng, disjoint_class_fraction,
-  blurry_sample_fraction,
-):  # fmt: skip
+  y: np.ndarray,
+  num_classes: int,
+  num_tasks: int,
+  samples_per_task: int,
+  order: np.ndarray,
+  rng: np.random.Generator,
+  disjoint_class_fraction: float,
+  blurry_sample_fraction: float,
+):
   """One seed's blurry segments (row lists, shuffled) and disjoint-class mask."""
   per_task = num_classes // num_tasks
   home = _homes(num_classes, num_tasks, order)
@@ -76,7 +82,7 @@ def blurry_segments(
       f"into other tasks (blurry_sample_fraction={blurry_sample_fraction}): lower it"
     )
   pools = {c: rng.permutation(np.flatnonzero(y == c)) for c in range(num_classes)}
-  own_sizes = [sum(len(pools[c]) for c in np.flatnonzero(home == t)) for t in range(num_tasks)]
+  own_sizes = [sum(len(pools[int(c)]) for c in np.flatnonzero(home == t)) for t in range(num_tasks)]
   length = samples_per_task or int(min(own_sizes) * (1 - blurry_sample_fraction))
   foreign_n = int(round(blurry_sample_fraction * length))
   segments: List[np.ndarray] = []
@@ -88,7 +94,15 @@ def blurry_segments(
   return segments, disjoint
 
 
-def gaussian_segments(y, num_classes, num_tasks, samples_per_task, order, rng, boundary_width):
+def gaussian_segments(
+  y: np.ndarray,
+  num_classes: int,
+  num_tasks: int,
+  samples_per_task: int,
+  order: np.ndarray,
+  rng: np.random.Generator,
+  boundary_width: float,
+) -> List[np.ndarray]:
   """One seed's Gaussian-schedule segments (row lists in stream order)."""
   if isinstance(boundary_width, bool) or not isinstance(boundary_width, (int, float)):
     raise DataError(f"boundary_width={boundary_width!r} is invalid: a number > 0")
