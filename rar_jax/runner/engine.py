@@ -200,9 +200,8 @@ class Programs:
   """The compiled programs of a method: training chunks by index shape, the
   evaluation, the per-experience buffer filler (or None)."""
 
-  chunks: Dict[
-    tuple, Any
-  ]  # compiled: (states, data_x, data_y, index, ...) -> (states, metrics, ...)
+  # Compiled programs by index step axes: (states, data, index, ...) -> (states, metrics, ...)
+  chunks: Dict[tuple, Any]
   evaluate: Any
   fill: Any
   compile_seconds: float
