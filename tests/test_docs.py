@@ -258,3 +258,14 @@ def test_running_md_names_every_error_class():
     text = f.read()
   missing = [name for name in errors.__all__ if f"`{name}`" not in text]
   assert not missing, f"docs/running.md does not name {missing}"
+
+
+def test_every_config_key_has_a_meaning_in_the_reference():
+  """Each key's row in the generated table says what it does (a comment next to or
+  above its assignment in rar_jax/runner/config.py)."""
+  empty = []
+  for line in _rar_docs().config_table().splitlines():
+    cells = [c.strip() for c in line.split("|")]
+    if len(cells) > 3 and cells[1].startswith("`") and not cells[3]:
+      empty.append(cells[1])
+  assert not empty, f"config keys without a meaning in docs/config.md: {empty}"

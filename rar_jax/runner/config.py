@@ -42,7 +42,7 @@ def _data_and_stream_keys(c: ConfigDict) -> None:
   # train_fraction: the paper's mini-ImageNet protocol)
   c.folder_split = "auto"
   c.train_fraction = 0.8  # folder_split=per_class: each class's share for training (paper: 0.8)
-  c.num_tasks = 5
+  c.num_tasks = 5  # tasks (segments) of the stream, each with num_classes / num_tasks classes
   c.samples_per_task = 0  # 0 = every training sample of the task's classes
   c.shuffle_classes = False  # class order per seed, else 0..C-1
   # class_incremental (sharp task boundaries) | blurry (i-Blurry-N-M: classes leak across
@@ -77,21 +77,21 @@ def base_config() -> ConfigDict:
   _data_and_stream_keys(c)
   # Model and optimiser.
   c.model = "mlp"  # mlp | resnet18_reduced
-  c.learning_rate = 0.1
+  c.learning_rate = 0.1  # SGD step size of every update
   # > 0: evaluate an exponential moving average of the weights (decay per update; a
   # temporal ensemble, Soutif-Cormerais et al. 2023); training is unchanged. 0 = off.
   c.ema_decay = 0.0
-  c.batch_size = 10
+  c.batch_size = 10  # incoming minibatch size (the paper: 10)
   # float32 matmul/conv precision: default (TF32 on recent NVIDIA GPUs) | float32 | tensorfloat32 |
   # bfloat16 (jax.default_matmul_precision); recorded in metrics.json.
   c.matmul_precision = "default"
   # Method.
   # The methods of a run, comma-separated (one: "er_rar"): several run on the same streams.
   c.methods = "er_rar"
-  c.num_seeds = 5
+  c.num_seeds = 5  # runs per method (and per sweep cell), trained side by side
   c.seed = 0  # seeds seed, seed+1, ..., seed+num_seeds-1
-  c.mem_size = DEFAULTS["mem_size"]
-  c.batch_size_mem = DEFAULTS["batch_size_mem"]
+  c.mem_size = DEFAULTS["mem_size"]  # replay buffer capacity, in samples
+  c.batch_size_mem = DEFAULTS["batch_size_mem"]  # replay batch drawn per update
   c.storage_policy = DEFAULTS["storage_policy"]  # reservoir | class_balanced
   # Batch norm in one loss's pass: group (statistics per row group: incoming, replay,
   # perturbed replay; the paper's code) | joint (over all its rows, as Avalanche's
@@ -101,26 +101,27 @@ def base_config() -> ConfigDict:
   # None = the loss's replay rule: exclude the incoming labels (CE, the paper's
   # code), replay from the whole buffer (ACE).
   c.exclude_current_labels = config_dict.placeholder(bool)
-  c.mir_candidates = DEFAULTS["mir_candidates"]
+  c.mir_candidates = DEFAULTS["mir_candidates"]  # MIR: buffer samples scored per update
   # Updates per incoming batch, each with a fresh replay draw (paper: 1).
   c.replay_iters = DEFAULTS["replay_iters"]
-  # ASER retrieval (the paper's code's knn / subsample / coop_size / aser_type).
-  c.aser_k = DEFAULTS["aser_k"]
-  c.aser_candidates = DEFAULTS["aser_candidates"]
-  c.aser_coop_size = DEFAULTS["aser_coop_size"]
+  # ASER retrieval.
+  c.aser_k = DEFAULTS["aser_k"]  # ASER: neighbours K of the KNN Shapley values (paper's code: knn)
+  c.aser_candidates = DEFAULTS["aser_candidates"]  # ASER: candidates drawn (subsample)
+  c.aser_coop_size = DEFAULTS["aser_coop_size"]  # ASER: cooperative set, class-balanced (coop_size)
   c.aser_type = DEFAULTS["aser_type"]  # asvm | asv | neg_sv
-  # RAR (names as in Avalanche's RARPlugin).
+  # RAR (Avalanche's names).
+  # RAR: the replay loss is (1 - beta_coef) CE(clean replay) + beta_coef CE(perturbed replay)
   c.beta_coef = DEFAULTS["beta_coef"]
-  c.epsilon_fgsm = DEFAULTS["epsilon_fgsm"]
+  c.epsilon_fgsm = DEFAULTS["epsilon_fgsm"]  # RAR: L-inf radius of the perturbation
   c.alpha_fgsm = config_dict.placeholder(float)  # None = epsilon_fgsm / iter_fgsm
-  c.iter_fgsm = DEFAULTS["iter_fgsm"]
-  c.decay_factor_fgsm = DEFAULTS["decay_factor_fgsm"]
+  c.iter_fgsm = DEFAULTS["iter_fgsm"]  # RAR: MI-FGSM steps
+  c.decay_factor_fgsm = DEFAULTS["decay_factor_fgsm"]  # RAR: MI-FGSM momentum decay
   c.opt_lr = config_dict.placeholder(float)  # look-ahead step; None = learning_rate
   c.attack_target = DEFAULTS["attack_target"]  # features (paper) | label (Avalanche)
   # lookahead (paper) | current (the paper's code after ASER)
   c.attack_params = DEFAULTS["attack_params"]
   c.feature_layer = DEFAULTS["feature_layer"]  # Avalanche's name_ext_layer
-  c.mixup_alpha = DEFAULTS["mixup_alpha"]
+  c.mixup_alpha = DEFAULTS["mixup_alpha"]  # MixUp: the Beta(alpha, alpha) of the mixing weights
   # RAR's (1 - beta_coef) clean term after MixUp: unmixed (the retrieved rows and
   # their labels, the paper's code) | mixed (the mixed rows and soft labels).
   c.clean_rows = DEFAULTS["clean_rows"]
@@ -137,7 +138,7 @@ def base_config() -> ConfigDict:
   c.overwrite = False  # start afresh, discarding the workdir's checkpoints
   c.plot = True  # accuracy.png, comparison.png
   c.rar_samples = 8  # replay samples shown in rar_samples.png (RAR methods; 0 = no picture)
-  c.progress = True
+  c.progress = True  # progress bar (terminal) or a line every 30 s (log) on stderr
   return c
 
 
