@@ -25,7 +25,14 @@ import numpy as np
 
 from rar_jax.errors import DataError
 
-STREAMS = ("class_incremental", "blurry", "gaussian")
+# Each stream kind with its settings' defaults: the one source for `make_streams`,
+# `class_incremental` and the config keys of the same names.
+STREAM_DEFAULTS = {
+  "class_incremental": {},
+  "blurry": {"disjoint_class_fraction": 0.5, "blurry_sample_fraction": 0.1},
+  "gaussian": {"boundary_width": 0.25},
+}
+STREAMS = tuple(STREAM_DEFAULTS)
 
 
 def _homes(num_classes: int, num_tasks: int, order: np.ndarray) -> np.ndarray:
@@ -45,18 +52,40 @@ def _draw(pools: Dict[int, np.ndarray], classes, n: int, rng: np.random.Generato
   return picked
 
 
-def _check_fractions(disjoint_class_fraction: float, blurry_sample_fraction: float) -> None:
-  for name, v in (
-    ("disjoint_class_fraction", disjoint_class_fraction),
-    ("blurry_sample_fraction", blurry_sample_fraction),
-  ):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
-      raise DataError(f"{name}={v!r} is invalid: a number in [0, 1]")
-  if blurry_sample_fraction == 1.0:
+def check_settings(stream: str, settings) -> dict:
+  """``settings`` of ``stream`` with the defaults filled in; `DataError` naming
+  the setting for another stream's setting or a value out of range."""
+  if stream not in STREAM_DEFAULTS:
+    raise DataError(f"stream={stream!r} is invalid: one of {STREAMS}")
+  own = STREAM_DEFAULTS[stream]
+  unknown = sorted(set(settings) - set(own))
+  if unknown:
+    kinds = [k for k, v in STREAM_DEFAULTS.items() if unknown[0] in v]
+    whose = f"a setting of stream={kinds[0]!r}" if kinds else "no stream's setting"
+    raise DataError(
+      f"{unknown[0]}={settings[unknown[0]]!r} is {whose}; {unknown} are not settings of "
+      f"stream={stream!r} (its settings: {sorted(own) or 'none'})"
+    )
+  out = {**own, **settings}
+  for name, v in out.items():
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+      raise DataError(f"{name}={v!r} is invalid: a number")
+  for name in ("disjoint_class_fraction", "blurry_sample_fraction"):
+    if name in out and not 0.0 <= out[name] <= 1.0:
+      raise DataError(f"{name}={out[name]!r} is invalid: a number in [0, 1]")
+  if out.get("blurry_sample_fraction") == 1.0:
     raise DataError(
       "blurry_sample_fraction=1.0 leaves every task with no samples of its own classes: "
       "a number in [0, 1)"
     )
+  if out.get("disjoint_class_fraction") == 1.0 and out.get("blurry_sample_fraction"):
+    raise DataError(
+      "disjoint_class_fraction=1.0 leaves no blurry class to leak into other tasks "
+      f"(blurry_sample_fraction={out['blurry_sample_fraction']}): lower it"
+    )
+  if "boundary_width" in out and not out["boundary_width"] > 0:
+    raise DataError(f"boundary_width={out['boundary_width']!r} is invalid: a number > 0")
+  return out
 
 
 def blurry_segments(
@@ -104,10 +133,6 @@ def gaussian_segments(
   boundary_width: float,
 ) -> List[np.ndarray]:
   """One seed's Gaussian-schedule segments (row lists in stream order)."""
-  if isinstance(boundary_width, bool) or not isinstance(boundary_width, (int, float)):
-    raise DataError(f"boundary_width={boundary_width!r} is invalid: a number > 0")
-  if not boundary_width > 0:
-    raise DataError(f"boundary_width={boundary_width!r} is invalid: a number > 0")
   home = _homes(num_classes, num_tasks, order)
   per_class = samples_per_task // (num_classes // num_tasks) if samples_per_task else 0
   rows, where = [], []
@@ -123,4 +148,4 @@ def gaussian_segments(
   return [stream[t * length : (t + 1) * length] for t in range(num_tasks)]
 
 
-__all__ = ["STREAMS", "blurry_segments", "gaussian_segments"]
+__all__ = ["STREAM_DEFAULTS", "STREAMS", "check_settings", "blurry_segments", "gaussian_segments"]

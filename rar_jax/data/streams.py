@@ -31,14 +31,6 @@ def holdout_split(y: np.ndarray, fraction: float, seed: int):
   return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
-# Each stream kind's settings (`make_streams`' keyword arguments, the config keys).
-STREAM_SETTINGS = {
-  "class_incremental": set(),
-  "blurry": {"disjoint_class_fraction", "blurry_sample_fraction"},
-  "gaussian": {"boundary_width"},
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class Streams:
   """Minibatch index streams for several seeds over one training array."""
@@ -59,9 +51,7 @@ def make_streams(
   seeds,
   shuffle_classes: bool,
   stream: str = "class_incremental",
-  disjoint_class_fraction: float = 0.5,
-  blurry_sample_fraction: float = 0.1,
-  boundary_width: float = 0.25,
+  **stream_settings,
 ) -> Streams:
   """Streams of ``num_tasks`` equal segments (tasks).
 
@@ -70,18 +60,16 @@ def make_streams(
   ``samples_per_task`` (0 = all) and its own order within a task. Every task
   gets the same number of full minibatches (that of the smallest task), so one
   compiled scan serves all tasks and seeds. ``"blurry"`` and ``"gaussian"``:
-  streams whose boundaries blur (`rar_jax.data.blurry`, with its settings);
-  the classes' home tasks as above.
+  streams whose boundaries blur (`rar_jax.data.blurry`), with their settings
+  as keyword arguments (`blurry.STREAM_DEFAULTS` for the ones left out); the
+  classes' home tasks as above.
   """
   if num_tasks < 1 or num_tasks > num_classes or num_classes % num_tasks:
     raise DataError(
       f"num_tasks={num_tasks} must divide num_classes={num_classes} "
       "(each task holds the same number of classes)"
     )
-  if stream not in blurry.STREAMS:
-    raise DataError(f"stream={stream!r} is invalid: one of {blurry.STREAMS}")
-  if stream == "blurry":
-    blurry._check_fractions(disjoint_class_fraction, blurry_sample_fraction)
+  settings = blurry.check_settings(stream, stream_settings)
   per_task = num_classes // num_tasks
   per_seed, disjoint = [], []
   for seed in seeds:
@@ -89,13 +77,12 @@ def make_streams(
     order = class_order(num_classes, shuffle_classes, rng)
     if stream == "blurry":
       tasks, mask = blurry.blurry_segments(
-        y, num_classes, num_tasks, samples_per_task, order, rng, disjoint_class_fraction,
-        blurry_sample_fraction,
-      )  # fmt: skip
+        y, num_classes, num_tasks, samples_per_task, order, rng, **settings
+      )
       disjoint.append(mask)
     elif stream == "gaussian":
       tasks = blurry.gaussian_segments(
-        y, num_classes, num_tasks, samples_per_task, order, rng, boundary_width
+        y, num_classes, num_tasks, samples_per_task, order, rng, **settings
       )
     else:
       tasks = _class_incremental_tasks(y, num_tasks, per_task, samples_per_task, order, rng)
@@ -197,12 +184,6 @@ def class_incremental(
     num_classes = int(y.max()) + 1
   validate_arrays("class_incremental", x, y, num_classes)
   train_idx, val_idx = holdout_split(y, validation_fraction, holdout_seed)
-  unknown = set(stream_settings) - STREAM_SETTINGS.get(stream, set())
-  if unknown:
-    raise DataError(
-      f"{sorted(unknown)} are not settings of stream={stream!r}; "
-      f"its settings: {sorted(STREAM_SETTINGS.get(stream, ())) or 'none'}"
-    )
   streams = make_streams(
     y[train_idx], num_classes, num_tasks, samples_per_task, batch_size, seeds, shuffle_classes,
     stream, **stream_settings,

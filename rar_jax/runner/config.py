@@ -19,6 +19,7 @@ from rar_jax.core import stages
 from rar_jax.core.defaults import DEFAULTS
 from rar_jax.core.method import Hyper, ReplayConfig
 from rar_jax.core.optim import make_optimizer
+from rar_jax.data.blurry import STREAM_DEFAULTS
 from rar_jax.errors import ConfigError
 from rar_jax.runner import sweep as sweep_lib
 
@@ -142,17 +143,12 @@ def base_config() -> ConfigDict:
   return c
 
 
-# Each stream kind's settings with their defaults (`rar_jax.data.make_streams`).
-STREAM_DEFAULTS = {
-  "class_incremental": {},
-  "blurry": {"disjoint_class_fraction": 0.5, "blurry_sample_fraction": 0.1},
-  "gaussian": {"boundary_width": 0.25},
-}
 STREAM_KEYS = ("disjoint_class_fraction", "blurry_sample_fraction", "boundary_width")
 
 
 def stream_settings(config: ConfigDict) -> dict:
-  """The settings of ``config.stream``: the config's values, defaults where None."""
+  """The settings of ``config.stream``: the config's values, the data package's
+  defaults (`rar_jax.data.blurry.STREAM_DEFAULTS`) where None."""
   defaults = STREAM_DEFAULTS[config.stream]
   return {k: v if config[k] is None else config[k] for k, v in defaults.items()}
 

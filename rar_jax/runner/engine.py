@@ -84,7 +84,7 @@ class Placed:
 
 def place(plan: RunPlan, data: PreparedData, mesh) -> Placed:
   by_run, rep = loop.runs_sharding(mesh), loop.replicated(mesh)
-  return Placed(
+  placed = Placed(
     plan,
     by_run,
     loop.put_global(data.train_x, rep),
@@ -92,8 +92,13 @@ def place(plan: RunPlan, data: PreparedData, mesh) -> Placed:
     loop.put_global(data.eval_x, rep),
     loop.put_global(data.eval_y, rep),
     loop.put_global(plan.task_of_class, by_run),
-    None if data.curve_x is None else loop.put_global(data.curve_x, rep),
-    None if data.curve_y is None else loop.put_global(data.curve_y, rep),
+  )
+  if data.curve_x is None:
+    return placed
+  if data.curve_x is data.eval_x:  # the whole split: already on the devices
+    return dataclasses.replace(placed, curve_x=placed.eval_x, curve_y=placed.eval_y)
+  return dataclasses.replace(
+    placed, curve_x=loop.put_global(data.curve_x, rep), curve_y=loop.put_global(data.curve_y, rep)
   )
 
 

@@ -224,7 +224,8 @@ class _HostLoopRunner:
           accs.append(self._evaluate(state, ex, ey, toc[r]))
       finals.append(state)
       per_run.append(_stack(out, axis=0))
-      curves.append(jnp.stack(accs) if evaluation else None)
+      if evaluation:
+        curves.append(jnp.stack(accs))
     result = (_stack(finals, axis=0), _stack(per_run, axis=0))
     return result + (jnp.stack(curves),) if evaluation else result
 

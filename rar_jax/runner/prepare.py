@@ -84,8 +84,8 @@ def prepare_data(config: ConfigDict) -> PreparedData:
     )
   eval_x = data_lib.to_unit_float(eval_x)
   curve_x = curve_y = None
-  if config.eval_every:
-    rows = np.arange(len(eval_y))
+  if config.eval_every:  # the whole split itself, or its fixed subset
+    curve_x, curve_y = eval_x, eval_y
     if config.eval_samples_per_task:
       try:
         rows = continual.evaluation_subset(
@@ -93,7 +93,7 @@ def prepare_data(config: ConfigDict) -> PreparedData:
         )
       except ArgumentError as e:
         raise ConfigError(f"config.{e} ({config.eval_split} split)") from None
-    curve_x, curve_y = eval_x[rows], eval_y[rows]
+      curve_x, curve_y = eval_x[rows], eval_y[rows]
   return PreparedData(
     ds,
     streams,

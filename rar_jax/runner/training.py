@@ -80,6 +80,9 @@ def init_states(
   )
 
 
+_run_evaluator = functools.lru_cache(maxsize=32)(make_run_evaluator)
+
+
 @functools.lru_cache(maxsize=32)
 def _runner(train_step: Callable, batching: str, stream_loop: str, evaluate=None):
   return loop.make_stream_runner(train_step, batching, stream_loop, evaluate)
@@ -159,19 +162,20 @@ def run_stream_with_curves(
     )
   if len(eval_x) != len(eval_y) or len(x) != len(y):
     raise ArgumentError("x/y and eval_x/eval_y must have one label per row")
-  if isinstance(eval_every, bool) or not isinstance(eval_every, numbers.Integral):
-    raise ArgumentError(f"eval_every={eval_every!r} is invalid: an int >= 1")
   _, num_tasks, steps_per_task, batch = index.shape
-  steps = continual.evaluation_steps(num_tasks, steps_per_task, int(eval_every))
-  evaluate_one = make_run_evaluator(
-    module, num_tasks, min(chunk, len(eval_x)), eval_protocol, eval_classifier
-  )
+  steps = continual.evaluation_steps(num_tasks, steps_per_task, eval_every)  # checks it
+  evaluator = (module, num_tasks, min(chunk, len(eval_x)), eval_protocol, eval_classifier)
+  try:  # one evaluator, hence one compiled runner, per model and settings
+    evaluate_one = _run_evaluator(*evaluator)
+  except TypeError:  # a module that cannot be hashed (e.g. a list attribute)
+    evaluate_one = make_run_evaluator(*evaluator)
   runner = _runner(train_step, batching, stream_loop, evaluate_one)
   data = (jnp.asarray(x), jnp.asarray(y))
   evaluation = (jnp.asarray(eval_x), jnp.asarray(eval_y), task_of_class)
+  pieces = chunks_lib.task_chunks(steps_per_task, steps_per_task, eval_every)
   metrics, accuracy = [], []
   for task in range(num_tasks):  # each task: its full segments, then its short last one
-    for piece in chunks_lib.task_chunks(steps_per_task, steps_per_task, int(eval_every)):
+    for piece in pieces:
       rows = index[:, task, piece.start : piece.start + piece.steps]
       rows = rows.reshape(runs, *piece.shape, batch)
       states, m, acc = runner(states, *data, rows, *evaluation)

@@ -14,21 +14,20 @@ from rar_jax import data as data_lib
 from rar_jax import models
 from rar_jax.core.method import ASER_TYPES, ATTACK_PARAMS, CLEAN_ROWS, Hyper, parse_method
 from rar_jax.core.step import init_train_state
-from rar_jax.errors import ConfigError, RarError
+from rar_jax.data.blurry import STREAMS, check_settings
+from rar_jax.errors import ConfigError, DataError, RarError
 from rar_jax.evaluation import evaluator as evaluator_lib
 from rar_jax.runner import data_check, loop
 from rar_jax.runner import sweep as sweep_lib
 from rar_jax.runner.config import (
   HYPER_KEYS,
   MATMUL_PRECISIONS,
-  STREAM_DEFAULTS,
   STREAM_KEYS,
   base_config,
   cell_config,
   method_names,
   optimizer,
   replay_parts,
-  stream_settings,
 )
 
 
@@ -91,7 +90,7 @@ def _check_choices(config: ConfigDict) -> None:
   _one_of(config, "aser_type", ASER_TYPES)
   _one_of(config, "attack_params", ATTACK_PARAMS)
   _one_of(config, "clean_rows", CLEAN_ROWS)
-  _one_of(config, "stream", tuple(STREAM_DEFAULTS))
+  _one_of(config, "stream", STREAMS)
   if config.stream_loop == "host" and jax.process_count() > 1:
     raise ConfigError(
       "config.stream_loop='host' runs in one process; use 'scan' or 'auto' with several processes"
@@ -145,34 +144,13 @@ def _check_numbers(config: ConfigDict) -> None:
 
 
 def _check_stream(config: ConfigDict) -> None:
-  """The stream's settings: only those of its kind, in range; no task identity
-  at test time where the boundaries blur."""
-  own = STREAM_DEFAULTS[config.stream]
-  for key in STREAM_KEYS:
-    if config[key] is not None and key not in own:
-      kinds = [k for k, v in STREAM_DEFAULTS.items() if key in v]
-      raise ConfigError(
-        f"config.{key}={config[key]!r} is a setting of stream={kinds[0]!r}, but "
-        f"config.stream={config.stream!r}: drop it or set config.stream={kinds[0]!r}"
-      )
-  settings = stream_settings(config)
-  for key in ("disjoint_class_fraction", "blurry_sample_fraction"):
-    if key in settings and not 0.0 <= settings[key] <= 1.0:
-      raise ConfigError(f"config.{key}={settings[key]!r} is invalid: a number in [0, 1]")
-  if settings.get("blurry_sample_fraction") == 1.0:
-    raise ConfigError(
-      "config.blurry_sample_fraction=1.0 leaves every task with no samples of its own "
-      "classes: a number in [0, 1)"
-    )
-  if settings.get("disjoint_class_fraction") == 1.0 and settings.get("blurry_sample_fraction"):
-    raise ConfigError(
-      "config.disjoint_class_fraction=1.0 leaves no blurry class to leak into other tasks "
-      f"(config.blurry_sample_fraction={settings['blurry_sample_fraction']}): lower it"
-    )
-  if "boundary_width" in settings and not settings["boundary_width"] > 0:
-    raise ConfigError(
-      f"config.boundary_width={settings['boundary_width']!r} is invalid: a number > 0"
-    )
+  """The stream's settings (the data package's own check, before any data is
+  loaded); no task identity at test time where the boundaries blur."""
+  given = {k: config[k] for k in STREAM_KEYS if config[k] is not None}
+  try:
+    check_settings(config.stream, given)
+  except DataError as e:
+    raise ConfigError(f"config.{e}") from None
   if config.stream != "class_incremental" and config.eval_protocol == "task":
     raise ConfigError(
       f"config.eval_protocol='task' needs task identities at test time, which "
