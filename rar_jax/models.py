@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
+from rar_jax.errors import ArgumentError
+
 FEATURES = "features"  # the collection features are sown into
 PENULTIMATE = "penultimate"
 
@@ -97,7 +99,7 @@ def im2col_conv(
 
 def _conv(conv_impl: str, features: int, kernel: int, stride: int, name: str, padding=1):
   if conv_impl not in CONV_IMPLS:
-    raise ValueError(f"conv_impl={conv_impl!r} is invalid: one of {CONV_IMPLS}")
+    raise ArgumentError(f"conv_impl={conv_impl!r} is invalid: one of {CONV_IMPLS}")
   return nn.Conv(
     features,
     (kernel, kernel),
@@ -173,7 +175,7 @@ def create_model(name: str, num_classes: int, conv_impl: str = "xla") -> nn.Modu
     return MLP(num_classes)
   if name == "resnet18_reduced":
     return ReducedResNet18(num_classes, conv_impl=conv_impl)
-  raise ValueError(f"model must be one of {MODELS}, got {name!r}")
+  raise ArgumentError(f"model must be one of {MODELS}, got {name!r}")
 
 
 def check_input_shape(name: str, module: nn.Module, shape: Tuple[int, ...]) -> None:
@@ -182,9 +184,9 @@ def check_input_shape(name: str, module: nn.Module, shape: Tuple[int, ...]) -> N
   if isinstance(module, ReducedResNet18):
     need = module.min_side
     if len(shape) != 3 or min(shape[:2]) < need:
-      raise ValueError(
+      raise ArgumentError(
         f"model {name} cannot take inputs of shape {tuple(shape)}: it needs "
         f"images (H, W, C) with H, W >= {need} (e.g. 28x28x1 or 32x32x3)"
       )
   elif isinstance(module, MLP) and math.prod(shape) < 1:
-    raise ValueError(f"model {name} cannot take inputs of shape {tuple(shape)}: empty")
+    raise ArgumentError(f"model {name} cannot take inputs of shape {tuple(shape)}: empty")

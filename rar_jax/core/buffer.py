@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from rar_jax.errors import ArgumentError
+
 POLICIES = ("reservoir", "class_balanced")
 
 
@@ -42,11 +44,11 @@ def init(
 ) -> BufferState:
   """An empty buffer of ``capacity`` items of shape ``x_shape``."""
   if not isinstance(capacity, int) or capacity < 1:
-    raise ValueError(f"buffer capacity (mem_size) must be a positive int, got {capacity!r}")
+    raise ArgumentError(f"buffer capacity (mem_size) must be a positive int, got {capacity!r}")
   if policy not in POLICIES:
-    raise ValueError(f"storage_policy must be one of {POLICIES}, got {policy!r}")
+    raise ArgumentError(f"storage_policy must be one of {POLICIES}, got {policy!r}")
   if policy == "class_balanced" and num_classes < 1:
-    raise ValueError(f"class_balanced storage needs num_classes >= 1, got {num_classes!r}")
+    raise ArgumentError(f"class_balanced storage needs num_classes >= 1, got {num_classes!r}")
   x_shape = tuple(int(d) for d in x_shape)
   return BufferState(
     x=jnp.zeros((capacity, *x_shape), jnp.float32),
@@ -60,16 +62,16 @@ def init(
 
 def _check_batch(state: BufferState, x: jax.Array, y: jax.Array) -> None:
   if state.y.ndim != 1:
-    raise ValueError(
+    raise ArgumentError(
       "buffer functions act on one buffer; use jax.vmap for a "
       f"stack of them (y has shape {state.y.shape})"
     )
   if x.shape[1:] != state.x.shape[1:]:
-    raise ValueError(
+    raise ArgumentError(
       f"items of shape {x.shape[1:]} offered to a buffer of items of shape {state.x.shape[1:]}"
     )
   if y.shape != x.shape[:1]:
-    raise ValueError(f"labels of shape {y.shape} do not match {x.shape[0]} items")
+    raise ArgumentError(f"labels of shape {y.shape} do not match {x.shape[0]} items")
 
 
 def _reservoir_slot(state: BufferState, y_item, key):
@@ -139,9 +141,9 @@ def sample(state: BufferState, key: jax.Array, n: int, exclude_labels: Optional[
   """
   cap = state.y.shape[-1]
   if state.y.ndim != 1:
-    raise ValueError("buffer.sample acts on one buffer; use jax.vmap for a stack")
+    raise ArgumentError("buffer.sample acts on one buffer; use jax.vmap for a stack")
   if not isinstance(n, int) or not 1 <= n <= cap:
-    raise ValueError(
+    raise ArgumentError(
       f"sample size (batch_size_mem) must be an int in [1, mem_size={cap}], got {n!r}"
     )
   eligible = jnp.arange(cap) < state.size

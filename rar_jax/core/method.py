@@ -83,7 +83,7 @@ def parse_method(method: str) -> dict:
   """The stage names of ``method`` (a `METHODS` name or stage names joined by
   '+'), by kind: ``{"retrieve": "mir", "perturb": "rar", ...}`` (validated)."""
   if not isinstance(method, str):
-    raise ValueError(f"method={method!r} is invalid: a string")
+    raise ArgumentError(f"method={method!r} is invalid: a string")
   if method in METHODS:
     names = METHODS[method]
   else:

@@ -7,6 +7,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from rar_jax.errors import ArgumentError
+
 
 def neighbor_distances(
   query: jax.Array,
@@ -19,16 +21,16 @@ def neighbor_distances(
   With both label arrays, pairs with the same label are at ``inf``.
   """
   if (query_labels is None) != (reference_labels is None):
-    raise ValueError("give both query_labels and reference_labels, or neither")
+    raise ArgumentError("give both query_labels and reference_labels, or neither")
   if query.shape[0] == 0 or reference.shape[0] == 0:
-    raise ValueError(
+    raise ArgumentError(
       f"nearest_neighbors needs non-empty inputs, got {query.shape[0]} "
       f"queries and {reference.shape[0]} references"
     )
   q = query.reshape(query.shape[0], -1)
   r = reference.reshape(reference.shape[0], -1)
   if q.shape[1] != r.shape[1]:
-    raise ValueError(f"query rows have {q.shape[1]} features, reference rows {r.shape[1]}")
+    raise ArgumentError(f"query rows have {q.shape[1]} features, reference rows {r.shape[1]}")
   # The direct difference (not |q|^2 - 2qr + |r|^2) keeps ties and near-ties
   # exact; at replay sizes (10 x 10 rows) it is as cheap as a matmul.
   d = jnp.sum(jnp.square(q[:, None, :] - r[None, :, :]), axis=-1)

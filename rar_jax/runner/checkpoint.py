@@ -9,7 +9,7 @@ from typing import Any, Optional, Tuple
 
 import orbax.checkpoint as ocp
 
-from rar_jax.errors import CheckpointError
+from rar_jax.errors import ArgumentError, CheckpointError
 
 
 class Checkpointer:
@@ -51,7 +51,7 @@ class Checkpointer:
     structure instead of being taken for damaged files.
     """
     if not targets:
-      raise ValueError("restore_latest needs at least one target structure")
+      raise ArgumentError("restore_latest needs at least one target structure")
     for step in reversed(self.steps()):
       try:
         return step, self._restore_any(step, targets)

@@ -53,7 +53,7 @@ def init_states(
     if opt_h:
       unknown = set(opt_h) - set(state.opt_state.hyperparams)
       if unknown:
-        raise ValueError(f"the optimiser injects no {sorted(unknown)}")
+        raise ArgumentError(f"the optimiser injects no {sorted(unknown)}")
       state = state.replace(
         opt_state=state.opt_state._replace(hyperparams={**state.opt_state.hyperparams, **opt_h})
       )

@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from rar_jax.errors import ArgumentError
 from rar_jax.evaluation import metrics as metrics_lib
 from rar_jax.runner import results as results_lib
 from rar_jax.runner import sweep as sweep_lib
@@ -263,7 +264,7 @@ def rar_samples_figure(preview: Mapping[str, np.ndarray], num: int, title: str):
   order = np.argsort(~(preview["found"] & preview["mask"]), kind="stable")
   cols = [i for i in order if preview["mask"][i]][:num]
   if not cols:
-    raise ValueError("the replay draw is empty: nothing to show")
+    raise ArgumentError("the replay draw is empty: nothing to show")
   diff = preview["x_adv"] - preview["x_mem"]
   scale = max(float(np.abs(diff[cols]).max()), 1e-12)
   fig, axes = plt.subplots(4, len(cols), figsize=(1.7 * len(cols), 7.4), squeeze=False)
