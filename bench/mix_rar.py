@@ -9,13 +9,16 @@ per cell, every cell in one program: ER-mix the learning rate (0.03, 0.05,
 0.1); ER-mix-RAR the learning rate (0.05, 0.1) x beta_coef (0.1, 0.3) x
 epsilon_fgsm (0.1, 0.3) (alpha_fgsm stays at the config's 0.06). test: each method's best
 cell on the test split at memory 200 and 50, 20 seeds (the same seeds, so the
-same streams: the difference is paired). Results: bench/results/mix_rar/.
+same streams: the difference is paired). Results: bench/results/mix_rar/<run>/
+(not committed) and, per run, its config and per-seed numbers in
+bench/results/mix_rar/runs_{tune,test}.jsonl (`_store`), which bench/report.py reads.
 """
 
 import argparse
 import json
 import os
 
+import _store
 import numpy as np
 from _common import cli, cpu_model, quiet
 
@@ -48,12 +51,12 @@ def run(name, method, **overrides):
     for d in dirs:
       if not os.listdir(os.path.join(root, d)):
         os.rmdir(os.path.join(root, d))
+  _store.pack("mix_rar", name)
   return result[method]
 
 
 def best_cell(method):
-  with open(os.path.join(OUT, f"tune_{method}", "metrics.json")) as f:
-    return json.load(f)["best_cell"]
+  return _store.find("mix_rar", f"tune_{method}")["metrics"]["best_cell"]
 
 
 def main():

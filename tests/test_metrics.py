@@ -124,8 +124,8 @@ def test_titles_name_a_classifier_or_protocol_that_is_not_the_default():
 
 
 def test_bench_report_refuses_to_combine_parts_evaluated_differently():
-  """bench/report.py `combined` joins one method's runs split over seeds; parts
-  evaluated with another classifier are not the same experiment."""
+  """bench/report.py's `combined` (bench/_tables.py) joins one method's runs split
+  over seeds; parts evaluated with another classifier are not the same experiment."""
   import importlib
   import os
   import sys
@@ -133,7 +133,7 @@ def test_bench_report_refuses_to_combine_parts_evaluated_differently():
   bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
   sys.path.insert(0, bench)
   try:
-    report = importlib.import_module("report")
+    report = importlib.import_module("_tables")
   finally:
     sys.path.remove(bench)
 
