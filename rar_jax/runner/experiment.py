@@ -81,6 +81,8 @@ __all__ = [
 _say = hooks_lib.say
 # comparison.json's continual-evaluation entries (each method's metrics.json has the curves).
 CONTINUAL_SUMMARIES = ("aaa", "min_acc", "wc_acc", "stability_gap")
+# comparison.json: how each method's numbers were evaluated (they compare only under one).
+EVALUATION_KEYS = ("eval_split", "eval_classifier", "eval_protocol", "ema_decay", "num_seeds")
 
 
 def run_method(config: ConfigDict, method: str, data: PreparedData, workdir: str) -> dict:
@@ -210,13 +212,14 @@ def _compare(
   )
   print(f"\n{title}:\n{table}", flush=True)
   if len(results) > 1:
-    report.atomic_write_text(os.path.join(workdir, "comparison.md"), table + "\n")
+    report.atomic_write_text(os.path.join(workdir, "comparison.md"), f"{title}\n\n{table}\n")
     report.atomic_write_json(
       os.path.join(workdir, "comparison.json"),
       {
         n: {
           **{k: r[k] for k in ("final_avg_accuracy", "final_forgetting", "steps_per_second")},
           **{k: r["continual"][k] for k in CONTINUAL_SUMMARIES if "continual" in r},
+          **{k: r[k] for k in EVALUATION_KEYS if k in r},
         }
         for n, r in results.items()
       },
