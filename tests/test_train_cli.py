@@ -46,6 +46,10 @@ def test_default_config_runs_offline(tmp_path):
     assert (tmp_path / method / "accuracy.png").stat().st_size > 1000
     assert (tmp_path / method / "acc_matrix.csv").exists()
   assert "| er_rar |" in out.stdout and (tmp_path / "comparison.md").exists()
+  # The comparison files say how their numbers were evaluated.
+  assert "test split" in (tmp_path / "comparison.md").read_text().splitlines()[0]
+  compared = json.loads((tmp_path / "comparison.json").read_text())
+  assert compared["er"]["eval_classifier"] == "head" and compared["er"]["eval_protocol"] == "class"
   assert (tmp_path / "comparison.png").stat().st_size > 1000
   for method in ("er", "er_rar"):  # each folder's config names its own method
     saved = json.loads((tmp_path / method / "config.json").read_text())
