@@ -5,7 +5,7 @@ tasks of C / num_tasks classes.
   python train.py --config configs/arrays.py --config.data_dir=FILE.npz
 
 The model must suit the images (mlp for any size; resnet18_reduced for
-H, W >= 32). From Python: rar_jax.data.class_incremental. See docs/data.md."""
+H, W >= 25). From Python: rar_jax.data.class_incremental. See docs/data.md."""
 
 from rar_jax.runner.config import base_config
 

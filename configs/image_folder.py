@@ -5,7 +5,7 @@
   python train.py --config configs/image_folder.py --config.data_dir=DIR
 
 Keys to set: image_size, num_tasks (must divide the class count), model
-(resnet18_reduced needs image_size >= 32), folder_split=per_class to merge
+(resnet18_reduced needs image_size >= 25), folder_split=per_class to merge
 DIR/{train,val,test} and cut each class by train_fraction. See docs/data.md."""
 
 from rar_jax.runner.config import base_config

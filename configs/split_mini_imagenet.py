@@ -9,8 +9,10 @@ replayed, memory 1000, beta 0.4, eps = alpha = 0.0314 (8/255), 2 attack steps.
 
   python train.py --config configs/split_mini_imagenet.py --config.data_dir=DIR
 
-The first run decodes the 60,000 images (minutes) and caches them as uint8
-(1.3 GB) in $RAR_JAX_DATA_CACHE (default ~/.cache/rar_jax/data)."""
+The first run decodes the 60,000 images (12 s on 2 cores of an Intel Xeon,
+`python bench/folder_decode.py`; docs/data.md) and caches them as uint8 (1.2 GB)
+in $RAR_JAX_DATA_CACHE (default ~/.cache/rar_jax/data); later runs read the
+cache in about a second."""
 
 from rar_jax.runner.config import base_config
 

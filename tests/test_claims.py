@@ -75,3 +75,28 @@ def test_every_stated_ratio_against_the_paper_code_is_a_same_run_pair(speed, pat
     f"{path} states ratios against the paper's code that no session file gives: {unknown} "
     "(docs/tables/paper_code.md lists the same-run ratios)"
   )
+
+
+def test_readme_results_table_is_the_rendered_summary():
+  """The README's results table is bench/report.py's summary table of bench/results/
+  (the rows of docs/results.md's "Summary: methods by memory size")."""
+  sys.path.insert(0, os.path.join(ROOT, "bench"))
+  try:
+    from _quality_tables import summary_table
+    from _tables import Runs
+  finally:
+    sys.path.remove(os.path.join(ROOT, "bench"))
+  rendered = summary_table(Runs("quality"))
+  with open(os.path.join(ROOT, "README.md")) as f:
+    readme = f.read()
+  header = rendered.splitlines()[0]
+  assert header in readme, "README.md has no results table"
+  shown = readme[readme.index(header) :].split("\n\n")[0]
+
+  def cells(text):
+    return [[c.strip() for c in line.split("|")] for line in text.strip().splitlines()]
+
+  assert cells(shown) == cells(rendered), (
+    "README.md's results table differs from `summary_table` (bench/_quality_tables.py):\n"
+    + rendered
+  )
