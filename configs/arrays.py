@@ -18,8 +18,8 @@ With Fashion-MNIST written as such a file (every training sample, 1200 steps per
 
 Time: about 1.5 minutes on 2 cores of an AMD EPYC (family 25) for both methods
 (training 17 s for ER, 67 s for ER-RAR).
-Expect (that file, 3 seeds): ER 0.716 ± 0.029, ER-RAR 0.738 ± 0.017 final average
-accuracy; your own data has its own numbers."""
+Expect: with that file (3 seeds) ER 0.716 ± 0.029, ER-RAR 0.738 ± 0.017 final
+average accuracy; your own data has its own numbers."""
 
 from rar_jax.runner.config import base_config
 
