@@ -97,6 +97,7 @@ def measure(
   ms = 1000 * float(np.min(times)) / steps
   return {
     "bench": "step_time",
+    "system": "rar_jax",  # beside the paper's code's lines in a paper_code_step_time.py session
     "model": model_name,
     "method": method,
     "seeds": num_seeds,
