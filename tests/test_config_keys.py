@@ -132,6 +132,7 @@ PROBES: Dict[str, Any] = {
   # Model and optimiser.
   # (A dataset the ResNet can take; the probes load the digits whatever the config names.)
   "model": Run("resnet18_reduced", "model", dict(dataset="mnist")),
+  "model_kwargs": Run({"hidden": (32,)}, "model_fields"),
   # With opt_lr None the look-ahead follows the learning rate.
   "learning_rate": Plan(0.05, names=("learning_rate", "opt_lr")),
   "ema_decay": Plan(0.9),
@@ -340,6 +341,7 @@ class World:
     def stop(plan, placed, module, tx, ckpt, sample_x, *args, **kwargs):
       seen.update(
         model=type(module).__name__,
+        model_fields=repr(module),
         checkpoints=(type(ckpt).__name__, getattr(ckpt, "keep", None)),
       )
       if hasattr(ckpt, "close"):

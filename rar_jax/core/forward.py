@@ -11,12 +11,15 @@ import jax
 import jax.numpy as jnp
 
 from rar_jax import models
+from rar_jax.core.nnx_module import NNXModule
 from rar_jax.errors import ModelError
 
 
 def check_module(module: nn.Module, batch_norm: bool) -> None:
   """The module's ``__call__`` takes what the step passes: ``train=`` always,
   ``mask=`` (the valid rows batch norm averages over) when it has batch norm."""
+  if isinstance(module, NNXModule):  # NNX's modes replace train=; mask= checked when built
+    return
   try:
     params = inspect.signature(type(module).__call__).parameters
   except (TypeError, ValueError):  # not introspectable: let it be tried

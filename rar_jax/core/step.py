@@ -21,6 +21,7 @@ from rar_jax.core import contract
 from rar_jax.core import stages as stages_lib
 from rar_jax.core.forward import Forward, check_module
 from rar_jax.core.method import Hyper, ReplayConfig, is_int
+from rar_jax.core.nnx_module import as_module, model_name
 from rar_jax.errors import ArgumentError, ModelError
 
 
@@ -74,15 +75,18 @@ def init_train_state(
   `Hyper.create`). ``sample_x`` is one batch of inputs (its first axis is ignored).
   """
   check_key(key)
+  module = as_module(module)  # an NNX factory: its Linen-like adapter
   if not isinstance(hyper, Hyper):
     raise ArgumentError(f"hyper={hyper!r} is invalid: a Hyper (chain.hyper(opt_lr))")
   k_init, k_run = jax.random.split(key)
   x1 = jnp.zeros((1, *sample_x.shape[1:]), jnp.float32)
   try:
     variables = module.init(k_init, x1, train=False)
+  except ModelError:  # already one line naming the model
+    raise
   except TypeError as e:
     check_module(module, batch_norm=False)
-    raise ModelError(f"model {type(module).__name__} cannot be initialised: {e}") from None
+    raise ModelError(f"model {model_name(module)} cannot be initialised: {e}") from None
   check_module(module, batch_norm=False)  # mask=: checked where batch norm runs (Forward)
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
@@ -92,8 +96,7 @@ def init_train_state(
   layers = tuple(feats.get(models.FEATURES, {}).keys())
   if cfg.feature_layer not in layers:
     raise ModelError(
-      f"feature_layer={cfg.feature_layer!r} is not sown by "
-      f"{type(module).__name__}; it sows {layers}"
+      f"feature_layer={cfg.feature_layer!r} is not sown by {model_name(module)}; it sows {layers}"
     )
   buf = buffer_lib.init(
     cfg.mem_size, sample_x.shape[1:], policy=cfg.storage_policy, num_classes=cfg.num_classes
@@ -250,7 +253,7 @@ def _update(module, tx, cfg, chain, unroll) -> _Update:
     raise ArgumentError(f"unroll={unroll!r} is invalid: an int >= 0")
   chain = as_chain(chain)
   chain.check(cfg)
-  return _Update(module, tx, cfg, chain, unroll)
+  return _Update(as_module(module), tx, cfg, chain, unroll)
 
 
 def make_train_step(
@@ -367,6 +370,7 @@ def make_rar_preview(
 
 def make_predict(module: nn.Module):
   """``predict(params, batch_stats, x) -> logits`` in evaluation mode."""
+  module = as_module(module)
 
   def predict(params, batch_stats, x):
     variables = {"params": params}

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from rar_jax import models
 from rar_jax.core.buffer import BufferState
+from rar_jax.core.nnx_module import as_module
 
 _EPS = 1e-12  # an all-zero ReLU feature row stays zero instead of NaN
 
@@ -49,6 +50,7 @@ def ncm_scores(features: jax.Array, means: jax.Array, present: jax.Array) -> jax
 
 def make_features(module: nn.Module, layer: str = models.PENULTIMATE):
   """``features(params, batch_stats, x)``: the sown ``layer`` in evaluation mode."""
+  module = as_module(module)
 
   def features(params, batch_stats, x):
     variables = {"params": params}

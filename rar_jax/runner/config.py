@@ -77,7 +77,12 @@ def base_config() -> ConfigDict:
   c = ConfigDict()
   _data_and_stream_keys(c)
   # Model and optimiser.
-  c.model = "mlp"  # mlp | resnet18_reduced
+  # mlp | resnet18_reduced | an import path package.module:name (a Linen or NNX module class,
+  # or a factory; docs/own_model.md), found on the Python path, the working directory first.
+  c.model = "mlp"
+  # The model's arguments, e.g. {"width": 64} (--config.model_kwargs='{"width": 64}');
+  # num_classes is passed by the run where the model takes it.
+  c.model_kwargs = {}
   c.learning_rate = 0.1  # SGD step size of every update
   # > 0: evaluate an exponential moving average of the weights (decay per update; a
   # temporal ensemble, Soutif-Cormerais et al. 2023); training is unchanged. 0 = off.

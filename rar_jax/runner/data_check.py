@@ -11,6 +11,7 @@ from ml_collections import ConfigDict
 from rar_jax import data as data_lib
 from rar_jax import models
 from rar_jax.errors import ConfigError
+from rar_jax.runner import user_model
 
 
 def check_num_tasks(config: ConfigDict, num_classes: int) -> None:
@@ -64,7 +65,9 @@ def validate_data(config: ConfigDict) -> Tuple[int, Tuple[int, ...]]:
         f"{num_classes} classes, fewer than one per task"
       )
     check_num_tasks(config, num_classes)
-    module = models.create_model(config.model, num_classes)
+    module = user_model.create(config, num_classes)
+    if user_model.is_import_path(config.model):
+      user_model.check_model(config, module, num_classes, shape)
     try:
       models.check_input_shape(config.model, module, shape)
     except ValueError as e:

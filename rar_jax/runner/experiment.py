@@ -22,10 +22,9 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from rar_jax import models
 from rar_jax.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from rar_jax.runner import checkpoint as checkpoint_lib
-from rar_jax.runner import data_check, loop, plots, report
+from rar_jax.runner import data_check, loop, plots, report, user_model
 from rar_jax.runner import hooks as hooks_lib
 from rar_jax.runner.config import (
   base_config,
@@ -97,7 +96,7 @@ def run_method(config: ConfigDict, method: str, data: PreparedData, workdir: str
   mesh = loop.runs_mesh()
   plan = make_plan(config, method, data.streams, data.ds.num_classes, mesh.size)
   plan = check_placement(workdir, config, plan, mesh.size, lead)  # before checkpoints open
-  module = models.create_model(config.model, data.ds.num_classes, plan.execution["conv_impl"])
+  module = user_model.create(config, data.ds.num_classes, plan.execution["conv_impl"])
   tx = optimizer(config)
   placed = place(plan, data, mesh)
   ckpt = (
@@ -166,7 +165,7 @@ def evaluate_checkpoint(workdir: str, eval_classifier: str = "head") -> dict:
   mesh = loop.runs_mesh()
   plan = make_plan(config, method, data.streams, data.ds.num_classes, mesh.size)
   plan = check_placement(workdir, config, plan, mesh.size, lead=False)
-  module = models.create_model(config.model, data.ds.num_classes, plan.execution["conv_impl"])
+  module = user_model.create(config, data.ds.num_classes, plan.execution["conv_impl"])
   placed = place(plan, data, mesh)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=1, read_only=True)
   try:

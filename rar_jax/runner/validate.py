@@ -17,7 +17,7 @@ from rar_jax.core.step import init_train_state
 from rar_jax.data.blurry import STREAMS, check_settings
 from rar_jax.errors import ConfigError, DataError, RarError
 from rar_jax.evaluation import evaluator as evaluator_lib
-from rar_jax.runner import data_check, loop
+from rar_jax.runner import data_check, loop, user_model
 from rar_jax.runner import sweep as sweep_lib
 from rar_jax.runner.config import (
   HYPER_KEYS,
@@ -79,7 +79,11 @@ def _check_choices(config: ConfigDict) -> None:
   _one_of(config, "dataset", data_lib.DATASET_NAMES)
   _one_of(config, "data_source", data_lib.SOURCES)
   _one_of(config, "folder_split", data_lib.FOLDER_SPLITS)
-  _one_of(config, "model", models.MODELS)
+  if not user_model.is_import_path(config.model) and config.model not in models.MODELS:
+    raise ConfigError(
+      f"config.model={config.model!r} is invalid: one of {models.MODELS} or an import "
+      "path package.module:name (docs/own_model.md)"
+    )
   _one_of(config, "eval_split", ("test", "validation"))
   _one_of(config, "run_batching", ("auto",) + loop.BATCHINGS)
   _one_of(config, "conv_impl", ("auto",) + models.CONV_IMPLS)
@@ -207,7 +211,11 @@ def _check_methods_and_model(config: ConfigDict) -> None:
         replay_parts(cell, m, num_classes)
       except ValueError as e:
         raise ConfigError(f"{where}: {e}") from None
-  module = models.create_model(config.model, num_classes)
+  module = user_model.create(config, num_classes)
+  if user_model.is_import_path(config.model):
+    if config.dataset not in data_lib.DATASETS:
+      return  # checked on the data's own classes and shape (data_check.validate_data)
+    user_model.check_model(config, module, num_classes, image_shape)
   try:
     models.check_input_shape(config.model, module, image_shape)
   except ValueError as e:

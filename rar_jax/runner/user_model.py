@@ -1,0 +1,167 @@
+"""The model a config names: a built-in one (``mlp``, ``resnet18_reduced``) or
+an import path ``package.module:name``, built with ``config.model_kwargs``.
+
+An import path names a Flax Linen module class, an NNX module class, or a
+factory (a function returning a Linen module, or taking ``rngs=`` and
+returning an NNX module); it is imported from the Python path with the
+working directory first, as ``python -m`` does, and given ``num_classes``
+when it takes that argument. `check_model` applies it to one row of the
+data's shape (shapes only, no FLOPs), so a wrong path, a wrong object or a
+wrong output width is one `ConfigError` naming ``config.model`` before any
+training.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import os
+import sys
+from typing import Any, Dict, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from ml_collections import ConfigDict
+
+from rar_jax import models
+from rar_jax.core.nnx_module import as_module
+from rar_jax.errors import ConfigError, RarError
+
+WHAT = "a flax.linen module class, an nnx.Module class or a factory"
+
+
+def is_import_path(name: str) -> bool:
+  return isinstance(name, str) and ":" in name
+
+
+def _first_line(e: BaseException) -> str:
+  return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _frozen(value: Any) -> Any:
+  """Lists as tuples, mappings as dicts: hashable module fields, and the same
+  value whether it came from a config file or a run's config.json."""
+  if isinstance(value, (ConfigDict, dict)):
+    return {k: _frozen(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return tuple(_frozen(v) for v in value)
+  return value
+
+
+def model_kwargs(config: ConfigDict) -> Dict[str, Any]:
+  kwargs = config.get("model_kwargs") or {}
+  if not isinstance(kwargs, (ConfigDict, dict)):
+    raise ConfigError(
+      f"config.model_kwargs={kwargs!r} is invalid: a dict of the model's arguments, "
+      "e.g. --config.model_kwargs='{\"width\": 64}'"
+    )
+  return _frozen(kwargs)
+
+
+def load(path: str) -> Any:
+  """The object ``package.module:name`` names, imported with the working
+  directory on the Python path."""
+  where = f"config.model={path!r}"
+  module_name, _, attr = path.partition(":")
+  if not module_name or not attr:
+    raise ConfigError(f"{where} is invalid: an import path package.module:name")
+  if os.getcwd() not in sys.path and "" not in sys.path:  # `python train.py` leaves it out
+    sys.path.insert(0, os.getcwd())
+  try:
+    obj: Any = importlib.import_module(module_name)
+  except Exception as e:  # not found, or the user's file failed to import
+    raise ConfigError(
+      f"{where}: cannot import {module_name!r} ({type(e).__name__}: {_first_line(e)}); it is "
+      "looked up on the Python path, the working directory first"
+    ) from None
+  for part in attr.split("."):
+    if not hasattr(obj, part):
+      names = sorted(n for n in vars(obj) if not n.startswith("_"))[:20]
+      raise ConfigError(f"{where}: {module_name} has no {attr!r} (it defines {names})")
+    obj = getattr(obj, part)
+  return obj
+
+
+def _takes(fn: Any, name: str) -> bool:
+  if isinstance(fn, type):  # a class's own __init__ (NNX's metaclass hides it)
+    fn = fn.__init__  # type: ignore[misc]
+  try:
+    params = inspect.signature(fn).parameters
+  except (TypeError, ValueError):
+    return False
+  return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def build(obj: Any, kwargs: Dict[str, Any], num_classes: int, where: str) -> Any:
+  """What the library takes: a Linen module instance, or an NNX factory
+  ``make(rngs)`` with ``kwargs`` (and ``num_classes`` where it takes it) bound."""
+  if isinstance(obj, nn.Module):  # an instance: already built
+    if kwargs:
+      raise ConfigError(f"{where} is a module instance: config.model_kwargs must stay empty")
+    return obj
+  if not callable(obj):
+    raise ConfigError(f"{where} is a {type(obj).__name__}, not {WHAT}")
+  if "num_classes" not in kwargs and _takes(obj, "num_classes"):
+    kwargs = dict(kwargs, num_classes=num_classes)
+  is_linen_class = isinstance(obj, type) and issubclass(obj, nn.Module)
+  if not is_linen_class and _takes(obj, "rngs"):  # NNX: built per seed by the library
+    return functools.partial(obj, **kwargs)
+  try:
+    module = obj(**kwargs)
+  except TypeError as e:
+    raise ConfigError(f"{where} cannot be built with {kwargs}: {_first_line(e)}") from None
+  if not isinstance(module, nn.Module):
+    raise ConfigError(
+      f"{where} returned a {type(module).__name__}, not a flax.linen module (an NNX "
+      "factory takes rngs=)"
+    )
+  return module
+
+
+def create(config: ConfigDict, num_classes: int, conv_impl: str = "xla") -> Any:
+  """The model ``config.model`` names, with ``config.model_kwargs``."""
+  kwargs = model_kwargs(config)
+  if not is_import_path(config.model):
+    module = models.create_model(config.model, num_classes, conv_impl)
+    try:  # a built-in's own fields (e.g. mlp's hidden widths)
+      return module.clone(**kwargs) if kwargs else module
+    except TypeError as e:
+      raise ConfigError(
+        f"config.model_kwargs={kwargs} is invalid for model {config.model!r}: {_first_line(e)}"
+      ) from None
+  return build(load(config.model), kwargs, num_classes, f"config.model={config.model!r}")
+
+
+def check_model(config: ConfigDict, module: Any, num_classes: int, shape: Tuple[int, ...]) -> None:
+  """``module`` takes one row of ``shape``, returns logits ``[1, num_classes]``
+  and sows ``config.feature_layer``; shapes only."""
+  where = f"config.model={config.model!r}"
+  x = jnp.zeros((1, *shape), jnp.float32)
+  try:
+    flax_module = as_module(module)
+
+    def forward():
+      variables = flax_module.init(jax.random.PRNGKey(0), x, train=False)
+      return flax_module.apply(variables, x, train=False, mutable=[models.FEATURES])
+
+    logits, sown = jax.eval_shape(forward)
+  except RarError as e:
+    raise ConfigError(f"{where}: {e}") from None
+  except Exception as e:  # the user's code: its first line says what broke
+    raise ConfigError(
+      f"{where} cannot take inputs of shape {tuple(shape)}: {type(e).__name__}: {_first_line(e)}"
+    ) from None
+  if not hasattr(logits, "shape") or tuple(logits.shape) != (1, num_classes):
+    got = tuple(logits.shape) if hasattr(logits, "shape") else type(logits).__name__
+    raise ConfigError(
+      f"{where} returns {got} for one input of shape {tuple(shape)}: it must return logits "
+      f"[batch, {num_classes}] (the data's classes)"
+    )
+  layers = tuple(sown.get(models.FEATURES, {}))
+  if config.feature_layer not in layers:
+    raise ConfigError(
+      f"{where} does not sow config.feature_layer={config.feature_layer!r}; it sows {layers} "
+      "(Linen: self.sow('features', name, h); NNX: self.sow(nnx.Intermediate, name, h))"
+    )
