@@ -78,9 +78,9 @@ def im2col_conv(
     or rhs_dilation not in (None, (1, 1))
     or feature_group_count != 1
   ):
-    raise NotImplementedError("im2col_conv: no dilation or feature groups")
+    raise ArgumentError("im2col_conv: no dilation or feature groups")
   if dimension_numbers is not None and tuple(dimension_numbers.lhs_spec) != (0, 3, 1, 2):
-    raise NotImplementedError("im2col_conv: NHWC inputs only")
+    raise ArgumentError("im2col_conv: NHWC inputs only")
   kh, kw, _, cout = rhs.shape
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
@@ -97,6 +97,9 @@ def im2col_conv(
   return jnp.dot(patches, rhs.reshape(-1, cout), precision=precision)
 
 
+_CONV_FUNCTIONS = {"xla": None, "im2col": im2col_conv}
+
+
 def _conv(conv_impl: str, features: int, kernel: int, stride: int, name: str, padding=1):
   if conv_impl not in CONV_IMPLS:
     raise ArgumentError(f"conv_impl={conv_impl!r} is invalid: one of {CONV_IMPLS}")
@@ -107,7 +110,7 @@ def _conv(conv_impl: str, features: int, kernel: int, stride: int, name: str, pa
     padding=padding,
     use_bias=False,
     name=name,
-    conv_general_dilated=im2col_conv if conv_impl == "im2col" else None,
+    conv_general_dilated=_CONV_FUNCTIONS[conv_impl],
   )
 
 

@@ -169,6 +169,7 @@ PROBES: Dict[str, Any] = {
   "feature_layer": Plan("hidden0"),
   "mixup_alpha": Plan(0.4),
   "clean_rows": Plan("mixed"),
+  "data_range": Plan((-1.0, 2.0), names=("perturb.data_range",)),
   "sweep": PlanPart("beta_coef=0.1,0.2", ("cells", "hypers", "keys")),
   # Running: how the runs share a device and loop; they must not change the
   # numbers (tests/test_loop.py), but they must reach the plan.
@@ -205,6 +206,9 @@ def named_settings(obj) -> Dict[str, list]:
   def walk(o, path):
     if isinstance(o, ConfigDict) or id(o) in seen:
       return
+    pair = isinstance(o, tuple) and not hasattr(o, "_fields") and len(o) == 2
+    if pair and all(isinstance(v, float) for v in o):  # a (low, high) setting: data_range
+      o = np.asarray(o)
     if o is None or isinstance(o, (bool, int, float, str, np.ndarray, np.generic, jax.Array)):
       for i in range(len(path)):
         found.setdefault(".".join(path[i:]), []).append(o)

@@ -91,7 +91,7 @@ def test_tfds_path_with_mock_data():
   "bad,match",
   [
     (dict(x=np.full((4, 2, 2, 1), np.nan)), "NaN"),
-    (dict(x=np.full((4, 2, 2, 1), 255.0)), r"\[0, 1\]"),
+    (dict(x=np.full((4, 2, 2, 1), 255.0)), r"data_range=\(0.0, 1.0\)"),
     (dict(y=np.array([0, 1, 2, 10])), "labels"),
     (dict(x=np.zeros((4, 4))), r"\[N, H, W, C\]"),
     (dict(x=np.zeros((0, 2, 2, 1)), y=np.zeros(0, int)), "non-zero"),

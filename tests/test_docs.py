@@ -162,6 +162,12 @@ def test_config_reference_lists_every_key_with_its_default():
     assert f"| `{key}` |" in table, key
 
 
+def test_the_committed_config_table_is_current():
+  """docs/tables/config_keys.md (included by docs/config.md) is what the source says."""
+  with open(os.path.join(ROOT, "docs", "tables", "config_keys.md")) as f:
+    assert f.read() == _rar_docs().config_table(), "run: python docs/_ext/rar_docs.py"
+
+
 def test_config_comments_parser():
   source = (
     "def base_config():\n"

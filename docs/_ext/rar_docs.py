@@ -1,6 +1,6 @@
 """Sphinx extension: pages generated from the code at build time, so they cannot drift.
 
-- `docs/_generated/config_table.md`: every key of `rar_jax.runner.config.base_config()`
+- `docs/tables/config_keys.md`: every key of `rar_jax.runner.config.base_config()`
   with its default and the comment written next to it in the source (included by
   `docs/config.md`).
 - `docs/_generated/api/*.md`: one `automodule` page per module of the `rar_jax` package
@@ -20,6 +20,9 @@ import tokenize
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOCS = os.path.dirname(HERE)
 OUT = os.path.join(DOCS, "_generated")
+# Committed, so that docs/config.md reads whole on a fresh checkout (tests/test_docs.py
+# checks it matches the source).
+CONFIG_TABLE = os.path.join(DOCS, "tables", "config_keys.md")
 
 
 def _write(path: str, text: str) -> None:
@@ -154,7 +157,7 @@ def api_pages() -> dict[str, str]:
 
 
 def generate(app=None) -> None:
-  _write(os.path.join(OUT, "config_table.md"), config_table())
+  _write(CONFIG_TABLE, config_table())
   api_dir = os.path.join(OUT, "api")
   pages = api_pages()
   for name, text in pages.items():
@@ -167,3 +170,7 @@ def generate(app=None) -> None:
 def setup(app):
   app.connect("builder-inited", generate)
   return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
+
+
+if __name__ == "__main__":  # python docs/_ext/rar_docs.py: the generated pages, without a build
+  generate()

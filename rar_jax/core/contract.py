@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from rar_jax.errors import StageError
+from rar_jax.errors import ArgumentError, StageError
 
 
 def _describe(out: Any) -> str:
@@ -81,3 +81,22 @@ def perturbed(stage, out, x, targets):
   if not all(jnp.ndim(v) == 0 for v in jax.tree.leaves(metrics)):
     raise StageError(f"perturb stage {stage.name!r} returned non-scalar metrics {metrics!r}")
   return groups, metrics
+
+
+def incoming(buffer, x, y) -> None:
+  """The incoming batch: float rows of the shape the state's buffer stores, one
+  integer label each, and one state (not a stack)."""
+  row = tuple(buffer.x.shape[1:])
+  if buffer.y.ndim != 1:
+    raise ArgumentError(
+      "train_step acts on one state; vmap it over a stack (rar_jax.run_stream does)"
+    )
+  if tuple(x.shape[1:]) != row or not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ArgumentError(
+      f"x of shape {tuple(x.shape)} ({x.dtype}) is invalid: float rows of shape {row}, the "
+      "shape the state was built for"
+    )
+  if y.shape != x.shape[:1] or not jnp.issubdtype(y.dtype, jnp.integer):
+    raise ArgumentError(
+      f"y of shape {tuple(y.shape)} ({y.dtype}) is invalid: one integer label per row of x"
+    )

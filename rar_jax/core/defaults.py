@@ -5,7 +5,11 @@ cannot disagree (tests/test_defaults.py).
 
 The names are the config keys': one name per concept in code, config and docs.
 The values are the paper's Split-MNIST command line (docs/fidelity.md: beta 0.3,
-epsilon 0.3, alpha 0.075, 5 steps) and its code's defaults elsewhere.
+epsilon 0.3, 5 steps) and its code's defaults elsewhere, with one difference:
+the attack step ``alpha_fgsm`` defaults to ``epsilon_fgsm / iter_fgsm`` (0.06
+with these values, the step that reaches the radius in ``iter_fgsm`` steps),
+where that command line sets alpha 0.075; give ``alpha_fgsm=0.075`` for the
+paper's exact line.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ vmap over it; the stages set its initial values, as optax's
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
-from typing import Optional
+from typing import Dict, Optional
 
 import jax.numpy as jnp
 from flax import struct
@@ -170,6 +171,9 @@ class Hyper(struct.PyTreeNode):
   decay_factor_fgsm: jnp.ndarray
   opt_lr: jnp.ndarray
   mixup_alpha: jnp.ndarray
+  # Your stages' own sweepable settings by name (`rar_jax.stages.perturb(...,
+  # hyper={"temperature": 0.5})`), read as ctx.hyper.extra["temperature"].
+  extra: Dict[str, jnp.ndarray] = struct.field(default_factory=dict)
 
   @classmethod
   def create(
@@ -182,8 +186,17 @@ class Hyper(struct.PyTreeNode):
     iter_fgsm=DEFAULTS["iter_fgsm"],
     decay_factor_fgsm=DEFAULTS["decay_factor_fgsm"],
     mixup_alpha=DEFAULTS["mixup_alpha"],
+    **extra,
   ) -> "Hyper":
-    """Validates and packs; ``alpha_fgsm=None`` means ``epsilon_fgsm / iter_fgsm``."""
+    """Validates and packs; ``alpha_fgsm=None`` means ``epsilon_fgsm / iter_fgsm``.
+    Other names are a custom stage's settings: finite numbers, kept as float32."""
+    for name, value in extra.items():
+      require(
+        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value),
+        name,
+        value,
+        "a finite number (a stage's sweepable setting)",
+      )
     require(is_int(iter_fgsm) and iter_fgsm >= 1, "iter_fgsm", iter_fgsm, "an int >= 1")
     if alpha_fgsm is None:
       alpha_fgsm = epsilon_fgsm / iter_fgsm
@@ -221,4 +234,5 @@ class Hyper(struct.PyTreeNode):
       decay_factor_fgsm=f(decay_factor_fgsm),
       opt_lr=f(opt_lr),
       mixup_alpha=f(mixup_alpha),
+      extra={k: f(v) for k, v in sorted(extra.items())},
     )

@@ -4,6 +4,8 @@ that evaluation uses."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -38,7 +40,15 @@ def track_params_ema(decay) -> optax.GradientTransformation:
 def make_optimizer(learning_rate: float, ema_decay: Optional[float] = None):
   """Plain SGD as in the paper; the rate sits in the state so sweeps can vary it.
   With ``ema_decay`` (also in the state) the optimiser also keeps a moving
-  average of the weights, which evaluation then uses (`evaluation_params`)."""
+  average of the weights, which evaluation then uses (`evaluation_params`).
+  ``learning_rate``: a finite number > 0; ``ema_decay``: in [0, 1)."""
+  if not _finite(learning_rate) or learning_rate <= 0:
+    raise ArgumentError(f"learning_rate={learning_rate!r} is invalid: a finite number > 0")
+  if ema_decay is not None and not (_finite(ema_decay) and 0.0 <= ema_decay < 1.0):
+    raise ArgumentError(
+      f"ema_decay={ema_decay!r} is invalid: a number in [0, 1) (the weight of the old "
+      "average per update), or None for no average"
+    )
   if ema_decay is None:
     return optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate)
 
@@ -48,6 +58,10 @@ def make_optimizer(learning_rate: float, ema_decay: Optional[float] = None):
   return optax.inject_hyperparams(sgd_with_average)(
     learning_rate=learning_rate, ema_decay=ema_decay
   )
+
+
+def _finite(v) -> bool:
+  return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def evaluation_params(state: Any):

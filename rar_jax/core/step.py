@@ -90,9 +90,14 @@ def init_train_state(
   check_module(module, batch_norm=False)  # mask=: checked where batch norm runs (Forward)
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
-  feats = jax.eval_shape(
-    lambda: module.apply(variables, x1, train=False, mutable=[models.FEATURES])[1]
+  logits, feats = jax.eval_shape(
+    lambda: module.apply(variables, x1, train=False, mutable=[models.FEATURES])
   )
+  if getattr(logits, "shape", None) != (1, cfg.num_classes):
+    raise ModelError(
+      f"model {model_name(module)} returns {getattr(logits, 'shape', type(logits))} for one "
+      f"row: the step needs logits [rows, num_classes={cfg.num_classes}]"
+    )
   layers = tuple(feats.get(models.FEATURES, {}).keys())
   if cfg.feature_layer not in layers:
     raise ModelError(
@@ -144,7 +149,7 @@ class _Update:
       hyper=state.hyper,
       model=self.model,
       params=params,
-      lookahead_params=None,
+      declared_lookahead=None,
       batch_stats=batch_stats,
       x=x,
       y=y,
@@ -164,12 +169,12 @@ class _Update:
       ctx.params, ctx.batch_stats, [self.current_group(ctx)], ctx
     )
     lookahead = jax.tree.map(lambda p, g: p - ctx.hyper.opt_lr * g, ctx.params, grads)
-    return loss, grads, ctx._replace(lookahead_params=lookahead, batch_stats=batch_stats)
+    return loss, grads, ctx._replace(declared_lookahead=lookahead, batch_stats=batch_stats)
 
   def _for(self, stage, ctx):
     """``ctx`` as ``stage`` sees it: θ' only where it declares it needs θ'."""
     ctx = ctx._replace(stage=stage.name)
-    return ctx if stage.needs_lookahead else ctx._replace(lookahead_params=None)
+    return ctx if stage.needs_lookahead else ctx._replace(declared_lookahead=None)
 
   def replay_batch(self, ctx, k_ret, k_mix) -> stages_lib.ReplayBatch:
     """Retrieve, then mix: the rows before and after mixing."""
@@ -279,6 +284,7 @@ def make_train_step(
   update = _update(module, tx, cfg, chain, unroll)
 
   def train_step(state: TrainState, x: jax.Array, y: jax.Array):
+    contract.incoming(state.buffer, x, y)
     key, k_ret, k_mix, k_add = jax.random.split(state.key, 4)
     present = jnp.zeros((cfg.num_classes,), bool).at[y].set(True)
     seen = state.seen_classes | present
@@ -323,6 +329,7 @@ def make_train_step(
     )
     return new_state, metrics
 
+  train_step.data_range = update.chain.data_range  # type: ignore[attr-defined]
   return train_step
 
 

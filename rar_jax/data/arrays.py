@@ -2,8 +2,9 @@
 the ``.npz`` source (``x_train, y_train, x_test, y_test`` from any pipeline).
 
 Images are ``[N, H, W, C]``: uint8 as files store them (a quarter of the
-memory), or float32 in [0, 1]; `to_unit_float` gives the float32 [0, 1] the
-models and the attack use. Labels are int32.
+memory), or float32 (in [0, 1], or in the dataset's own ``data_range``);
+`to_unit_float` gives the float32 the models and the attack use (uint8 pixels
+divided by 255). Labels are int32.
 """
 
 from __future__ import annotations
@@ -28,6 +29,26 @@ class Dataset:
   test_y: np.ndarray
   num_classes: int
   source: str
+  # The range of the images as the step sees them (uint8 divided by 255): what
+  # RAR clips perturbed rows to unless config.data_range says otherwise.
+  data_range: Tuple[float, float] = (0.0, 1.0)
+
+
+UNIT_RANGE = (0.0, 1.0)
+
+
+def data_range_of(*xs: np.ndarray) -> Tuple[float, float]:
+  """The range images lie in as the step sees them: [0, 1] for uint8 pixels
+  (scaled) and for floats inside it; otherwise the floats' own [min, max]
+  (standardised inputs, say), over all of ``xs``."""
+  floats = [x for x in xs if x.dtype != np.uint8 and x.size]
+  if not floats:
+    return UNIT_RANGE
+  low = min(float(np.min(x)) for x in floats)
+  high = max(float(np.max(x)) for x in floats)
+  if not (np.isfinite(low) and np.isfinite(high)):
+    return UNIT_RANGE  # validate_arrays names the NaN/Inf
+  return UNIT_RANGE if low >= 0.0 and high <= 1.0 else (low, high)
 
 
 def to_unit_float(x: np.ndarray) -> np.ndarray:
@@ -37,8 +58,15 @@ def to_unit_float(x: np.ndarray) -> np.ndarray:
   return np.asarray(x, np.float32)
 
 
-def validate_arrays(name: str, x: np.ndarray, y: np.ndarray, num_classes: int) -> None:
-  """Rejects data the step cannot learn from sensibly, with the reason."""
+def validate_arrays(
+  name: str,
+  x: np.ndarray,
+  y: np.ndarray,
+  num_classes: int,
+  data_range: Tuple[float, float] = UNIT_RANGE,
+) -> None:
+  """Rejects data the step cannot learn from sensibly, with the reason: float
+  images must be finite and inside ``data_range``."""
   if x.ndim != 4:
     raise DataError(f"{name}: images must be [N, H, W, C], got shape {x.shape}")
   if len(x) != len(y) or len(x) == 0:
@@ -50,20 +78,27 @@ def validate_arrays(name: str, x: np.ndarray, y: np.ndarray, num_classes: int) -
   if not np.all(np.isfinite(x)):
     raise DataError(f"{name}: images contain NaN or Inf")
   lo, hi = float(x.min()), float(x.max())
-  if lo < 0.0 or hi > 1.0:
+  if lo < data_range[0] or hi > data_range[1]:
     raise DataError(
-      f"{name}: pixel values must lie in [0, 1] (the attack clips there), got [{lo}, {hi}]"
+      f"{name}: pixel values must lie in data_range={tuple(data_range)} (the attack clips "
+      f"there), got [{lo}, {hi}]"
     )
 
 
-def finish(name, source, train_x, train_y, test_x, test_y, num_classes: int) -> Dataset:
-  """A checked `Dataset`: uint8 images stay uint8, others become float32."""
+def finish(
+  name, source, train_x, train_y, test_x, test_y, num_classes: int, data_range=None
+) -> Dataset:
+  """A checked `Dataset`: uint8 images stay uint8, others become float32.
+  ``data_range`` None: the data's own (`data_range_of`)."""
   keep = lambda a: a if a.dtype == np.uint8 else np.asarray(a, np.float32)
   train_x, test_x = keep(np.asarray(train_x)), keep(np.asarray(test_x))
   train_y, test_y = (np.asarray(a, np.int32) for a in (train_y, test_y))
-  validate_arrays(f"{name} train", train_x, train_y, num_classes)
-  validate_arrays(f"{name} test", test_x, test_y, num_classes)
-  return Dataset(name, train_x, train_y, test_x, test_y, num_classes, source)
+  if data_range is None:
+    data_range = data_range_of(train_x, test_x)
+  data_range = (float(data_range[0]), float(data_range[1]))
+  validate_arrays(f"{name} train", train_x, train_y, num_classes, data_range)
+  validate_arrays(f"{name} test", test_x, test_y, num_classes, data_range)
+  return Dataset(name, train_x, train_y, test_x, test_y, num_classes, source, data_range)
 
 
 # ---------------------------------------------------------------- .npz
@@ -143,8 +178,9 @@ def describe_npz(path: str, num_classes: int = 0) -> Tuple[int, Tuple[int, ...]]
   return num_classes, shapes["train"]
 
 
-def load_npz(name: str, path: str, num_classes: int = 0) -> Dataset:
-  """The arrays of ``path`` as a `Dataset` (uint8 kept, floats must lie in [0, 1])."""
+def load_npz(name: str, path: str, num_classes: int = 0, data_range=None) -> Dataset:
+  """The arrays of ``path`` as a `Dataset` (uint8 kept; floats must lie in
+  ``data_range``, None: their own range, `data_range_of`)."""
   num_classes, _ = describe_npz(path, num_classes)
   with np.load(path, allow_pickle=False) as f:
     a = {k: f[k] for k in NPZ_KEYS}
@@ -152,6 +188,8 @@ def load_npz(name: str, path: str, num_classes: int = 0) -> Dataset:
     if a[f"x_{split}"].ndim == 3:
       a[f"x_{split}"] = a[f"x_{split}"][..., None]
   try:
-    return finish(name, "npz", a["x_train"], a["y_train"], a["x_test"], a["y_test"], num_classes)
+    return finish(
+      name, "npz", a["x_train"], a["y_train"], a["x_test"], a["y_test"], num_classes, data_range
+    )
   except DataError as e:
     raise DataError(f"{path}: {e}") from None

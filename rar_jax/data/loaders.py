@@ -179,8 +179,10 @@ def load(
   folder_split: str = "auto",
   train_fraction: float = 0.8,
   progress: bool = False,
+  data_range=None,
 ) -> Dataset:
-  """Loads ``name`` from ``source``.
+  """Loads ``name`` from ``source``. ``data_range``: the range float arrays
+  (.npz) must lie in; None: [0, 1], or their own range if they leave it.
 
   ``auto``: digits -> embedded; fashion_mnist -> IDX files in ``data_dir`` (or
   Debian's ``/usr/share/datasets/fashion-mnist``) when present, TFDS otherwise;
@@ -193,7 +195,7 @@ def load(
   source = resolve_source(name, source, data_dir)
   if source == "npz":
     assert data_dir
-    return load_npz(name, data_dir)
+    return load_npz(name, data_dir, data_range=data_range)
   if source == "folder":
     assert data_dir
     size = image_size or (DATASETS[name][1][0] if name in DATASETS else 0)

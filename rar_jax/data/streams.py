@@ -4,12 +4,13 @@ held-out validation split and every seed's minibatch indices."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+import numbers
+from typing import Optional, Tuple
 
 import numpy as np
 
 from rar_jax.data import blurry
-from rar_jax.errors import DataError
+from rar_jax.errors import ArgumentError, DataError
 
 
 def class_order(num_classes: int, shuffle: bool, rng: np.random.Generator) -> np.ndarray:
@@ -134,6 +135,9 @@ class ClassIncremental:
   val_y: np.ndarray
   streams: Streams
   num_classes: int
+  # The images' range as the step sees them (`rar_jax.data.arrays.data_range_of`):
+  # give it to build_method(..., data_range=bench.data_range).
+  data_range: Tuple[float, float] = (0.0, 1.0)
 
   def task_classes(self, seed_index: int = 0) -> np.ndarray:
     """``[num_tasks, classes per task]``: the classes of each task for one seed."""
@@ -160,6 +164,7 @@ def class_incremental(
   holdout_seed: int = 0,
   num_classes: int = 0,
   stream: str = "class_incremental",
+  data_range=None,
   **stream_settings,
 ) -> ClassIncremental:
   """Your arrays (``x`` ``[N, H, W, C]`` uint8 or float in [0, 1], ``y`` ints
@@ -170,19 +175,27 @@ def class_incremental(
   own order) over the rest. ``num_classes`` 0: ``y.max() + 1``. ``stream``:
   ``"class_incremental"``, or ``"blurry"`` (settings ``disjoint_class_fraction``,
   ``blurry_sample_fraction``) or ``"gaussian"`` (``boundary_width``), streams
-  whose task boundaries blur (`rar_jax.data.blurry`). For example::
+  whose task boundaries blur (`rar_jax.data.blurry`). ``data_range``: the
+  range float images must lie in (None: [0, 1], or their own range if they
+  leave it; uint8 is always [0, 1] once scaled); the result's ``data_range``
+  is what RAR should clip to. For example::
 
     bench = class_incremental(x, y, num_tasks=5, batch_size=10, seeds=[0, 1])
     for task in range(5):
       for xb, yb in bench.batches(0, task):
         ...
   """
-  from rar_jax.data.arrays import validate_arrays
+  from rar_jax.data.arrays import data_range_of, validate_arrays
 
-  x, y = np.asarray(x), np.asarray(y, np.int32)
+  _check_stream_arguments(num_tasks, batch_size, seeds, samples_per_task, num_classes)
+  x, y = np.asarray(x), np.asarray(y)
+  if not (np.issubdtype(y.dtype, np.integer) and y.dtype != np.bool_):
+    raise ArgumentError(f"y of dtype {y.dtype} is invalid: integer class labels 0..C-1")
+  y = y.astype(np.int32)
   if not num_classes and len(y):
     num_classes = int(y.max()) + 1
-  validate_arrays("class_incremental", x, y, num_classes)
+  data_range = data_range_of(x) if data_range is None else tuple(map(float, data_range))
+  validate_arrays("class_incremental", x, y, num_classes, data_range)
   train_idx, val_idx = holdout_split(y, validation_fraction, holdout_seed)
   streams = make_streams(
     y[train_idx], num_classes, num_tasks, samples_per_task, batch_size, seeds, shuffle_classes,
@@ -193,4 +206,24 @@ def class_incremental(
   streams = dataclasses.replace(
     streams, index=np.searchsorted(used, streams.index).astype(np.int32)
   )
-  return ClassIncremental(x[rows], y[rows], x[val_idx], y[val_idx], streams, num_classes)
+  return ClassIncremental(
+    x[rows], y[rows], x[val_idx], y[val_idx], streams, num_classes, data_range
+  )
+
+
+def _check_stream_arguments(num_tasks, batch_size, seeds, samples_per_task, num_classes) -> None:
+  def whole(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+  for name, value, low in (
+    ("num_tasks", num_tasks, 1),
+    ("batch_size", batch_size, 1),
+    ("samples_per_task", samples_per_task, 0),
+    ("num_classes", num_classes, 0),
+  ):
+    if not (whole(value) and value >= low):
+      raise ArgumentError(f"{name}={value!r} is invalid: an int >= {low}")
+  if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+    raise ArgumentError(f"seeds={seeds!r} is invalid: a list of ints, e.g. [0, 1, 2]")
+  if not len(list(seeds)) or not all(whole(s) for s in seeds):
+    raise ArgumentError(f"seeds={seeds!r} is invalid: a non-empty list of ints, e.g. [0, 1, 2]")

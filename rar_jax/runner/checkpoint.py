@@ -36,7 +36,7 @@ class Checkpointer:
 
   def save(self, step: int, payload: Any) -> None:
     if self.read_only:
-      raise RuntimeError(f"{self.directory} was opened read-only")
+      raise CheckpointError(f"{self.directory} was opened read-only")
     self._manager.save(step, args=ocp.args.StandardSave(payload), force=True)
     self._manager.wait_until_finished()
 

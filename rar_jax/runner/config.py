@@ -71,6 +71,11 @@ def _data_and_stream_keys(c: ConfigDict) -> None:
   # Continual evaluation's samples of each task's evaluation split, spread equally over its
   # classes: a fixed subset, the same for every method, seed and sweep cell; 0 = the whole split.
   c.eval_samples_per_task = 0
+  # The range of the images as the model sees them (uint8 pixels are divided by 255), which
+  # RAR clips perturbed rows to: None = the data's own ([0, 1] for every built-in source and
+  # uint8 arrays; a float .npz outside [0, 1] its own [min, max]); a pair "(low, high)" for
+  # standardised inputs, which must then lie inside it.
+  c.data_range = config_dict.placeholder(tuple)
 
 
 def base_config() -> ConfigDict:
@@ -119,7 +124,9 @@ def base_config() -> ConfigDict:
   # RAR: the replay loss is (1 - beta_coef) CE(clean replay) + beta_coef CE(perturbed replay)
   c.beta_coef = DEFAULTS["beta_coef"]
   c.epsilon_fgsm = DEFAULTS["epsilon_fgsm"]  # RAR: L-inf radius of the perturbation
-  c.alpha_fgsm = config_dict.placeholder(float)  # None = epsilon_fgsm / iter_fgsm
+  # RAR: MI-FGSM step; None = epsilon_fgsm / iter_fgsm (0.06 by default; the paper's Split-MNIST
+  # line sets 0.075)
+  c.alpha_fgsm = config_dict.placeholder(float)
   c.iter_fgsm = DEFAULTS["iter_fgsm"]  # RAR: MI-FGSM steps
   c.decay_factor_fgsm = DEFAULTS["decay_factor_fgsm"]  # RAR: MI-FGSM momentum decay
   c.opt_lr = config_dict.placeholder(float)  # look-ahead step; None = learning_rate
@@ -233,14 +240,16 @@ STRUCTURE_KEYS = (
 
 
 def replay_parts(
-  config: ConfigDict, method: str, num_classes: int
+  config: ConfigDict, method: str, num_classes: int, data_range=(0.0, 1.0)
 ) -> Tuple[ReplayConfig, stages.Chain, Hyper]:
   """``method`` under ``config``: the `ReplayConfig` (structure), its chain of
   stages built from the config's keys, and the traced hyper-parameters those
-  stages start from (the look-ahead rate ``opt_lr``, default ``learning_rate``)."""
-  cfg, chain = stages.build_method(
-    method, num_classes, **{k: config[k] for k in STAGE_KEYS + STRUCTURE_KEYS}
-  )
+  stages start from (the look-ahead rate ``opt_lr``, default ``learning_rate``).
+  ``data_range``: the dataset's, where ``config.data_range`` is None."""
+  if config.data_range is not None:
+    data_range = tuple(config.data_range)
+  settings = {k: config[k] for k in STAGE_KEYS + STRUCTURE_KEYS}
+  cfg, chain = stages.build_method(method, num_classes, data_range=data_range, **settings)
   hyper = chain.hyper(config.learning_rate if config.opt_lr is None else config.opt_lr)
   return cfg, chain, hyper
 

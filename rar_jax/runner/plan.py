@@ -77,13 +77,19 @@ class RunPlan:
 
 
 def make_plan(
-  config: ConfigDict, method: str, streams: data_lib.Streams, num_classes: int, num_devices: int
+  config: ConfigDict,
+  method: str,
+  streams: data_lib.Streams,
+  num_classes: int,
+  num_devices: int,
+  data_range=(0.0, 1.0),
 ) -> RunPlan:
-  """The `RunPlan` of ``method`` under ``config`` (one method's config)."""
+  """The `RunPlan` of ``method`` under ``config`` (one method's config);
+  ``data_range``: the dataset's (`rar_jax.data.Dataset.data_range`)."""
   seeds = [config.seed + i for i in range(config.num_seeds)]
   cells = sweep_lib.parse_sweep(config.sweep)
   parts = [
-    config_lib.replay_parts(config_lib.cell_config(config, o), method, num_classes)[2]
+    config_lib.replay_parts(config_lib.cell_config(config, o), method, num_classes, data_range)[2]
     for o in cells
   ]
   opt_keys = ["learning_rate"] + (["ema_decay"] if config_lib.averages_weights(config) else [])
@@ -95,7 +101,7 @@ def make_plan(
   batching = (
     loop.default_batching(num_devices) if config.run_batching == "auto" else config.run_batching
   )
-  replay, chain, _ = config_lib.replay_parts(config, method, num_classes)
+  replay, chain, _ = config_lib.replay_parts(config, method, num_classes, data_range)
   plan = RunPlan(
     method=method,
     cells=cells,

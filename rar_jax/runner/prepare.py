@@ -50,6 +50,7 @@ def prepare_data(config: ConfigDict) -> PreparedData:
     folder_split=config.folder_split,
     train_fraction=config.train_fraction,
     progress=config.progress and jax.process_index() == 0,
+    data_range=config.data_range,
   )
   bench = data_lib.class_incremental(
     ds.train_x,
@@ -63,9 +64,15 @@ def prepare_data(config: ConfigDict) -> PreparedData:
     holdout_seed=config.seed,
     num_classes=ds.num_classes,
     stream=config.stream,
+    data_range=ds.data_range,
     **config_lib.stream_settings(config),
   )
   streams = bench.streams
+  if config.data_range is None and tuple(ds.data_range) != (0.0, 1.0):
+    _say(
+      f"data_range {tuple(ds.data_range)}: the images' own range (they leave [0, 1]); RAR "
+      "clips perturbed rows to it (set config.data_range to choose)"
+    )
   if config.eval_split == "validation":
     eval_x, eval_y = bench.val_x, bench.val_y
   else:

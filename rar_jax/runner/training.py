@@ -30,12 +30,12 @@ import numpy as np
 import optax
 
 from rar_jax.core.method import ReplayConfig
-from rar_jax.core.step import TrainState, as_chain
+from rar_jax.core.step import TrainState, as_chain, make_predict
 from rar_jax.errors import ArgumentError
 from rar_jax.evaluation import continual
 from rar_jax.evaluation.evaluator import make_evaluator, make_run_evaluator
 from rar_jax.runner import chunks as chunks_lib
-from rar_jax.runner import loop
+from rar_jax.runner import inputs, loop
 
 
 def _runs(states: TrainState) -> Optional[int]:
@@ -67,6 +67,7 @@ def init_states(
   if not len(seeds):
     raise ArgumentError("seeds=[] is invalid: at least one seed")
   chain = as_chain(chain)
+  sample_x = inputs.images("sample_x", sample_x)
   if opt_lr is None:
     injected = getattr(tx.init({}), "hyperparams", {})
     if "learning_rate" not in injected:
@@ -103,20 +104,27 @@ def run_stream(
   The program compiles once per ``train_step`` and shapes (`make_stream_runner`
   explains ``batching`` and ``stream_loop``)."""
   runs = _runs(states)
-  index = jnp.asarray(index)
   if runs is None:
     raise ArgumentError(
       "states is one state: run_stream takes the stack init_states returns "
       "(for one state: jax.tree.map(lambda a: a[None], state))"
     )
-  if index.ndim != 3 or index.shape[0] != runs or not jnp.issubdtype(index.dtype, jnp.integer):
-    raise ArgumentError(
-      f"index of shape {tuple(index.shape)} ({index.dtype}) is invalid: ints "
-      f"[runs={runs}, steps, batch] into x"
-    )
-  if len(x) != len(y):
-    raise ArgumentError(f"x has {len(x)} rows and y {len(y)}: one label per row")
+  x, y = _training_data(train_step, states, x, y)
+  index = inputs.index("index", index, axes=("runs", "steps", "batch"), runs=runs, rows=len(x))
   return _runner(train_step, batching, stream_loop)(states, jnp.asarray(x), jnp.asarray(y), index)
+
+
+def _training_data(train_step, states, x, y, prefix: str = ""):
+  """``(x, y)`` checked against what ``states`` were built for and the range
+  the step clips to (``train_step.data_range``, set by `make_train_step`)."""
+  x = inputs.images(
+    prefix + "x",
+    x,
+    row_shape=inputs.row_shape_of(states, stacked=True),
+    data_range=getattr(train_step, "data_range", None),
+  )
+  y = inputs.labels(prefix + "y", y, rows=len(x), num_classes=inputs.num_classes_of(states))
+  return x, y
 
 
 def run_stream_with_curves(
@@ -148,20 +156,17 @@ def run_stream_with_curves(
   tasks]``, ``task_ends``) that `rar_jax.evaluation.continual`'s functions
   summarise (AAA, min-ACC, WC-ACC, stability gap)."""
   runs = _runs(states)
-  index, task_of_class = jnp.asarray(index), jnp.asarray(task_of_class)
   if runs is None:
     raise ArgumentError("states is one state: run_stream_with_curves takes a stack (init_states)")
-  if index.ndim != 4 or index.shape[0] != runs or not jnp.issubdtype(index.dtype, jnp.integer):
-    raise ArgumentError(
-      f"index of shape {tuple(index.shape)} ({index.dtype}) is invalid: ints "
-      f"[runs={runs}, tasks, steps, batch] into x"
-    )
-  if task_of_class.ndim != 2 or task_of_class.shape[0] != runs:
-    raise ArgumentError(
-      f"task_of_class of shape {tuple(task_of_class.shape)} is invalid: [runs={runs}, classes]"
-    )
-  if len(eval_x) != len(eval_y) or len(x) != len(y):
-    raise ArgumentError("x/y and eval_x/eval_y must have one label per row")
+  x, y = _training_data(train_step, states, x, y)
+  eval_x, eval_y = _training_data(train_step, states, eval_x, eval_y, prefix="eval_")
+  index = inputs.index(
+    "index", index, axes=("runs", "tasks", "steps", "batch"), runs=runs, rows=len(x)
+  )
+  task_of_class = inputs.task_of_class(
+    "task_of_class", task_of_class, runs=runs, num_classes=inputs.num_classes_of(states)
+  )
+  _check_outputs(module, states, eval_x, inputs.num_classes_of(states), single=False)
   _, num_tasks, steps_per_task, batch = index.shape
   steps = continual.evaluation_steps(num_tasks, steps_per_task, eval_every)  # checks it
   evaluator = (module, num_tasks, min(chunk, len(eval_x)), eval_protocol, eval_classifier)
@@ -204,19 +209,17 @@ def evaluate(
   for one state (``task_of_class`` then ``[classes]``). Uses the averaged
   weights where the optimiser keeps them (`rar_jax.evaluation_params`)."""
   runs = _runs(states)
-  task_of_class = jnp.asarray(task_of_class)
   single = runs is None
+  classes = inputs.num_classes_of(states)
+  task_of_class = inputs.task_of_class(
+    "task_of_class", task_of_class, runs=runs, num_classes=classes
+  )
+  x = inputs.images("x", x, row_shape=inputs.row_shape_of(states, stacked=not single))
+  y = inputs.labels("y", y, rows=len(x), num_classes=classes)
+  _check_outputs(module, states, x, classes, single)
   if single:
     states = jax.tree.map(lambda a: a[None], states)
-    if task_of_class.ndim != 1:
-      raise ArgumentError(
-        f"task_of_class of shape {tuple(task_of_class.shape)} is invalid for one state: [classes]"
-      )
     task_of_class = task_of_class[None]
-  elif task_of_class.ndim != 2 or task_of_class.shape[0] != runs:
-    raise ArgumentError(
-      f"task_of_class of shape {tuple(task_of_class.shape)} is invalid: [runs={runs}, classes]"
-    )
   num_tasks = int(jnp.max(task_of_class)) + 1
   fn = make_evaluator(
     module,
@@ -227,6 +230,24 @@ def evaluate(
   )
   accuracy = fn(states, jnp.asarray(x), jnp.asarray(y), task_of_class)
   return accuracy[0] if single else accuracy
+
+
+def _check_outputs(module, states, x, classes: int, single: bool) -> None:
+  """``module`` applies to the states' parameters and returns one logit per class."""
+  one = states if single else jax.tree.map(lambda a: a[0], states)
+  try:
+    logits = jax.eval_shape(lambda: make_predict(module)(one.params, one.batch_stats, x[:1]))
+  except Exception as e:  # Flax names the mismatch; keep its first line
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise ArgumentError(
+      f"module {type(module).__name__} cannot apply the states' parameters (not the model "
+      f"they were built with?): {first}"
+    ) from None
+  if tuple(logits.shape) != (1, classes):
+    raise ArgumentError(
+      f"module {type(module).__name__} returns logits of shape {tuple(logits.shape)} for one "
+      f"row: the states were built for num_classes={classes}, logits [rows, {classes}]"
+    )
 
 
 __all__ = ["init_states", "run_stream", "run_stream_with_curves", "evaluate"]

@@ -13,6 +13,7 @@ from ml_collections import ConfigDict
 from rar_jax import data as data_lib
 from rar_jax import models
 from rar_jax.core.method import ASER_TYPES, ATTACK_PARAMS, CLEAN_ROWS, Hyper, parse_method
+from rar_jax.core.rar import check_data_range
 from rar_jax.core.step import init_train_state
 from rar_jax.data.blurry import STREAMS, check_settings
 from rar_jax.errors import ConfigError, DataError, RarError
@@ -199,6 +200,11 @@ def _check_methods_and_model(config: ConfigDict) -> None:
   except ConfigError as e:
     raise ConfigError(f"config.sweep={config.sweep!r}: {e}") from None
   _check_hyper(config, "config")
+  if config.data_range is not None:
+    try:
+      check_data_range(tuple(config.data_range))
+    except ValueError as e:
+      raise ConfigError(f"config.{e}") from None
   # Every cell, the first included, through the same checks, in grid order.
   for overrides in cells if config.sweep.strip() else []:
     where = f"config.sweep cell {sweep_lib.cell_name(overrides)}"

@@ -4,7 +4,7 @@ user's functions (`retrieve`, `mix`, `perturb`, `loss`)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import optax
@@ -21,7 +21,9 @@ class StepContext(NamedTuple):
   hyper: Hyper
   model: Any  # model(params, batch_stats, x, mask, features=False) -> (logits, feats, stats)
   params: Any  # θ, before this update
-  lookahead_params: Any  # θ' = θ - opt_lr * grad of the incoming loss, or None
+  # θ' = θ - opt_lr * grad of the incoming loss, for a stage that declares it
+  # (needs_lookahead=True), else None: read it as ctx.lookahead.
+  declared_lookahead: Any
   batch_stats: Any
   x: jax.Array  # the incoming batch
   y: jax.Array
@@ -35,12 +37,20 @@ class StepContext(NamedTuple):
   @property
   def lookahead(self):
     """θ'; only for stages built with ``needs_lookahead=True``."""
-    if self.lookahead_params is None:
+    return self._lookahead("lookahead")
+
+  @property
+  def lookahead_params(self):
+    """θ' (the same as ``lookahead``)."""
+    return self._lookahead("lookahead_params")
+
+  def _lookahead(self, field: str):
+    if self.declared_lookahead is None:
       raise StageError(
-        f"stage {self.stage!r} read ctx.lookahead but does not declare it: build it "
+        f"stage {self.stage!r} read ctx.{field} but does not declare it: build it "
         "with needs_lookahead=True"
       )
-    return self.lookahead_params
+    return self.declared_lookahead
 
   def features(self, params, x, mask):
     """Features at ``cfg.feature_layer`` (the neighbour space of RAR and ASER)."""
@@ -72,7 +82,8 @@ class Stage(NamedTuple):
   perturbation it applies (what `rar_jax.core.step.make_rar_preview` shows);
   ``hyper``: the initial values of the traced hyper-parameters it reads
   (`Hyper` field names); ``check(cfg)``: validates its settings against the
-  `ReplayConfig` when the step is built."""
+  `ReplayConfig` when the step is built; ``data_range``: the input range the
+  stage clips rows to (`rar_jax.run_stream` checks the data against it)."""
 
   kind: str  # retrieve | mix | perturb | loss
   name: str
@@ -82,6 +93,7 @@ class Stage(NamedTuple):
   attack: Optional[Callable] = None
   hyper: Dict[str, Any] = {}
   check: Optional[Callable[[ReplayConfig], None]] = None
+  data_range: Optional[Tuple[float, float]] = None  # the input range it clips rows to
 
 
 class Chain(NamedTuple):
@@ -98,6 +110,11 @@ class Chain(NamedTuple):
   def needs_lookahead(self) -> bool:
     return any(s.needs_lookahead for s in self.stages)
 
+  @property
+  def data_range(self) -> Optional[Tuple[float, float]]:
+    """The input range a stage of the chain clips to (RAR's), or None."""
+    return next((s.data_range for s in self.stages if s.data_range is not None), None)
+
   def excludes_current(self, cfg: ReplayConfig) -> bool:
     """The config decides when it says; otherwise the loss's replay rule."""
     if cfg.exclude_current_labels is not None:
@@ -109,7 +126,8 @@ class Chain(NamedTuple):
     stage's settings, library defaults for the rest, and the look-ahead rate."""
     values: Dict[str, Any] = {}
     for s in self.stages:
-      values.update(s.hyper)
+      values.update({k: v for k, v in s.hyper.items() if k != "extra"})
+      values.update(s.hyper.get("extra", {}))
     return Hyper.create(opt_lr=opt_lr, **values)
 
   def check(self, cfg: ReplayConfig) -> None:
@@ -145,26 +163,53 @@ def chain(*stages: Stage) -> Chain:
 # ---------------------------------------------------------------- user stages
 
 
-def retrieve(fn: Callable, name: str = "user", *, needs_lookahead: bool = False) -> Stage:
+# Every user stage takes ``hyper``: its own numeric settings by name, traced in
+# the state (``ctx.hyper.extra[name]``), so runs with different values share one
+# compiled program (docs/methods.md, "Sweeping from Python").
+
+
+def retrieve(
+  fn: Callable, name: str = "user", *, needs_lookahead: bool = False, hyper=None
+) -> Stage:
   """A user's retrieval: ``fn(ctx, key) -> (x, y, mask)``, ``batch_size_mem`` rows."""
-  return Stage("retrieve", name, fn, needs_lookahead)
+  return _user("retrieve", name, fn, needs_lookahead, hyper)
 
 
-def mix(fn: Callable, name: str = "user", *, needs_lookahead: bool = False) -> Stage:
+def mix(fn: Callable, name: str = "user", *, needs_lookahead: bool = False, hyper=None) -> Stage:
   """A user's mix: ``fn(ctx, key, x, targets, mask) -> (x, targets)``, same shapes."""
-  return Stage("mix", name, fn, needs_lookahead)
+  return _user("mix", name, fn, needs_lookahead, hyper)
 
 
-def perturb(fn: Callable, name: str = "user", *, needs_lookahead: bool = False) -> Stage:
+def perturb(
+  fn: Callable, name: str = "user", *, needs_lookahead: bool = False, hyper=None
+) -> Stage:
   """A user's perturbation: ``fn(ctx, key, batch: ReplayBatch) -> (groups, metrics)``
   with ``groups`` a list of ``(x, targets, weight)`` and ``metrics`` a dict of scalars."""
-  return Stage("perturb", name, fn, needs_lookahead)
+  return _user("perturb", name, fn, needs_lookahead, hyper)
 
 
-def loss(fn: Callable, name: str = "user", *, exclude_current_labels: bool = True) -> Stage:
+def loss(
+  fn: Callable, name: str = "user", *, exclude_current_labels: bool = True, hyper=None
+) -> Stage:
   """A user's loss: ``fn(logits, targets, ctx, replay) -> [rows]`` per-row losses.
   ``exclude_current_labels``: whether replay skips the incoming labels by default."""
-  return Stage("loss", name, fn, exclude_current_labels=exclude_current_labels)
+  stage = _user("loss", name, fn, False, hyper)
+  return stage._replace(exclude_current_labels=exclude_current_labels)
+
+
+def _user(kind: str, name: str, fn: Callable, needs_lookahead: bool, hyper) -> Stage:
+  if not callable(fn):
+    raise ArgumentError(f"stages.{kind}: fn={fn!r} is invalid: a function")
+  hyper = dict(hyper or {})
+  builtin = set(Hyper.__dataclass_fields__) - {"extra"}
+  taken = sorted(set(hyper) & builtin)
+  if taken:
+    raise ArgumentError(
+      f"stages.{kind}: hyper names {taken} are the library's own settings; name yours "
+      "differently (they are read as ctx.hyper.extra[name])"
+    )
+  Hyper.create(opt_lr=0.0, **hyper)  # validates the values now
+  return Stage(kind, name, fn, needs_lookahead, hyper={"extra": hyper} if hyper else {})
 
 
 def _default_loss() -> Stage:

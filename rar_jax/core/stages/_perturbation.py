@@ -71,4 +71,6 @@ def rar(
   Hyper.create(opt_lr=0.0, **hyper)  # validates the numbers now
   # Even on θ the update takes the incoming gradient first, as the paper's code
   # does (unused, θ' costs nothing: XLA drops it).
-  return Stage("perturb", "rar", fn, needs_lookahead=True, attack=attack, hyper=hyper)
+  return Stage(
+    "perturb", "rar", fn, needs_lookahead=True, attack=attack, hyper=hyper, data_range=data_range
+  )
