@@ -82,6 +82,7 @@ def test_no_long_modules_in_the_library():
 BOUNDARIES = {
   "rar_jax.core": ("rar_jax.runner", "rar_jax.data", "rar_jax.evaluation"),
   "rar_jax.models": ("rar_jax.core", "rar_jax.runner", "rar_jax.data", "rar_jax.evaluation"),
+  "rar_jax.nnx_models": ("rar_jax.core", "rar_jax.runner", "rar_jax.data", "rar_jax.evaluation"),
   "rar_jax.evaluation": ("rar_jax.runner", "rar_jax.data"),
   "rar_jax.data": ("rar_jax.core", "rar_jax.runner", "rar_jax.evaluation", "rar_jax.models"),
 }

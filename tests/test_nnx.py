@@ -14,6 +14,7 @@ import pytest
 from flax import nnx
 
 import rar_jax
+from rar_jax import nnx_models
 from rar_jax.core.nnx_module import NNXModule, as_module
 from rar_jax.data import class_incremental
 from rar_jax.errors import ModelError
@@ -90,7 +91,11 @@ def stream():
 
 @pytest.mark.parametrize(
   "linen, make",
-  [(rar_jax.MLP(C, hidden=(WIDTH,)), functools.partial(NNXMLP, C)), (LinenBN(), NNXBN)],
+  [
+    (rar_jax.MLP(C, hidden=(WIDTH,)), functools.partial(NNXMLP, C)),
+    (rar_jax.MLP(C, hidden=(WIDTH, WIDTH)), functools.partial(nnx_models.MLP, C, 16, (WIDTH,) * 2)),
+    (LinenBN(), NNXBN),
+  ],
 )
 def test_one_er_rar_step_equals_linen_with_the_same_weights(linen, make):
   cfg, chain, tx = _method()
@@ -236,3 +241,31 @@ def test_one_factory_is_one_adapter():
   assert isinstance(as_module(make), NNXModule)
   linen = rar_jax.MLP(C)
   assert as_module(linen) is linen
+
+
+def test_the_nnx_resnet_equals_the_linen_resnet_on_a_step_and_its_predictions():
+  # nf=4: the reduced ResNet-18's layers, blocks and masked batch norm, small enough to be quick.
+  cfg, chain, tx = _method()
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(size=(20, 28, 28, 1)), jnp.float32)
+  y = jnp.asarray(np.repeat(np.arange(C), 5), jnp.int32)
+  linen = rar_jax.ReducedResNet18(C, nf=4)
+  make = functools.partial(nnx_models.ReducedResNet18, C, in_channels=1, nf=4)
+  key = jax.random.PRNGKey(0)
+  state = rar_jax.init_train_state(linen, tx, cfg, chain.hyper(0.1), key, x)
+  own = rar_jax.init_train_state(make, tx, cfg, chain.hyper(0.1), key, x)
+  assert jax.tree.structure(own) == jax.tree.structure(state)
+  assert jax.tree.map(jnp.shape, own.params) == jax.tree.map(jnp.shape, state.params)
+  step_l = jax.jit(rar_jax.make_train_step(linen, tx, cfg, chain))
+  step_n = jax.jit(rar_jax.make_train_step(make, tx, cfg, chain))
+  state, _ = step_l(state, x[:10], y[:10])  # a buffer to replay from
+  after_l, m_l = step_l(state, x[10:], y[10:])
+  after_n, m_n = step_n(state, x[10:], y[10:])
+  assert int(m_n["replay_count"]) == 5
+  _close(after_n.params, after_l.params, atol=1e-4)
+  _close(after_n.batch_stats, after_l.batch_stats, atol=1e-4)
+  _close(m_n, m_l, atol=1e-4)
+  # Evaluation mode: the running averages, in both.
+  logits_l = rar_jax.make_predict(linen)(after_l.params, after_l.batch_stats, x)
+  logits_n = rar_jax.make_predict(make)(after_l.params, after_l.batch_stats, x)
+  np.testing.assert_allclose(logits_n, logits_l, atol=1e-4)
