@@ -269,3 +269,22 @@ def test_the_nnx_resnet_equals_the_linen_resnet_on_a_step_and_its_predictions():
   logits_l = rar_jax.make_predict(linen)(after_l.params, after_l.batch_stats, x)
   logits_n = rar_jax.make_predict(make)(after_l.params, after_l.batch_stats, x)
   np.testing.assert_allclose(logits_n, logits_l, atol=1e-4)
+
+
+def test_continual_curves_and_the_ncm_classifier_equal_linen(stream):
+  cfg, chain, tx = _method()
+  linen, make = rar_jax.MLP(C, hidden=(WIDTH,)), functools.partial(NNXMLP, C)
+  x = jnp.asarray(stream.train_x)
+  states = rar_jax.init_states(linen, tx, cfg, chain, [0, 1, 2], x[:10])
+  xt, yt = _data(80, seed=5)
+  toc = stream.streams.task_of_class
+  args = (states, x, stream.train_y, stream.streams.index, xt, yt, toc)
+  out = {}
+  for name, model in (("linen", linen), ("nnx", make)):
+    step = rar_jax.make_train_step(model, tx, cfg, chain)
+    trained, _, curves = rar_jax.run_stream_with_curves(step, model, *args, eval_every=5)
+    ncm = rar_jax.evaluate(model, trained, xt, yt, toc, eval_classifier="ncm")
+    out[name] = (curves.accuracy, np.asarray(ncm))
+  assert out["linen"][0].shape[1] > 2  # several evaluation points per task
+  for a, b in zip(out["nnx"], out["linen"]):
+    np.testing.assert_allclose(a, b, atol=1.5 / 40)  # at most one test row apart
