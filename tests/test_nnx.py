@@ -228,6 +228,7 @@ def test_bad_nnx_models_get_one_line_each():
     (NNXMLP, r"model NNXMLP cannot be built as make\(rngs=nnx.Rngs\(key\)\)"),  # num_classes
     (lambda rngs: 3, "returned int, not an nnx.Module"),
     (NNXMLP(C, rngs=nnx.Rngs(0)), "is an nnx.Module instance: give its class"),
+    (LinenBN, "model=LinenBN is a flax.linen Module class: give an instance"),
   ]
   for model, message in cases:
     with pytest.raises(ModelError, match=message) as e:

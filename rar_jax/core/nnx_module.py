@@ -34,6 +34,7 @@ import functools
 import inspect
 from typing import Any, Callable, Dict, Optional
 
+import flax.linen as nn
 import jax
 from flax import nnx
 
@@ -192,6 +193,11 @@ def _cached(make: Callable) -> NNXModule:
 def as_module(model: Any) -> Any:
   """``model`` as the step applies it: a Linen module (or anything with
   ``init``/``apply``) as it is, an NNX factory as an `NNXModule`."""
+  if isinstance(model, type) and issubclass(model, nn.Module):
+    raise ModelError(
+      f"model={model.__name__} is a flax.linen Module class: give an instance, e.g. "
+      f"{model.__name__}(num_classes=...) (NNX models are given as their class)"
+    )
   if hasattr(model, "init") and hasattr(model, "apply"):
     return model
   if isinstance(model, nnx.Module):
