@@ -65,6 +65,10 @@ def test_bad_curves_are_refused_with_what_is_wrong():
     continual.stability_gap(acc, repeated, ends)
   with pytest.raises(ArgumentError, match="increasing"):
     continual.stability_gap(acc, steps, ends[::-1])
+  with pytest.raises(ArgumentError, match="increasing"):
+    continual.stability_gap(acc, steps, np.array([ends[0], ends[0]]))
+  with pytest.raises(ArgumentError, match=r"accuracy of shape \(2, 5, 2\) is invalid"):
+    continual.stability_gap(acc[:, :5], steps, ends)  # one point short
   # One step per task is a valid stream.
   acc1, steps1, ends1 = curve(2, 1, 3, rng)
   assert continual.stability_gap(acc1, steps1, ends1).per_switch.shape == (2, 2)
@@ -129,7 +133,8 @@ def test_first_seen_steps_and_seen_class_accuracy_are_whole_steps_and_float64():
   labels = np.array([[0, 0], [1, 0], [0, 2]])
   first = continual.first_seen_steps(labels, 4)
   assert first.tolist() == [1, 2, 3, 4] and first.dtype.kind == "i"
-  class_acc = np.array([[[0.5, 0.25, 0.75, 1.0]] * 3], np.float32)
+  class_acc = np.array([[[0.1, 0.7, 0.3, 1.0]] * 3], np.float32)  # inexact in float32
   got = continual.average_seen_class_accuracy(class_acc, np.array([1, 2, 3]), first[None])
   assert got.dtype == np.float64
-  np.testing.assert_allclose(got[0], [0.5, 0.375, 0.5], rtol=1e-12)
+  a = [float(v) for v in class_acc[0, 0]]  # the float32 values, summed as Python floats
+  np.testing.assert_allclose(got[0], [a[0], (a[0] + a[1]) / 2, sum(a[:3]) / 3], rtol=1e-15)

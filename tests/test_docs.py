@@ -275,3 +275,32 @@ def test_every_config_key_has_a_meaning_in_the_reference():
     if len(cells) > 3 and cells[1].startswith("`") and not cells[3]:
       empty.append(cells[1])
   assert not empty, f"config keys without a meaning in docs/config.md: {empty}"
+
+
+def test_every_rar_jax_name_the_documents_use_exists():
+  """`rar_jax.x.y` in README and docs/ resolves (a module or an attribute)."""
+  import importlib
+  import re
+
+  paths = [os.path.join(ROOT, "README.md")] + [
+    os.path.join(ROOT, "docs", n)
+    for n in os.listdir(os.path.join(ROOT, "docs"))
+    if n.endswith(".md")
+  ]
+  missing = []
+  for path in paths:
+    with open(path) as f:
+      text = f.read()
+    for name in set(re.findall(r"`(rar_jax(?:\.[A-Za-z_]\w*)+)", text)):
+      parts = name.split(".")
+      obj = importlib.import_module("rar_jax")
+      try:
+        for i, part in enumerate(parts[1:], 1):
+          obj = (
+            getattr(obj, part)
+            if hasattr(obj, part)
+            else importlib.import_module(".".join(parts[: i + 1]))
+          )
+      except ImportError:
+        missing.append(f"{os.path.relpath(path, ROOT)}: {name}")
+  assert not missing, missing

@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from rar_jax.core.method import ReplayConfig
+from rar_jax.core.nnx_module import as_module, model_name
 from rar_jax.core.step import TrainState, as_chain, make_predict
 from rar_jax.errors import ArgumentError
 from rar_jax.evaluation import continual
@@ -240,13 +241,13 @@ def _check_outputs(module, states, x, classes: int, single: bool) -> None:
   except Exception as e:  # Flax names the mismatch; keep its first line
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     raise ArgumentError(
-      f"module {type(module).__name__} cannot apply the states' parameters (not the model "
-      f"they were built with?): {first}"
+      f"module {model_name(as_module(module))} cannot apply the states' parameters (not the "
+      f"model they were built with?): {first}"
     ) from None
   if tuple(logits.shape) != (1, classes):
     raise ArgumentError(
-      f"module {type(module).__name__} returns logits of shape {tuple(logits.shape)} for one "
-      f"row: the states were built for num_classes={classes}, logits [rows, {classes}]"
+      f"module {model_name(as_module(module))} returns logits of shape {tuple(logits.shape)} "
+      f"for one row: the states were built for num_classes={classes}, logits [rows, {classes}]"
     )
 
 

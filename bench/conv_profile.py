@@ -1,0 +1,132 @@
+"""Where a reduced ResNet-18 step spends its time: every convolution shape of
+the network at one input size, timed alone on one thread, as its forward pass,
+its input gradient and its kernel gradient, for XLA (rar_jax's path) and, with
+--torch_python, PyTorch (the paper's code's) in the same run. Minibatch 10.
+About 1 minute at 84x84.
+
+  python bench/conv_profile.py --input_size 84 --torch_python /path/venv/bin/python
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from _common import cpu_model
+
+NF = 20
+
+
+def shapes(side: int):
+  """(name, side, cin, cout, kernel, stride, count) of the reduced ResNet-18
+  (nf=20, widths 20/40/80/160) at ``side`` x ``side`` x 3 inputs."""
+  out = [("stem", side, 3, NF, 3, 1, 1), ("layer1", side, NF, NF, 3, 1, 4)]
+  for stage in (2, 3, 4):
+    cin, cout = NF * 2 ** (stage - 2), NF * 2 ** (stage - 1)
+    out.append((f"layer{stage}.down", side, cin, cout, 3, 2, 1))
+    out.append((f"layer{stage}.shortcut", side, cin, cout, 1, 2, 1))
+    side = (side + 1) // 2
+    out.append((f"layer{stage}", side, cout, cout, 3, 1, 3))
+  return out
+
+
+JAX = r"""
+import json, sys, time
+import jax, jax.numpy as jnp, numpy as np
+from jax import lax
+side, cin, cout, k, s = map(int, sys.argv[1:6])
+x = jnp.asarray(np.random.default_rng(0).random((10, side, side, cin)), jnp.float32)
+w = jnp.asarray(np.random.default_rng(1).random((k, k, cin, cout)) * 0.1, jnp.float32)
+dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+pad = ((k // 2, k // 2),) * 2
+conv = lambda x, w: lax.conv_general_dilated(x, w, (s, s), pad, dimension_numbers=dn)
+g = jnp.ones_like(conv(x, w))
+fns = {
+  "forward": (jax.jit(conv), (x, w)),
+  "input_grad": (jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0]), (x, w, g)),
+  "kernel_grad": (jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0]), (x, w, g)),
+}
+out = {}
+for name, (f, args) in fns.items():
+  jax.block_until_ready(f(*args))
+  times = []
+  for _ in range(7):
+    t = time.perf_counter(); jax.block_until_ready(f(*args)); times.append(time.perf_counter() - t)
+  out[name] = round(1000 * min(times), 3)
+print(json.dumps(out))
+"""
+
+TORCH = r"""
+import json, sys, time, torch
+torch.set_num_threads(1)
+side, cin, cout, k, s = map(int, sys.argv[1:6])
+x = torch.rand(10, cin, side, side, requires_grad=True)
+w = (torch.rand(cout, cin, k, k) * 0.1).requires_grad_()
+conv = lambda x, w: torch.nn.functional.conv2d(x, w, stride=s, padding=k // 2)
+y = conv(x, w).detach()
+g = torch.ones_like(y)
+def forward():
+  with torch.no_grad():
+    conv(x, w)
+def input_grad():  # the backward pass alone, from a recorded forward
+  y = conv(x, w)
+  t = time.perf_counter(); torch.autograd.grad(y, x, g); return time.perf_counter() - t
+def kernel_grad():
+  y = conv(x, w)
+  t = time.perf_counter(); torch.autograd.grad(y, w, g); return time.perf_counter() - t
+out = {}
+forward(); times = []
+for _ in range(7):
+  t = time.perf_counter(); forward(); times.append(time.perf_counter() - t)
+out["forward"] = round(1000 * min(times), 3)
+for name, f in (("input_grad", input_grad), ("kernel_grad", kernel_grad)):
+  f(); out[name] = round(1000 * min(f() for _ in range(7)), 3)
+print(json.dumps(out))
+"""
+
+
+def run(python, code, args, env):
+  out = subprocess.run(
+    [python, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, check=True
+  )
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--input_size", type=int, default=84)
+  p.add_argument("--torch_python", default="", help="an interpreter with PyTorch (optional)")
+  p.add_argument("--out", default="", help="append the JSON lines to this file")
+  a = p.parse_args()
+  env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+  env["XLA_FLAGS"] = (
+    env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+  )
+  rows = []
+  for name, side, cin, cout, k, s, count in shapes(a.input_size):
+    systems = {"rar_jax (XLA)": (sys.executable, JAX)}
+    if a.torch_python:
+      systems["RAR-CL (PyTorch)"] = (a.torch_python, TORCH)
+    for system, (python, code) in systems.items():
+      ms = run(python, code, (side, cin, cout, k, s), env)
+      rows.append(
+        dict(
+          bench="conv_profile",
+          system=system,
+          cpu=cpu_model(),
+          input_size=a.input_size,
+          conv=name,
+          shape=[10, side, side, cin, cout, k, s],
+          per_step_count=count,
+          **{f"{key}_ms": v for key, v in ms.items()},
+        )
+      )
+      print(json.dumps(rows[-1]), flush=True)
+  if a.out:
+    with open(a.out, "a") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+if __name__ == "__main__":
+  main()
