@@ -93,8 +93,9 @@ def base_config() -> ConfigDict:
   # temporal ensemble, Soutif-Cormerais et al. 2023); training is unchanged. 0 = off.
   c.ema_decay = 0.0
   c.batch_size = 10  # incoming minibatch size (the paper: 10)
-  # float32 matmul/conv precision: default (TF32 on recent NVIDIA GPUs) | float32 | tensorfloat32 |
-  # bfloat16 (jax.default_matmul_precision); recorded in metrics.json.
+  # float32 matmul/conv precision: default (TF32 on recent NVIDIA GPUs) | float32 = highest (full
+  # float32) | tensorfloat32 = high | bfloat16 (jax.default_matmul_precision); recorded in
+  # metrics.json.
   c.matmul_precision = "default"
   # Method.
   # The methods of a run, comma-separated (one: "er_rar"): several run on the same streams.
@@ -133,7 +134,9 @@ def base_config() -> ConfigDict:
   c.attack_target = DEFAULTS["attack_target"]  # features (paper) | label (Avalanche)
   # lookahead (paper) | current (the paper's code after ASER)
   c.attack_params = DEFAULTS["attack_params"]
-  c.feature_layer = DEFAULTS["feature_layer"]  # Avalanche's name_ext_layer
+  # RAR's and ASER's feature space (Avalanche's name_ext_layer): a layer the model sows; mlp:
+  # hidden0 | hidden1 | penultimate, resnet18_reduced: layer1 ... layer4 | penultimate
+  c.feature_layer = DEFAULTS["feature_layer"]
   c.mixup_alpha = DEFAULTS["mixup_alpha"]  # MixUp: the Beta(alpha, alpha) of the mixing weights
   # RAR's (1 - beta_coef) clean term after MixUp: unmixed (the retrieved rows and
   # their labels, the paper's code) | mixed (the mixed rows and soft labels).
