@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU: how to run many seeds of the reduced ResNet-18 (the aim: 16 seeds of
-# ER-RAR for at most 4x one seed). One short script for a GPU machine; ~5 min.
+# ER-RAR for at most 4x one seed), at 32x32 and at mini-ImageNet's 84x84, and an
+# NNX model against its Linen twin. One short script for a GPU machine; ~8 min.
 #   bash bench/gpu_seeds.sh > gpu.jsonl
 # Each line: conv_impl (xla = cuDNN convolutions, grouped under vmap; im2col =
 # batched matmuls), matmul precision (default = TF32 on recent NVIDIA GPUs,
@@ -14,3 +15,10 @@ for precision in default highest; do
     --stream_loops=scan --matmul_precision=$precision
 done
 python bench/step_time.py --models=mlp --methods=er,er_rar --seeds=1,16 --batching=vmap --repeats=3
+# mini-ImageNet's 84x84x3, 2 attack steps (the paper's mini-ImageNet setting), 1 and 16 seeds.
+python bench/step_time.py --models=resnet18_reduced --methods=er,er_rar --seeds=1,16 \
+  --resnet_steps=20 --repeats=3 --iter_fgsm=2 --batching=vmap --conv_impls=xla \
+  --stream_loops=scan --input_size=84
+# NNX against Linen, same weights, same compiled stream.
+python bench/nnx_step_time.py --models=mlp --seeds=1,16 --steps=200 --repeats=3
+python bench/nnx_step_time.py --models=resnet18_reduced --seeds=1,16 --steps=20 --repeats=3
