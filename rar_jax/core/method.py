@@ -71,6 +71,11 @@ def is_int(v) -> bool:
   return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
+def is_finite(v) -> bool:
+  """A finite real number (not a bool)."""
+  return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _stages_help() -> str:
   kinds = {k: "|".join(n for n, kind in STAGES.items() if kind == k) for k in STAGE_KINDS}
   return (
@@ -191,12 +196,7 @@ class Hyper(struct.PyTreeNode):
     """Validates and packs; ``alpha_fgsm=None`` means ``epsilon_fgsm / iter_fgsm``.
     Other names are a custom stage's settings: finite numbers, kept as float32."""
     for name, value in extra.items():
-      require(
-        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value),
-        name,
-        value,
-        "a finite number (a stage's sweepable setting)",
-      )
+      require(is_finite(value), name, value, "a finite number (a stage's sweepable setting)")
     require(is_int(iter_fgsm) and iter_fgsm >= 1, "iter_fgsm", iter_fgsm, "an int >= 1")
     if alpha_fgsm is None:
       alpha_fgsm = epsilon_fgsm / iter_fgsm

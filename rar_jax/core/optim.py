@@ -4,14 +4,13 @@ that evaluation uses."""
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from rar_jax.core.method import is_finite
 from rar_jax.errors import ArgumentError
 
 
@@ -42,9 +41,9 @@ def make_optimizer(learning_rate: float, ema_decay: Optional[float] = None):
   With ``ema_decay`` (also in the state) the optimiser also keeps a moving
   average of the weights, which evaluation then uses (`evaluation_params`).
   ``learning_rate``: a finite number > 0; ``ema_decay``: in [0, 1)."""
-  if not _finite(learning_rate) or learning_rate <= 0:
+  if not is_finite(learning_rate) or learning_rate <= 0:
     raise ArgumentError(f"learning_rate={learning_rate!r} is invalid: a finite number > 0")
-  if ema_decay is not None and not (_finite(ema_decay) and 0.0 <= ema_decay < 1.0):
+  if ema_decay is not None and not (is_finite(ema_decay) and 0.0 <= ema_decay < 1.0):
     raise ArgumentError(
       f"ema_decay={ema_decay!r} is invalid: a number in [0, 1) (the weight of the old "
       "average per update), or None for no average"
@@ -58,10 +57,6 @@ def make_optimizer(learning_rate: float, ema_decay: Optional[float] = None):
   return optax.inject_hyperparams(sgd_with_average)(
     learning_rate=learning_rate, ema_decay=ema_decay
   )
-
-
-def _finite(v) -> bool:
-  return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def evaluation_params(state: Any):

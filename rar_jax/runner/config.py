@@ -243,7 +243,7 @@ STRUCTURE_KEYS = (
 
 
 def replay_parts(
-  config: ConfigDict, method: str, num_classes: int, data_range=(0.0, 1.0)
+  config: ConfigDict, method: str, num_classes: int, data_range=DEFAULTS["data_range"]
 ) -> Tuple[ReplayConfig, stages.Chain, Hyper]:
   """``method`` under ``config``: the `ReplayConfig` (structure), its chain of
   stages built from the config's keys, and the traced hyper-parameters those

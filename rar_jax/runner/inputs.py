@@ -61,7 +61,8 @@ def images(
       f"{name} of dtype {x.dtype} is invalid: float images (in the data range) or uint8 "
       "pixels 0..255 (scaled to [0, 1])"
     )
-  x = x.astype(xp.float32)
+  if x.dtype != xp.float32:  # no copy of data that already is float32
+    x = x.astype(xp.float32)
   low, high = float(xp.min(x)), float(xp.max(x))  # NaN propagates through both
   if not (np.isfinite(low) and np.isfinite(high)):
     raise ArgumentError(f"{name} is invalid: it holds NaN or Inf pixels")

@@ -14,6 +14,7 @@ from ml_collections import ConfigDict
 from rar_jax import data as data_lib
 from rar_jax import models
 from rar_jax.core import stages
+from rar_jax.core.defaults import DEFAULTS
 from rar_jax.core.method import Hyper, ReplayConfig
 from rar_jax.evaluation import continual
 from rar_jax.runner import config as config_lib
@@ -82,7 +83,7 @@ def make_plan(
   streams: data_lib.Streams,
   num_classes: int,
   num_devices: int,
-  data_range=(0.0, 1.0),
+  data_range=DEFAULTS["data_range"],
 ) -> RunPlan:
   """The `RunPlan` of ``method`` under ``config`` (one method's config);
   ``data_range``: the dataset's (`rar_jax.data.Dataset.data_range`)."""

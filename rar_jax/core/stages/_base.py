@@ -81,8 +81,9 @@ class Stage(NamedTuple):
   ``attack``: for a perturb stage, ``attack(ctx, batch) -> RarAttack``, the
   perturbation it applies (what `rar_jax.core.step.make_rar_preview` shows);
   ``hyper``: the initial values of the traced hyper-parameters it reads
-  (`Hyper` field names); ``check(cfg)``: validates its settings against the
-  `ReplayConfig` when the step is built; ``data_range``: the input range the
+  (`Hyper` field names; a user stage's own names go to ``Hyper.extra``);
+  ``check(cfg)``: validates its settings against the `ReplayConfig` when the
+  step is built; ``data_range``: the input range the
   stage clips rows to (`rar_jax.run_stream` checks the data against it)."""
 
   kind: str  # retrieve | mix | perturb | loss
@@ -126,8 +127,7 @@ class Chain(NamedTuple):
     stage's settings, library defaults for the rest, and the look-ahead rate."""
     values: Dict[str, Any] = {}
     for s in self.stages:
-      values.update({k: v for k, v in s.hyper.items() if k != "extra"})
-      values.update(s.hyper.get("extra", {}))
+      values.update(s.hyper)  # a user stage's own names go to Hyper.extra
     return Hyper.create(opt_lr=opt_lr, **values)
 
   def check(self, cfg: ReplayConfig) -> None:
@@ -209,7 +209,7 @@ def _user(kind: str, name: str, fn: Callable, needs_lookahead: bool, hyper) -> S
       "differently (they are read as ctx.hyper.extra[name])"
     )
   Hyper.create(opt_lr=0.0, **hyper)  # validates the values now
-  return Stage(kind, name, fn, needs_lookahead, hyper={"extra": hyper} if hyper else {})
+  return Stage(kind, name, fn, needs_lookahead, hyper=hyper)
 
 
 def _default_loss() -> Stage:
