@@ -110,8 +110,14 @@ def speed_tables():
 
 
 # The sessions of `bench/paper_code_step_time.py`: one file per invocation (both
-# systems alternating on one pinned core), with the machine and date it ran on.
+# systems alternating), with the machine and date it ran on.
 PAPER_CODE_SESSIONS = {
+  "paper_code_84_epyc25.jsonl": ("AMD EPYC, family 25", "2026-12-07", "84x84x3 images"),
+  "paper_code_84_xeon6.jsonl": (
+    "Intel Xeon, family 6",
+    "2026-11",
+    "84x84x3 images; rar_jax at commit 753f635, before Eigen's convolutions",
+  ),
   "paper_code_cpu_1thread_epyc26.jsonl": ("AMD EPYC, family 26", "2026-11-28", ""),
   "paper_code_cpu_1thread_epyc26_top_pad.jsonl": (
     "AMD EPYC, family 26",
@@ -156,6 +162,8 @@ def paper_code_pairs(path):
 
 def _execution(r):
   keys = [r.get("conv_impl", ""), r.get("stream_loop", "")]
+  if r.get("cpu_conv_library", "default") != "default":
+    keys.append(f"{r['cpu_conv_library']} convolutions")
   if r.get("batch_norm_rows") and r["model"] != "mlp":
     keys.append(f"batch norm {r['batch_norm_rows']}")
   return ", ".join(k for k in keys if k)
@@ -195,7 +203,11 @@ def paper_code_tables(folder=RES):
       for r, p, ratio in paper_code_pairs(path)
     ]
     title = f"`bench/results/{name}`"
-    where = f"{cpu}, one pinned core, one thread each, {date}" + (f"; {note}" if note else "")
+    threads = {p.get("threads", 1) for _, p, _ in paper_code_pairs(path)}
+    how = "one pinned core, one thread each"
+    if threads != {1}:
+      how = f"{max(threads)} threads each (each system's default)"
+    where = f"{cpu}, {how}, {date}" + (f"; {note}" if note else "")
     cols = [
       "model",
       "method",

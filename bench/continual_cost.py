@@ -37,9 +37,11 @@ SETUPS = {
 CONTINUAL = dict(eval_every=10, eval_samples_per_task=200)
 
 
-def train_seconds(config_file, overrides, **continual):
+def train_seconds(config_file, overrides, data_dir=None, **continual):
   config = load_file(os.path.join(ROOT, "configs", config_file))
   config.update(plot=False, rar_samples=0, keep_checkpoints=0, progress=False, **overrides)
+  if data_dir:
+    config.update(data_dir=data_dir)
   config.update(continual)
   with tempfile.TemporaryDirectory() as workdir:
     results = quiet(experiment.train_and_evaluate)(config, workdir)
@@ -47,13 +49,14 @@ def train_seconds(config_file, overrides, **continual):
   return r["train_seconds"], r["num_seeds"], r["steps"], r["method"]
 
 
-def measure(name):
+def measure(name, data_dir=None):
   config_file, overrides = SETUPS[name]
-  train_seconds(config_file, overrides, **CONTINUAL)  # compile both once (persistent cache)
+  # compile both once (persistent cache)
+  train_seconds(config_file, overrides, data_dir, **CONTINUAL)
   off, on = [], []
   for _ in range(2):
-    off.append(train_seconds(config_file, overrides)[0])
-    seconds, seeds, steps, method = train_seconds(config_file, overrides, **CONTINUAL)
+    off.append(train_seconds(config_file, overrides, data_dir)[0])
+    seconds, seeds, steps, method = train_seconds(config_file, overrides, data_dir, **CONTINUAL)
     on.append(seconds)
   return {
     "bench": "continual_cost",
@@ -93,13 +96,21 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--only", choices=tuple(SETUPS), action="append")
   p.add_argument("--render", action="store_true", help="only render the table from the results")
+  p.add_argument("--data_dir", default="", help="Fashion-MNIST's IDX files (default: Debian's)")
+  p.add_argument(
+    "--stdout_only", action="store_true", help="print the lines; results and table untouched"
+  )
   a = p.parse_args()
   if not a.render:
     for name in a.only or SETUPS:
-      line = measure(name)
+      line = measure(name, a.data_dir or None)
       print(json.dumps(line), flush=True)
+      if a.stdout_only:
+        continue
       with open(RESULTS, "a") as f:
         f.write(json.dumps(line) + "\n")
+  if a.stdout_only:
+    return
   with open(TABLE, "w") as f:
     f.write(render())
 

@@ -1,8 +1,8 @@
 """Where a reduced ResNet-18 step spends its time: every convolution shape of
-the network at one input size, timed alone on one thread, as its forward pass,
-its input gradient and its kernel gradient, for XLA (rar_jax's path) and, with
---torch_python, PyTorch (the paper's code's) in the same run. Minibatch 10.
-About 1 minute at 84x84.
+the network at one input size, timed alone on one pinned core, as its forward
+pass, its input gradient and its kernel gradient, for XLA (rar_jax's path, with
+each library of --cpu_conv_libraries) and, with --torch_python, PyTorch (the
+paper's code's) in the same run. Minibatch 10. About 2 minutes at 84x84.
 
   python bench/conv_profile.py --input_size 84 --torch_python /path/venv/bin/python
 """
@@ -35,7 +35,9 @@ JAX = r"""
 import json, sys, time
 import jax, jax.numpy as jnp, numpy as np
 from jax import lax
+from rar_jax.runner.cpu_conv import compiler_options
 side, cin, cout, k, s = map(int, sys.argv[1:6])
+options = compiler_options(sys.argv[6])
 x = jnp.asarray(np.random.default_rng(0).random((10, side, side, cin)), jnp.float32)
 w = jnp.asarray(np.random.default_rng(1).random((k, k, cin, cout)) * 0.1, jnp.float32)
 dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
@@ -43,12 +45,13 @@ pad = ((k // 2, k // 2),) * 2
 conv = lambda x, w: lax.conv_general_dilated(x, w, (s, s), pad, dimension_numbers=dn)
 g = jnp.ones_like(conv(x, w))
 fns = {
-  "forward": (jax.jit(conv), (x, w)),
-  "input_grad": (jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0]), (x, w, g)),
-  "kernel_grad": (jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0]), (x, w, g)),
+  "forward": (conv, (x, w)),
+  "input_grad": (lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0], (x, w, g)),
+  "kernel_grad": (lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0], (x, w, g)),
 }
 out = {}
 for name, (f, args) in fns.items():
+  f = jax.jit(f).lower(*args).compile(compiler_options=options)
   jax.block_until_ready(f(*args))
   times = []
   for _ in range(7):
@@ -86,9 +89,19 @@ print(json.dumps(out))
 """
 
 
+def _one_core():
+  # XLA's Eigen convolutions use its thread pool whatever the flags say: pin the process.
+  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
 def run(python, code, args, env):
   out = subprocess.run(
-    [python, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, check=True
+    [python, "-c", code, *map(str, args)],
+    capture_output=True,
+    text=True,
+    env=env,
+    check=True,
+    preexec_fn=_one_core,
   )
   return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -98,6 +111,7 @@ def main():
   p.add_argument("--input_size", type=int, default=84)
   p.add_argument("--torch_python", default="", help="an interpreter with PyTorch (optional)")
   p.add_argument("--out", default="", help="append the JSON lines to this file")
+  p.add_argument("--cpu_conv_libraries", default="default,eigen", help="rar_jax's, comma-separated")
   a = p.parse_args()
   env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
   env["XLA_FLAGS"] = (
@@ -105,11 +119,14 @@ def main():
   )
   rows = []
   for name, side, cin, cout, k, s, count in shapes(a.input_size):
-    systems = {"rar_jax (XLA)": (sys.executable, JAX)}
+    systems = {
+      f"rar_jax (XLA, {lib})": (sys.executable, JAX, (lib,))
+      for lib in a.cpu_conv_libraries.split(",")
+    }
     if a.torch_python:
-      systems["RAR-CL (PyTorch)"] = (a.torch_python, TORCH)
-    for system, (python, code) in systems.items():
-      ms = run(python, code, (side, cin, cout, k, s), env)
+      systems["RAR-CL (PyTorch)"] = (a.torch_python, TORCH, ())
+    for system, (python, code, extra) in systems.items():
+      ms = run(python, code, (side, cin, cout, k, s, *extra), env)
       rows.append(
         dict(
           bench="conv_profile",

@@ -45,6 +45,7 @@ def main():
   p.add_argument("--conv_impls", default="auto", help="rar_jax's, comma-separated")
   p.add_argument("--stream_loops", default="auto", help="rar_jax's, comma-separated")
   p.add_argument("--batch_norm_rows", default="group", help="rar_jax's, comma-separated")
+  p.add_argument("--cpu_conv_libraries", default="auto", help="rar_jax's, comma-separated")
   p.add_argument(
     "--threads",
     type=int,
@@ -107,6 +108,7 @@ def main():
         f"--stream_loops={a.stream_loops}",
         f"--batch_norm_rows={a.batch_norm_rows}",
         f"--input_size={a.input_size}",
+        f"--cpu_conv_libraries={a.cpu_conv_libraries}",
       ],
       check=True,
       env=jax_env,

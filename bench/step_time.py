@@ -32,6 +32,13 @@ FREED_MEMORY_KEPT = host.keep_freed_memory() or "MALLOC_TOP_PAD_" in os.environ
 SHAPES = {"mlp": (28, 28, 1), "resnet18_reduced": (32, 32, 3)}
 
 
+def shape_of(model_name, input_size):
+  shape = SHAPES[model_name]
+  if input_size:  # square images of another side, the channels kept
+    shape = (input_size, input_size, shape[2])
+  return shape
+
+
 def measure(
   model_name,
   method,
@@ -46,6 +53,7 @@ def measure(
   matmul_precision="default",
   batch_norm_rows="group",
   input_size=0,
+  cpu_conv_library="auto",
 ):
   cfg, chain = rar_jax.build_method(
     method, num_classes=10, mem_size=mem_size, batch_size_mem=10, batch_norm_rows=batch_norm_rows
@@ -59,8 +67,11 @@ def measure(
     num_seeds,
     batching,
     loop.inner_loop_iters(cfg, chain, np.asarray(iter_fgsm)),
+    cpu_conv_library,
+    shape_of(model_name, input_size),
   )
   conv_impl, stream_loop = execution["conv_impl"], execution["stream_loop"]
+  cpu_conv_library = execution["cpu_conv_library"]
   unroll = execution["unroll"]
   jax.config.update("jax_default_matmul_precision", matmul_precision)
   module = rar_jax.create_model(model_name, 10, conv_impl)
@@ -70,15 +81,13 @@ def measure(
   tx = rar_jax.make_optimizer(0.1)
   n = steps * 10
   rng = np.random.default_rng(0)
-  shape = SHAPES[model_name]
-  if input_size:  # square images of another side, the channels kept
-    shape = (input_size, input_size, shape[2])
+  shape = shape_of(model_name, input_size)
   x = jnp.asarray(rng.uniform(size=(n, *shape)), jnp.float32)
   y = jnp.asarray(np.tile(np.arange(10), n // 10), jnp.int32)
   index = jnp.asarray(np.stack([rng.permutation(n).reshape(steps, 10) for _ in range(num_seeds)]))
   states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys(range(num_seeds)), x[:10])
   step = rar_jax.make_train_step(module, tx, cfg, chain, unroll=unroll)
-  runner = loop.make_stream_runner(step, batching, stream_loop)
+  runner = loop.make_stream_runner(step, batching, stream_loop, cpu_conv_library=cpu_conv_library)
   t0 = time.perf_counter()
   compiled = runner.lower(states, x, y, index).compile()
   compile_s = time.perf_counter() - t0
@@ -103,6 +112,7 @@ def measure(
     "seeds": num_seeds,
     "batching": batching,
     "conv_impl": conv_impl,
+    "cpu_conv_library": cpu_conv_library,
     "stream_loop": stream_loop,
     "unroll": unroll,
     "matmul_precision": matmul_precision,
@@ -141,6 +151,9 @@ def main():
   p.add_argument("--conv_impls", default="auto", help="comma-separated: auto, xla, im2col")
   p.add_argument("--stream_loops", default="auto", help="comma-separated: auto, scan, host")
   p.add_argument(
+    "--cpu_conv_libraries", default="auto", help="comma-separated: auto, default, eigen"
+  )
+  p.add_argument(
     "--matmul_precision",
     default="default",
     help="jax_default_matmul_precision: default (TF32 on recent GPUs), highest",
@@ -170,6 +183,7 @@ def main():
           matmul_precision=a.matmul_precision,
           batch_norm_rows=a.batch_norm_rows,
           input_size=a.input_size,
+          cpu_conv_library=a.cpu_conv_libraries,
         )
       ),
       flush=True,
@@ -181,8 +195,10 @@ def main():
     for method in a.methods.split(","):
       for s in a.seeds.split(","):
         for conv_impl in a.conv_impls.split(",") if model_name != "mlp" else ["auto"]:
-          for stream_loop, bn in itertools.product(
-            a.stream_loops.split(","), a.batch_norm_rows.split(",")
+          for stream_loop, bn, library in itertools.product(
+            a.stream_loops.split(","),
+            a.batch_norm_rows.split(","),
+            a.cpu_conv_libraries.split(",") if model_name != "mlp" else ["auto"],
           ):
             subprocess.run(
               [
@@ -202,6 +218,7 @@ def main():
                 f"--matmul_precision={a.matmul_precision}",
                 f"--batch_norm_rows={bn}",
                 f"--input_size={a.input_size}",
+                f"--cpu_conv_libraries={library}",
               ],
               check=True,
             )

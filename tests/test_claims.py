@@ -62,7 +62,9 @@ def _claims(path):
       yield from RATIO.findall(block)
 
 
-@pytest.mark.parametrize("path", ["README.md", os.path.join("docs", "results.md")])
+@pytest.mark.parametrize(
+  "path", ["README.md", os.path.join("docs", "results.md"), os.path.join("docs", "data.md")]
+)
 def test_every_stated_ratio_against_the_paper_code_is_a_same_run_pair(speed, path):
   ratios = _same_run_ratios(speed)
   assert ratios

@@ -176,6 +176,9 @@ PROBES: Dict[str, Any] = {
   "run_batching": PlanPart("vmap", ("batching",)),
   "stream_loop": PlanPart("host", ("execution",)),
   "conv_impl": PlanPart("im2col", ("execution",), dict(model="resnet18_reduced", dataset="mnist")),
+  "cpu_conv_library": PlanPart(
+    "eigen", ("execution",), dict(model="resnet18_reduced", dataset="mnist")
+  ),
   "keep_checkpoints": Run(2, "checkpoints"),
 }
 
@@ -309,7 +312,9 @@ class World:
   def plan(self, config):
     data, _ = self.data(config)
     method = config_lib.method_names(config)[0]
-    return plan_lib.make_plan(config, method, data.streams, data.ds.num_classes, 1)
+    return plan_lib.make_plan(
+      config, method, data.streams, data.ds.num_classes, 1, input_shape=data.train_x.shape[1:]
+    )
 
   def evaluation(self, config) -> dict:
     """The arguments the evaluator is built with."""

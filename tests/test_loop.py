@@ -198,15 +198,30 @@ def test_plan_picks_the_execution_on_the_cpu(method, overrides, unroll):
   config.update(model="resnet18_reduced", methods=method, num_seeds=1, **overrides)
   streams = data_lib.Streams(np.zeros((1, 1, 1, 10), np.int32), np.zeros((1, 10), np.int32), 0)
   plan = plan_lib.make_plan(config, method, streams, 10, 1)
-  assert plan.execution == {"conv_impl": "xla", "stream_loop": "host", "unroll": unroll}
+  assert plan.execution == {
+    "conv_impl": "xla",
+    "stream_loop": "host",
+    "unroll": unroll,
+    "cpu_conv_library": "default",
+  }
   # Explicit keys win over the rule; im2col keeps the loops.
   config.update(conv_impl="im2col", stream_loop="host")
   plan = plan_lib.make_plan(config, method, streams, 10, 1)
-  assert plan.execution == {"conv_impl": "im2col", "stream_loop": "host", "unroll": 0}
+  assert plan.execution == {
+    "conv_impl": "im2col",
+    "stream_loop": "host",
+    "unroll": 0,
+    "cpu_conv_library": "default",
+  }
   # The MLP has no convolutions to keep out of loops.
   config.update(model="mlp", conv_impl="auto", stream_loop="auto")
   plan = plan_lib.make_plan(config, method, streams, 10, 1)
-  assert plan.execution == {"conv_impl": "xla", "stream_loop": "scan", "unroll": 0}
+  assert plan.execution == {
+    "conv_impl": "xla",
+    "stream_loop": "scan",
+    "unroll": 0,
+    "cpu_conv_library": "default",
+  }
 
 
 @pytest.mark.parametrize("method,replay_iters", [("mir_mix_rar", 1), ("er_rar", 2)])
@@ -271,7 +286,12 @@ def test_a_resume_keeps_the_convolutions_its_checkpoints_were_written_with(tmp_p
     json.dumps({"padded_runs": 1, "devices": 1, "conv_impl": "im2col"})
   )
   resumed = workdir.check_placement(str(tmp_path), config, plan, 1, True)
-  assert resumed.execution == {"conv_impl": "im2col", "stream_loop": "scan", "unroll": 0}
+  assert resumed.execution == {
+    "conv_impl": "im2col",
+    "stream_loop": "scan",
+    "unroll": 0,
+    "cpu_conv_library": "default",
+  }
   assert json.loads((tmp_path / "placement.json").read_text())["conv_impl"] == "im2col"
   config.update(conv_impl="xla")  # asked for explicitly: refused, not silently changed
   with pytest.raises(ConfigError, match="conv_impl='im2col'.*--config.conv_impl=im2col"):

@@ -147,6 +147,8 @@ def base_config() -> ConfigDict:
   c.run_batching = "auto"  # auto | vmap | map: how runs share a device (docs/reproducibility.md)
   c.stream_loop = "auto"  # auto | scan | host: how a chunk's steps run (docs/execution.md)
   c.conv_impl = "auto"  # auto | xla | im2col: how conv nets convolve (docs/execution.md)
+  # auto | default | eigen: the library behind XLA's CPU convolutions (docs/execution.md)
+  c.cpu_conv_library = "auto"
   c.log_every_steps = 100  # steps per compiled chunk between progress updates
   c.checkpoint_every_steps = 0  # 0 = only at task boundaries; else every N steps into a task
   #                                (a multiple of log_every_steps)

@@ -94,7 +94,15 @@ def run_method(config: ConfigDict, method: str, data: PreparedData, workdir: str
   if lead:
     report.atomic_write_json(os.path.join(workdir, "config.json"), config_json(config))
   mesh = loop.runs_mesh()
-  plan = make_plan(config, method, data.streams, data.ds.num_classes, mesh.size, data.ds.data_range)
+  plan = make_plan(
+    config,
+    method,
+    data.streams,
+    data.ds.num_classes,
+    mesh.size,
+    data.ds.data_range,
+    data.train_x.shape[1:],
+  )
   plan = check_placement(workdir, config, plan, mesh.size, lead)  # before checkpoints open
   module = user_model.create(config, data.ds.num_classes, plan.execution["conv_impl"])
   tx = optimizer(config)
@@ -163,7 +171,15 @@ def evaluate_checkpoint(workdir: str, eval_classifier: str = "head") -> dict:
   method = method_names(config)[0]
   data = prepare_data(config)
   mesh = loop.runs_mesh()
-  plan = make_plan(config, method, data.streams, data.ds.num_classes, mesh.size, data.ds.data_range)
+  plan = make_plan(
+    config,
+    method,
+    data.streams,
+    data.ds.num_classes,
+    mesh.size,
+    data.ds.data_range,
+    data.train_x.shape[1:],
+  )
   plan = check_placement(workdir, config, plan, mesh.size, lead=False)
   module = user_model.create(config, data.ds.num_classes, plan.execution["conv_impl"])
   placed = place(plan, data, mesh)

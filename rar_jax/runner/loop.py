@@ -18,6 +18,7 @@ from rar_jax.core import buffer as buffer_lib
 from rar_jax.core.method import Hyper, ReplayConfig
 from rar_jax.core.step import TrainState, init_train_state
 from rar_jax.errors import ArgumentError
+from rar_jax.runner.cpu_conv import compiler_options, default_cpu_conv_library
 
 
 def seed_keys(seeds: Sequence[int]) -> jax.Array:
@@ -72,6 +73,7 @@ def make_stream_runner(
   batching: str = "vmap",
   stream_loop: str = "scan",
   evaluate: Optional[Callable] = None,
+  cpu_conv_library: str = "default",
 ) -> Callable:
   """``run(states, data_x, data_y, index[runs, steps, batch]) -> (states, metrics)``.
 
@@ -99,17 +101,22 @@ def make_stream_runner(
   (a scan over segments around the scan over their steps: no branch in the
   step's loop, whose operands XLA would copy every step).
 
+  ``cpu_conv_library`` picks the library behind XLA's CPU convolutions in the
+  training program (`compiler_options`): ``"eigen"`` is faster at
+  mini-ImageNet's 84x84 (docs/execution.md); the evaluation keeps XLA's default.
+
   The result is jitted (``scan``) or behaves like a jitted function
   (``host``): call it, or ``.lower(...).compile()`` it ahead of time.
   """
+  options = compiler_options(cpu_conv_library)
   if batching not in BATCHINGS:
     raise ArgumentError(f"batching={batching!r} is invalid: one of {BATCHINGS}")
   if stream_loop not in STREAM_LOOPS:
     raise ArgumentError(f"stream_loop={stream_loop!r} is invalid: one of {STREAM_LOOPS}")
   if stream_loop == "host":
-    return _HostLoopRunner(train_step, batching, evaluate)
+    return _HostLoopRunner(train_step, batching, evaluate, options)
   if evaluate is not None:
-    return _scan_with_evaluation(train_step, batching, evaluate)
+    return _scan_with_evaluation(train_step, batching, evaluate, options)
 
   def run_one(state, data_x, data_y, index):
     def body(s, idx):
@@ -118,15 +125,17 @@ def make_stream_runner(
     return jax.lax.scan(body, state, index)
 
   if batching == "vmap":
-    return jax.jit(jax.vmap(run_one, in_axes=(0, None, None, 0)))
+    return jax.jit(jax.vmap(run_one, in_axes=(0, None, None, 0)), compiler_options=options)
 
   def run_all(states, data_x, data_y, index):
     return jax.lax.map(lambda a: run_one(a[0], data_x, data_y, a[1]), (states, index))
 
-  return jax.jit(run_all)
+  return jax.jit(run_all, compiler_options=options)
 
 
-def _scan_with_evaluation(train_step: Callable, batching: str, evaluate: Callable) -> Callable:
+def _scan_with_evaluation(
+  train_step: Callable, batching: str, evaluate: Callable, options: Optional[dict]
+) -> Callable:
   """The ``scan`` runner with an evaluation after each segment of steps."""
 
   def run_one(state, data_x, data_y, index, eval_x, eval_y, task_of_class):
@@ -141,7 +150,9 @@ def _scan_with_evaluation(train_step: Callable, batching: str, evaluate: Callabl
     return state, jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), metrics), accuracy
 
   if batching == "vmap":
-    return jax.jit(jax.vmap(run_one, in_axes=(0, None, None, 0, None, None, 0)))
+    return jax.jit(
+      jax.vmap(run_one, in_axes=(0, None, None, 0, None, None, 0)), compiler_options=options
+    )
 
   def run_all(states, data_x, data_y, index, eval_x, eval_y, task_of_class):
     return jax.lax.map(
@@ -149,13 +160,19 @@ def _scan_with_evaluation(train_step: Callable, batching: str, evaluate: Callabl
       (states, index, task_of_class),
     )
 
-  return jax.jit(run_all)
+  return jax.jit(run_all, compiler_options=options)
 
 
 class _HostLoopRunner:
   """A Python loop over one compiled step (see `make_stream_runner`)."""
 
-  def __init__(self, train_step: Callable, batching: str, evaluate: Optional[Callable] = None):
+  def __init__(
+    self,
+    train_step: Callable,
+    batching: str,
+    evaluate: Optional[Callable] = None,
+    options: Optional[dict] = None,
+  ):
     self.batching = batching
 
     def one(state, data_x, data_y, idx):
@@ -164,10 +181,12 @@ class _HostLoopRunner:
     # The state is donated: XLA updates it in place instead of copying the
     # buffer and weights every minibatch.
     if batching == "vmap":
-      self._jitted = jax.jit(jax.vmap(one, in_axes=(0, None, None, 0)), donate_argnums=0)
+      self._jitted = jax.jit(
+        jax.vmap(one, in_axes=(0, None, None, 0)), donate_argnums=0, compiler_options=options
+      )
       evaluate = evaluate and jax.vmap(evaluate, in_axes=(0, None, None, 0))
     else:
-      self._jitted = jax.jit(one, donate_argnums=0)
+      self._jitted = jax.jit(one, donate_argnums=0, compiler_options=options)
     self._step = self._jitted
     self._evaluate = evaluate and jax.jit(evaluate)
     self._evaluate_jitted = self._evaluate
@@ -286,10 +305,13 @@ def resolve_execution(
   runs_per_device: int,
   batching: str = "map",
   inner_iters: int = 0,
+  cpu_conv_library: str = "default",
+  input_shape: Optional[Sequence[int]] = None,
 ) -> dict:
-  """``conv_impl`` and ``stream_loop`` with "auto" resolved for this platform,
-  and ``unroll`` (`make_train_step`'s): ``inner_iters``, the longest inner
-  loop of the step (`inner_loop_iters`), where `default_unroll` says so, else 0."""
+  """``conv_impl``, ``stream_loop`` and ``cpu_conv_library`` with "auto"
+  resolved for this platform (the last for images of ``input_shape``), and
+  ``unroll`` (`make_train_step`'s): ``inner_iters``, the longest inner loop of
+  the step (`inner_loop_iters`), where `default_unroll` says so, else 0."""
   platform = jax.devices()[0].platform
   processes = jax.process_count()
   if conv_impl == "auto":
@@ -298,8 +320,15 @@ def resolve_execution(
     )
   if stream_loop == "auto":
     stream_loop = default_stream_loop(platform, conv_model, conv_impl, processes)
+  if cpu_conv_library == "auto":
+    cpu_conv_library = default_cpu_conv_library(platform, conv_model, conv_impl, input_shape)
   unroll = inner_iters if default_unroll(platform, conv_model, conv_impl) else 0
-  return {"conv_impl": conv_impl, "stream_loop": stream_loop, "unroll": unroll}
+  return {
+    "conv_impl": conv_impl,
+    "stream_loop": stream_loop,
+    "unroll": unroll,
+    "cpu_conv_library": cpu_conv_library,
+  }
 
 
 def inner_loop_iters(replay: ReplayConfig, chain, iter_fgsm) -> int:

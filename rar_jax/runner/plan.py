@@ -5,7 +5,7 @@ and the streams: no device, no file."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import numpy as np
@@ -42,25 +42,29 @@ class RunPlan:
   keys: np.ndarray  # [padded, ...] PRNG keys
   index: np.ndarray  # [padded, tasks, steps, batch] int32 into the training subset
   task_of_class: np.ndarray  # [padded, num_classes]
-  execution: Dict[str, Any]  # conv_impl, stream_loop ("auto" resolved) and unroll
+  # conv_impl, stream_loop, cpu_conv_library ("auto" resolved) and unroll
+  execution: Dict[str, Any]
   batching: str  # vmap | map
   # Continual evaluation's points (steps trained so far, from 1), None when off.
   curve_steps: Optional[np.ndarray] = None
   # Blurry streams: [padded, num_classes], the classes seen only in their home task; else None.
   disjoint_classes: Optional[np.ndarray] = None
+  input_shape: Optional[Tuple[int, ...]] = None  # one image's; cpu_conv_library's "auto" needs it
 
-  def with_execution(
-    self, config: ConfigDict, num_devices: int, conv_impl: Optional[str] = None
-  ) -> "RunPlan":
+  def with_execution(self, config: ConfigDict, num_devices: int, **pinned: str) -> "RunPlan":
     """This plan with its execution resolved (`loop.resolve_execution`) from
-    ``config``'s keys, ``conv_impl`` in place of the config's when given."""
+    ``config``'s keys, ``pinned`` ones (``conv_impl``, ``cpu_conv_library``)
+    in place of the config's."""
+    keys = {k: pinned.get(k, config[k]) for k in ("conv_impl", "cpu_conv_library")}
     execution = loop.resolve_execution(
-      conv_impl or config.conv_impl,
+      keys["conv_impl"],
       config.stream_loop,
       config.model in models.CONV_MODELS,
       self.padded // num_devices,
       self.batching,
       loop.inner_loop_iters(self.replay, self.chain, self.hypers.iter_fgsm),
+      keys["cpu_conv_library"],
+      self.input_shape,
     )
     return dataclasses.replace(self, execution=execution)
 
@@ -84,9 +88,11 @@ def make_plan(
   num_classes: int,
   num_devices: int,
   data_range=DEFAULTS["data_range"],
+  input_shape: Optional[Tuple[int, ...]] = None,
 ) -> RunPlan:
   """The `RunPlan` of ``method`` under ``config`` (one method's config);
-  ``data_range``: the dataset's (`rar_jax.data.Dataset.data_range`)."""
+  ``data_range``: the dataset's (`rar_jax.data.Dataset.data_range`);
+  ``input_shape``: one image's (for ``cpu_conv_library="auto"``)."""
   seeds = [config.seed + i for i in range(config.num_seeds)]
   cells = sweep_lib.parse_sweep(config.sweep)
   parts = [
@@ -126,5 +132,6 @@ def make_plan(
       if config.eval_every
       else None
     ),
+    input_shape=None if input_shape is None else tuple(int(d) for d in input_shape),
   )
   return plan.with_execution(config, num_devices)

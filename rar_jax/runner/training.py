@@ -86,8 +86,10 @@ _run_evaluator = functools.lru_cache(maxsize=32)(make_run_evaluator)
 
 
 @functools.lru_cache(maxsize=32)
-def _runner(train_step: Callable, batching: str, stream_loop: str, evaluate=None):
-  return loop.make_stream_runner(train_step, batching, stream_loop, evaluate)
+def _runner(
+  train_step: Callable, batching: str, stream_loop: str, evaluate=None, cpu_conv_library="default"
+):
+  return loop.make_stream_runner(train_step, batching, stream_loop, evaluate, cpu_conv_library)
 
 
 def run_stream(
@@ -99,11 +101,12 @@ def run_stream(
   *,
   batching: str = "vmap",
   stream_loop: str = "scan",
+  cpu_conv_library: str = "default",
 ):
   """Trains every run of ``states`` on its stream: ``index[runs, steps, batch]``
   holds row numbers of ``x``/``y``. Returns ``(states, metrics[runs, steps])``.
   The program compiles once per ``train_step`` and shapes (`make_stream_runner`
-  explains ``batching`` and ``stream_loop``)."""
+  explains ``batching``, ``stream_loop`` and ``cpu_conv_library``)."""
   runs = _runs(states)
   if runs is None:
     raise ArgumentError(
@@ -112,7 +115,8 @@ def run_stream(
     )
   x, y = _training_data(train_step, states, x, y)
   index = inputs.index("index", index, axes=("runs", "steps", "batch"), runs=runs, rows=len(x))
-  return _runner(train_step, batching, stream_loop)(states, jnp.asarray(x), jnp.asarray(y), index)
+  runner = _runner(train_step, batching, stream_loop, None, cpu_conv_library)
+  return runner(states, jnp.asarray(x), jnp.asarray(y), index)
 
 
 def _training_data(train_step, states, x, y, prefix: str = ""):
@@ -145,6 +149,7 @@ def run_stream_with_curves(
   chunk: int = 1000,
   batching: str = "vmap",
   stream_loop: str = "scan",
+  cpu_conv_library: str = "default",
 ):
   """`run_stream` with continual evaluation: ``index[runs, tasks, steps, batch]``
   (``streams.index`` as `rar_jax.data.class_incremental` builds it) is trained
@@ -175,7 +180,7 @@ def run_stream_with_curves(
     evaluate_one = _run_evaluator(*evaluator)
   except TypeError:  # a module that cannot be hashed (e.g. a list attribute)
     evaluate_one = make_run_evaluator(*evaluator)
-  runner = _runner(train_step, batching, stream_loop, evaluate_one)
+  runner = _runner(train_step, batching, stream_loop, evaluate_one, cpu_conv_library)
   data = (jnp.asarray(x), jnp.asarray(y))
   evaluation = (jnp.asarray(eval_x), jnp.asarray(eval_y), task_of_class)
   pieces = chunks_lib.task_chunks(steps_per_task, steps_per_task, eval_every)

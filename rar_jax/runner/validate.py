@@ -18,7 +18,7 @@ from rar_jax.core.step import init_train_state
 from rar_jax.data.blurry import STREAMS, check_settings
 from rar_jax.errors import ConfigError, DataError, RarError
 from rar_jax.evaluation import evaluator as evaluator_lib
-from rar_jax.runner import data_check, loop, user_model
+from rar_jax.runner import cpu_conv, data_check, loop, user_model
 from rar_jax.runner import sweep as sweep_lib
 from rar_jax.runner.config import (
   HYPER_KEYS,
@@ -88,6 +88,7 @@ def _check_choices(config: ConfigDict) -> None:
   _one_of(config, "eval_split", ("test", "validation"))
   _one_of(config, "run_batching", ("auto",) + loop.BATCHINGS)
   _one_of(config, "conv_impl", ("auto",) + models.CONV_IMPLS)
+  _one_of(config, "cpu_conv_library", ("auto",) + cpu_conv.CPU_CONV_LIBRARIES)
   _one_of(config, "stream_loop", ("auto",) + loop.STREAM_LOOPS)
   _one_of(config, "eval_protocol", ("class", "task"))
   _one_of(config, "eval_classifier", evaluator_lib.EVAL_CLASSIFIERS)

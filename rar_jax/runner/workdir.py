@@ -71,14 +71,20 @@ def check_resumable(workdir: str, config, overwrite: bool) -> None:
     )
 
 
+# Execution choices that change a run's numbers (float rounding): a resume keeps them.
+PINNED = ("conv_impl", "cpu_conv_library")
+# What placement files written before a key existed mean by its absence.
+_BEFORE = {"cpu_conv_library": "default"}
+
+
 def check_placement(
   workdir: str, config: ConfigDict, plan: RunPlan, devices: int, lead: bool
 ) -> RunPlan:
   """Checkpoints hold the runs padded to the device count: resuming them
   needs the same padding, which a different device count may change. They
-  also resume with the convolutions they were written with (``conv_impl``
-  ``auto`` depends on the method, platform and process count): the plan,
-  pinned to that choice where ``auto`` would pick another."""
+  also resume with the convolutions they were written with (`PINNED`: ``auto``
+  depends on the method, platform, process count and image size): the plan,
+  pinned to those choices where ``auto`` would pick others."""
   path = os.path.join(workdir, "placement.json")
   if os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
     with open(path) as f:
@@ -91,18 +97,23 @@ def check_placement(
         f"XLA_FLAGS=--xla_force_host_platform_device_count={old['devices']} on the CPU), "
         "or start afresh with --config.overwrite=true"
       )
-    was = old.get("conv_impl")  # absent in placement files of early versions
-    if was and was != plan.execution["conv_impl"]:
-      if config.conv_impl != "auto":
-        raise ConfigError(
-          f"{workdir} holds checkpoints trained with conv_impl={was!r}; resuming them with "
-          f"conv_impl={config.conv_impl!r} would change the numbers. Pass "
-          f"--config.conv_impl={was} (or auto), or start afresh with --config.overwrite=true"
-        )
-      plan = plan.with_execution(config, devices, conv_impl=was)
+    pinned = {}
+    for key in PINNED:
+      was = old.get(key, _BEFORE.get(key))  # conv_impl: absent in the earliest files
+      if was and was != plan.execution[key]:
+        if config[key] != "auto":
+          raise ConfigError(
+            f"{workdir} holds checkpoints trained with {key}={was!r}; resuming them with "
+            f"{key}={config[key]!r} would change the numbers. Pass "
+            f"--config.{key}={was} (or auto), or start afresh with --config.overwrite=true"
+          )
+        pinned[key] = was
+    if pinned:
+      plan = plan.with_execution(config, devices, **pinned)
   if lead:
     report.atomic_write_json(
       path,
-      {"padded_runs": plan.padded, "devices": devices, "conv_impl": plan.execution["conv_impl"]},
+      {"padded_runs": plan.padded, "devices": devices}
+      | {key: plan.execution[key] for key in PINNED},
     )
   return plan

@@ -1,0 +1,137 @@
+"""The library behind XLA's CPU convolutions (`cpu_conv_library`): what the
+option changes in the compiled program, when "auto" picks it, that it trains
+the same runs to float tolerance, and that a resume keeps it."""
+
+import dataclasses
+import json
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import rar_jax
+from rar_jax.errors import ArgumentError, ConfigError
+from rar_jax.runner import cpu_conv, loop
+
+CPU = jax.devices()[0].platform == "cpu"
+
+
+def _ynn_fused_ops(options):
+  """The kinds of op (convolution, reduce, dot) XLA hands to YNNPACK in a
+  program holding one of each."""
+
+  def f(x, w, m):
+    dn = ("NHWC", "HWIO", "NHWC")
+    h = lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn)
+    return (h.reshape(-1, 20) @ m).sum(0) * h.sum(axis=(0, 1, 2))
+
+  # 20 channels, as the reduced ResNet-18's first stage: XLA leaves some narrower
+  # convolutions out of YNNPACK.
+  args = (jnp.ones((2, 8, 8, 20)), jnp.ones((3, 3, 20, 20)), jnp.ones((20, 20)))
+  text = jax.jit(f).lower(*args).compile(compiler_options=options).as_text()
+  fused = set(re.findall(r"calls=%?([\w.\-]+)[^\n]*__ynn_fusion", text))
+  kinds, computation = set(), None
+  for line in text.splitlines():
+    if line and not line.startswith(" "):
+      computation = line.split()[0].lstrip("%")
+    for op in ("convolution", "reduce", "dot"):
+      if f" {op}(" in line and computation in fused:
+        kinds.add(op)
+  return kinds
+
+
+@pytest.mark.skipif(not CPU, reason="an XLA:CPU option")
+def test_eigen_moves_only_the_convolutions_off_ynnpack():
+  default = _ynn_fused_ops(None)
+  eigen = _ynn_fused_ops(cpu_conv.compiler_options("eigen"))
+  if "convolution" not in default:
+    pytest.skip("this jaxlib does not run convolutions on YNNPACK")
+  # A jaxlib whose default set of YNNPACK fusions changed fails here: the
+  # option spells that set out (rar_jax.runner.cpu_conv._EIGEN_CONVOLUTIONS).
+  assert eigen == default - {"convolution"}
+
+
+def test_compiler_options():
+  assert cpu_conv.compiler_options("default") is None
+  with pytest.raises(ArgumentError, match="cpu_conv_library='mkl' is invalid"):
+    cpu_conv.compiler_options("mkl")
+
+
+@pytest.mark.parametrize(
+  "platform,conv_model,conv_impl,shape,expected",
+  [
+    ("cpu", True, "xla", (84, 84, 3), "eigen"),  # mini-ImageNet
+    ("cpu", True, "xla", (64, 64, 3), "eigen"),
+    ("cpu", True, "xla", (63, 84, 3), "default"),  # the shorter side decides
+    ("cpu", True, "xla", (32, 32, 3), "default"),  # CIFAR: every earlier number kept
+    ("cpu", True, "im2col", (84, 84, 3), "default"),  # matmuls, no convolutions
+    ("cpu", False, "xla", (84, 84, 3), "default"),  # the MLP
+    ("gpu", True, "xla", (84, 84, 3), "default"),
+    ("cpu", True, "xla", None, "default"),  # shape unknown (a plan built without data)
+  ],
+)
+def test_auto_picks_eigen_for_large_images_on_the_cpu(
+  platform, conv_model, conv_impl, shape, expected
+):
+  assert cpu_conv.default_cpu_conv_library(platform, conv_model, conv_impl, shape) == expected
+
+
+@pytest.mark.skipif(not CPU, reason="an XLA:CPU option")
+def test_eigen_trains_the_same_runs_to_float_tolerance():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(size=(40, 8, 8, 1)), jnp.float32)
+  y = jnp.asarray(np.tile(np.arange(4), 10), jnp.int32)
+  index = jnp.asarray(np.arange(40).reshape(1, -1, 10))
+  module = rar_jax.ReducedResNet18(4, nf=20, blocks=(1, 1))  # 20 channels: see _ynn_fused_ops
+  cfg, chain = rar_jax.build_method("er_rar", num_classes=4, mem_size=20, batch_size_mem=10)
+  tx = rar_jax.make_optimizer(0.1)
+  hyper = chain.hyper(0.1)
+  finals, compiled = [], []
+  for library in ("default", "eigen"):
+    states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys([3]), x[:10])
+    step = rar_jax.make_train_step(module, tx, cfg, chain, unroll=2)
+    runner = loop.make_stream_runner(step, "map", "host", cpu_conv_library=library)
+    finals.append(runner(states, x, y, index)[0])
+    compiled.append(runner._jitted.lower(jax.tree.map(lambda a: a[0], states), x, y, index[0, 0]))
+  texts = [c.compile().as_text() for c in compiled]
+  # The option reached the training program (ahead-of-time compilation included).
+  assert ["__ynn_fusion" in t and " convolution(" in t for t in texts] == [True, True]
+  assert texts[0] != texts[1]
+  moved = np.abs(np.asarray(jax.tree.leaves(finals[1].params)[0])).sum()
+  assert np.isfinite(moved) and moved > 0
+  for u, v in zip(jax.tree.leaves(finals[0]), jax.tree.leaves(finals[1])):
+    np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-5)
+
+
+def test_a_resume_keeps_the_cpu_conv_library_of_its_checkpoints(tmp_path):
+  from rar_jax import data as data_lib
+  from rar_jax.runner import config as config_lib
+  from rar_jax.runner import plan as plan_lib
+  from rar_jax.runner import workdir
+
+  config = config_lib.base_config()
+  config.update(model="resnet18_reduced", methods="er", num_seeds=1)
+  streams = data_lib.Streams(np.zeros((1, 1, 1, 10), np.int32), np.zeros((1, 10), np.int32), 0)
+  plan = plan_lib.make_plan(config, "er", streams, 10, 1, input_shape=(84, 84, 3))
+  expected = "eigen" if CPU else "default"
+  assert plan.execution["cpu_conv_library"] == expected
+  (tmp_path / "checkpoints").mkdir()
+  # A placement file from before the key: its checkpoints ran XLA's default.
+  placement = tmp_path / "placement.json"
+  placement.write_text(json.dumps({"padded_runs": 1, "devices": 1, "conv_impl": "xla"}))
+  resumed = workdir.check_placement(str(tmp_path), config, plan, 1, True)
+  assert resumed.execution["cpu_conv_library"] == "default"
+  assert json.loads(placement.read_text())["cpu_conv_library"] == "default"
+  # Asked for explicitly: refused, not silently changed.
+  config.update(cpu_conv_library="eigen")
+  eigen_plan = dataclasses.replace(plan).with_execution(config, 1)
+  with pytest.raises(ConfigError, match="cpu_conv_library='default'.*cpu_conv_library=default"):
+    workdir.check_placement(str(tmp_path), config, eigen_plan, 1, True)
+  # A fresh workdir records the choice.
+  fresh = tmp_path / "fresh"
+  fresh.mkdir()
+  workdir.check_placement(str(fresh), config, eigen_plan, 1, True)
+  assert json.loads((fresh / "placement.json").read_text())["cpu_conv_library"] == "eigen"
