@@ -56,9 +56,10 @@ def default_cpu_conv_library(
   `EIGEN_MIN_SIDE` or more, else ``default`` (measured: docs/execution.md).
 
   At 84x84 XLA's default library (YNNPACK in jaxlib 0.10) runs the kernel
-  gradient of the wider convolutions up to 5x slower than Eigen, on one thread
-  while the other waits; Eigen's step is 20% faster there. At 32x32 neither
-  wins every method, so the default stays (and with it every earlier number).
+  gradient of the wider convolutions up to 3.4x slower than Eigen on one core,
+  and on one thread while the other waits; Eigen's step is 16-19% faster there.
+  At 32x32 Eigen wins only through the second core (it is slower on one), so
+  the default stays there, and with it every earlier number.
   """
   side = min(input_shape[:2]) if input_shape is not None and len(input_shape) == 3 else 0
   eigen = platform == "cpu" and conv_model and conv_impl == "xla" and side >= EIGEN_MIN_SIDE
