@@ -10,8 +10,9 @@ Later tasks repeat the same allocations.
 
 About 3 minutes on 2 cores with --until training (plus a minute to write the
 folder the first time, under --keep, default /tmp/rar_jax_mini_imagenet_like);
---until evaluation adds the first evaluation of 10 seeds on 12,000 images (about
-10 minutes). Peak memory is VmHWM of the training process, read every half second.
+--until evaluation adds the rest of the first task (240 steps x 10 seeds, about
+20 minutes) and its evaluation of 10 seeds on 12,000 images. Peak memory is
+VmHWM of the training process, read every half second.
 """
 
 import argparse
