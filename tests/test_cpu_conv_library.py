@@ -135,3 +135,17 @@ def test_a_resume_keeps_the_cpu_conv_library_of_its_checkpoints(tmp_path):
   fresh.mkdir()
   workdir.check_placement(str(fresh), config, eigen_plan, 1, True)
   assert json.loads((fresh / "placement.json").read_text())["cpu_conv_library"] == "eigen"
+
+
+@pytest.mark.parametrize("key", ["cpu_conv_library", "batching", "stream_loop"])
+def test_run_stream_names_an_unhashable_setting_in_one_line(key):
+  module = rar_jax.MLP(4, hidden=(8,))
+  cfg, chain = rar_jax.build_method("er", num_classes=4, mem_size=20, batch_size_mem=10)
+  tx = rar_jax.make_optimizer(0.1)
+  x = np.random.default_rng(0).random((20, 4, 4, 1)).astype(np.float32)
+  y = np.tile(np.arange(4), 5)
+  states = rar_jax.init_states(module, tx, cfg, chain, [0], x[:1])
+  step = rar_jax.make_train_step(module, tx, cfg, chain)
+  index = np.arange(20).reshape(1, 2, 10)
+  with pytest.raises(ArgumentError, match=rf"^{key}=\['eigen'\] is invalid: one of"):
+    rar_jax.run_stream(step, states, x, y, index, **{key: ["eigen"]})

@@ -84,6 +84,14 @@ CONTINUAL_SUMMARIES = ("aaa", "min_acc", "wc_acc", "stability_gap")
 EVALUATION_KEYS = ("eval_split", "eval_classifier", "eval_protocol", "ema_decay", "num_seeds")
 
 
+def _plan(config: ConfigDict, method: str, data: PreparedData, devices: int):
+  """``method``'s `RunPlan` for the prepared data."""
+  ds = data.ds
+  return make_plan(
+    config, method, data.streams, ds.num_classes, devices, ds.data_range, data.train_x.shape[1:]
+  )
+
+
 def run_method(config: ConfigDict, method: str, data: PreparedData, workdir: str) -> dict:
   """Trains ``method`` on every (sweep cell, seed) run in one program; writes
   and returns its metrics (`rar_jax.runner.results.MethodResult.to_dict`)."""
@@ -94,15 +102,7 @@ def run_method(config: ConfigDict, method: str, data: PreparedData, workdir: str
   if lead:
     report.atomic_write_json(os.path.join(workdir, "config.json"), config_json(config))
   mesh = loop.runs_mesh()
-  plan = make_plan(
-    config,
-    method,
-    data.streams,
-    data.ds.num_classes,
-    mesh.size,
-    data.ds.data_range,
-    data.train_x.shape[1:],
-  )
+  plan = _plan(config, method, data, mesh.size)
   plan = check_placement(workdir, config, plan, mesh.size, lead)  # before checkpoints open
   module = user_model.create(config, data.ds.num_classes, plan.execution["conv_impl"])
   tx = optimizer(config)
@@ -171,15 +171,7 @@ def evaluate_checkpoint(workdir: str, eval_classifier: str = "head") -> dict:
   method = method_names(config)[0]
   data = prepare_data(config)
   mesh = loop.runs_mesh()
-  plan = make_plan(
-    config,
-    method,
-    data.streams,
-    data.ds.num_classes,
-    mesh.size,
-    data.ds.data_range,
-    data.train_x.shape[1:],
-  )
+  plan = _plan(config, method, data, mesh.size)
   plan = check_placement(workdir, config, plan, mesh.size, lead=False)
   module = user_model.create(config, data.ds.num_classes, plan.execution["conv_impl"])
   placed = place(plan, data, mesh)

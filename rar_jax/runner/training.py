@@ -85,11 +85,18 @@ def init_states(
 _run_evaluator = functools.lru_cache(maxsize=32)(make_run_evaluator)
 
 
-@functools.lru_cache(maxsize=32)
-def _runner(
-  train_step: Callable, batching: str, stream_loop: str, evaluate=None, cpu_conv_library="default"
-):
-  return loop.make_stream_runner(train_step, batching, stream_loop, evaluate, cpu_conv_library)
+_cached_runner = functools.lru_cache(maxsize=32)(loop.make_stream_runner)
+
+
+def _runner(train_step: Callable, batching, stream_loop, evaluate, cpu_conv_library):
+  """One compiled runner per step and settings; an unhashable setting (a list,
+  say) skips the cache, so `make_stream_runner` names it in one line."""
+  args = (train_step, batching, stream_loop, evaluate, cpu_conv_library)
+  try:
+    hash(args)
+  except TypeError:
+    return loop.make_stream_runner(*args)
+  return _cached_runner(*args)
 
 
 def run_stream(
