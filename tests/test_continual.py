@@ -305,3 +305,25 @@ def test_a_task_is_cut_into_whole_segments_and_its_short_last_one():
   assert [(c.start, c.steps) for c in chunks.remaining(cut, 10)] == [(10, 10), (20, 8)]
   with pytest.raises(rar_jax.errors.CheckpointError, match="inside an evaluation segment"):
     chunks.remaining(cut, 5)
+
+
+def test_checkpoints_keep_their_cadence_when_evaluation_segments_do_not_divide_it(tmp_path):
+  # 71 steps a task, segments of 3 steps (one per chunk): chunks end at 3, 6, ..., 69, 71.
+  # A checkpoint every 4 steps is written at the first chunk end at or after each multiple
+  # of 4 (4 -> 6, 8 -> 9, 12, 16 -> 18, ...), and at the task's end. Before, only the
+  # chunk ends that were multiples of 4 (12, 24, ...) got one.
+  config = digits_config(
+    eval_every=3,
+    log_every_steps=4,
+    checkpoint_every_steps=4,
+    keep_checkpoints=1000,
+    num_tasks=2,
+    num_seeds=1,
+    plot=False,
+  )
+  experiment.train_and_evaluate(config, str(tmp_path))
+  written = sorted(int(n) for n in os.listdir(tmp_path / "checkpoints") if n.isdigit())
+  steps = 71
+  in_task = sorted({-(-m // 3) * 3 for m in range(4, steps, 4)})
+  assert in_task[:5] == [6, 9, 12, 18, 21]
+  assert written == in_task + [steps] + [steps + p for p in in_task] + [2 * steps]

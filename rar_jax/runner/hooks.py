@@ -219,17 +219,15 @@ class MetricWriting(Hook):
 
 class Checkpointing(Hook):
   """A checkpoint after every task and, with ``every_steps``, every that many
-  steps into a task (chunk-aligned)."""
+  steps into a task: at the first chunk end at or after each multiple (chunks
+  follow continual evaluation's segments, which need not divide it)."""
 
   def __init__(self, checkpointer, every_steps: int):
     self.checkpointer, self.every_steps = checkpointer, every_steps
 
   def on_chunk(self, e: ChunkEnd) -> None:
-    if (
-      self.every_steps
-      and e.task_position < e.steps_per_task
-      and e.task_position % self.every_steps == 0
-    ):
+    n, end = self.every_steps, e.task_position
+    if n and end < e.steps_per_task and end // n > (end - e.chunk_steps) // n:
       self.checkpointer.save(e.position, e.payload())
 
   def on_task(self, e: TaskEnd) -> None:
