@@ -151,8 +151,7 @@ def base_config() -> ConfigDict:
   c.cpu_conv_library = "auto"
   c.log_every_steps = 100  # steps per compiled chunk between progress updates
   c.checkpoint_every_steps = 0  # 0 = only at task boundaries; else every N steps into a task
-  #                                (a multiple of log_every_steps; with eval_every, at the
-  #                                first chunk end at or after each multiple)
+  #                                (a multiple of log_every_steps; docs/running.md)
   c.keep_checkpoints = 2  # 0 = no checkpoints (no resume)
   c.overwrite = False  # start afresh, discarding the workdir's checkpoints
   c.plot = True  # accuracy.png, comparison.png
