@@ -14,6 +14,7 @@ from jax import lax
 
 import rar_jax
 from rar_jax.errors import ArgumentError, ConfigError
+from rar_jax.evaluation import evaluator as evaluator_lib
 from rar_jax.runner import cpu_conv, loop
 
 CPU = jax.devices()[0].platform == "cpu"
@@ -31,16 +32,25 @@ def _ynn_fused_ops(options):
   # 20 channels, as the reduced ResNet-18's first stage: XLA leaves some narrower
   # convolutions out of YNNPACK.
   args = (jnp.ones((2, 8, 8, 20)), jnp.ones((3, 3, 20, 20)), jnp.ones((20, 20)))
-  text = jax.jit(f).lower(*args).compile(compiler_options=options).as_text()
+  return _ynn_kinds(jax.jit(f).lower(*args).compile(compiler_options=options).as_text())
+
+
+def _ynn_kinds(text):
+  """The kinds of op in a compiled program's text that run in YNNPACK fusions."""
+  return {op for op, n in _ynn_counts(text).items() if n}
+
+
+def _ynn_counts(text):
+  """How many ops of each kind a compiled program's text runs in YNNPACK fusions."""
   fused = set(re.findall(r"calls=%?([\w.\-]+)[^\n]*__ynn_fusion", text))
-  kinds, computation = set(), None
+  counts, computation = dict.fromkeys(("convolution", "reduce", "dot"), 0), None
   for line in text.splitlines():
     if line and not line.startswith(" "):
       computation = line.split()[0].lstrip("%")
-    for op in ("convolution", "reduce", "dot"):
+    for op in counts:
       if f" {op}(" in line and computation in fused:
-        kinds.add(op)
-  return kinds
+        counts[op] += 1
+  return counts
 
 
 @pytest.mark.skipif(not CPU, reason="an XLA:CPU option")
@@ -149,3 +159,52 @@ def test_run_stream_names_an_unhashable_setting_in_one_line(key):
   index = np.arange(20).reshape(1, 2, 10)
   with pytest.raises(ArgumentError, match=rf"^{key}=\['eigen'\] is invalid: one of"):
     rar_jax.run_stream(step, states, x, y, index, **{key: ["eigen"]})
+
+
+@pytest.mark.skipif(not CPU, reason="an XLA:CPU option")
+@pytest.mark.parametrize("eval_loop", ["host", "map"])
+def test_evaluation_compiles_with_the_options_it_is_given(eval_loop):
+  # What the runner passes for 84x84 images (loop.eval_execution): every convolution of
+  # the model's programs on Eigen, and the accuracies of XLA's default.
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.uniform(size=(24, 8, 8, 1)), jnp.float32)
+  y = jnp.asarray(np.tile(np.arange(4), 6), jnp.int32)
+  module = rar_jax.ReducedResNet18(4, nf=20, blocks=(1, 1))
+  cfg, chain = rar_jax.build_method("er", num_classes=4, mem_size=20, batch_size_mem=10)
+  tx = rar_jax.make_optimizer(0.1)
+  states = loop.init_states(module, tx, cfg, chain.hyper(0.1), loop.seed_keys([0, 1]), x[:10])
+  task_of_class = jnp.asarray([[0, 0, 1, 1]] * 2)
+  accuracies, in_ynnpack = [], []
+  for library in ("default", "eigen"):
+    evaluate = evaluator_lib.make_evaluator(
+      module,
+      2,
+      chunk=8,
+      eval_loop=eval_loop,
+      compiler_options=cpu_conv.compiler_options(library, forward_only=True),
+    )
+    compiled = evaluate.lower(states, x, y, task_of_class).compile()
+    accuracies.append(np.asarray(compiled(states, x, y, task_of_class)))
+    text = (compiled._hits if eval_loop == "host" else compiled).as_text()
+    in_ynnpack.append(_ynn_counts(text)["convolution"])
+  assert in_ynnpack == [6, 0]  # stem, 2 blocks of 2 convolutions, a shortcut
+  np.testing.assert_array_equal(accuracies[0], accuracies[1])
+  assert accuracies[0].shape == (2, 2) and np.all((accuracies[0] >= 0) & (accuracies[0] <= 1))
+
+
+@pytest.mark.skipif(not CPU, reason="an XLA:CPU option")
+def test_forward_only_options_keep_convolutions_out_of_ynnpack_reductions():
+  # Without batch statistics XLA fuses convolutions into YNNPACK's pooling reduction
+  # under the training options; the forward-only ones leave every one to Eigen.
+  module = rar_jax.ReducedResNet18(4, nf=20, blocks=(1, 1))
+  x = jnp.ones((8, 8, 8, 1))
+  variables = module.init(jax.random.PRNGKey(0), x)
+  compiled = [
+    jax.jit(lambda v, x: module.apply(v, x, train=False))
+    .lower(variables, x)
+    .compile(compiler_options=cpu_conv.compiler_options("eigen", forward_only=only))
+    .as_text()
+    for only in (False, True)
+  ]
+  assert [_ynn_counts(t)["convolution"] for t in compiled] == [6, 0]
+  assert cpu_conv.compiler_options("default", forward_only=True) is None

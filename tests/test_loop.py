@@ -165,9 +165,27 @@ def test_defaults_per_platform():
   assert not loop.default_unroll("gpu", True, "xla")
   # Evaluation: a host loop over runs and chunks with XLA's convolutions on
   # one CPU device; in one program (im2col on the CPU) over several devices.
-  assert loop.eval_execution("cpu", "im2col") == {"conv_impl": "xla", "eval_loop": "host"}
-  assert loop.eval_execution("cpu", "xla", 2) == {"conv_impl": "im2col", "eval_loop": "map"}
-  assert loop.eval_execution("gpu", "im2col", 1) == {"conv_impl": "im2col", "eval_loop": "map"}
+  # Eigen's convolutions for XLA's on 84x84 images on the CPU, whatever training chose.
+  default = {"cpu_conv_library": "default"}
+  assert loop.eval_execution("cpu", "im2col") == {
+    "conv_impl": "xla",
+    "eval_loop": "host",
+    **default,
+  }
+  assert loop.eval_execution("cpu", "xla", 2) == {
+    "conv_impl": "im2col",
+    "eval_loop": "map",
+    **default,
+  }
+  assert loop.eval_execution("gpu", "im2col", 1) == {
+    "conv_impl": "im2col",
+    "eval_loop": "map",
+    **default,
+  }
+  assert loop.eval_execution("cpu", "im2col", 1, (84, 84, 3))["cpu_conv_library"] == "eigen"
+  assert loop.eval_execution("cpu", "im2col", 1, (32, 32, 3))["cpu_conv_library"] == "default"
+  assert loop.eval_execution("cpu", "xla", 2, (84, 84, 3))["cpu_conv_library"] == "default"
+  assert loop.eval_execution("gpu", "xla", 1, (84, 84, 3))["cpu_conv_library"] == "default"
   assert loop.default_conv_impl("gpu", 1) == "xla"
   assert loop.default_conv_impl("gpu", 16) == "im2col"
   assert loop.default_conv_impl("tpu", 16) == "xla"

@@ -4,7 +4,7 @@ model's output layer or the nearest class mean of each run's buffer."""
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -101,6 +101,7 @@ def make_evaluator(
   eval_protocol: str = "class",
   eval_loop: str = "map",
   eval_classifier: str = "head",
+  compiler_options: Optional[dict] = None,
 ) -> Callable:
   """``evaluate(states, x, y, task_of_class[seeds, C]) -> accuracy[seeds, num_tasks]``.
 
@@ -113,6 +114,8 @@ def make_evaluator(
   ``eval_classifier="head"``: the model's output layer; ``"ncm"``: the nearest
   class mean of the run's buffer in the penultimate features (`rar_jax.evaluation.ncm`),
   the means computed once per evaluation.
+  ``compiler_options``: XLA's, for every program it compiles (e.g.
+  `rar_jax.runner.cpu_conv.compiler_options`).
   The result is jitted or behaves like a jitted function (``.lower(...).compile()``).
   """
   _check_choices(eval_protocol, eval_loop, eval_classifier)
@@ -120,10 +123,12 @@ def make_evaluator(
     prepare, correct = _parts(module, chunk, eval_protocol, eval_classifier)
     pad = functools.partial(_padded, chunk=chunk)
     per_task = functools.partial(_per_task, num_tasks=num_tasks)
-    return _HostEvaluator(prepare, correct, pad, per_task, chunk)
+    return _HostEvaluator(prepare, correct, pad, per_task, chunk, compiler_options)
 
   evaluate_one = make_run_evaluator(module, num_tasks, chunk, eval_protocol, eval_classifier)
-  jitted = jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None, 0)))
+  jitted = jax.jit(
+    jax.vmap(evaluate_one, in_axes=(0, None, None, 0)), compiler_options=compiler_options
+  )
 
   def evaluate(states, x, y, task_of_class):
     _check_stack(states, task_of_class)
@@ -177,7 +182,13 @@ class _HostEvaluator:
   program (see `make_evaluator`)."""
 
   def __init__(
-    self, prepare: Callable, correct: Callable, pad: Callable, per_task: Callable, chunk: int
+    self,
+    prepare: Callable,
+    correct: Callable,
+    pad: Callable,
+    per_task: Callable,
+    chunk: int,
+    compiler_options: Optional[dict] = None,
   ):
     self.chunk = chunk
 
@@ -186,8 +197,9 @@ class _HostEvaluator:
       yb = jax.lax.dynamic_slice_in_dim(yp, start, chunk)
       return correct(state, shared, xb, yb, task_of_class)
 
-    self._prepare = jax.jit(prepare)
-    self._jitted = jax.jit(chunk_hits)
+    # The two programs that run the model; padding and counting have no convolutions.
+    self._prepare = jax.jit(prepare, compiler_options=compiler_options)
+    self._jitted = jax.jit(chunk_hits, compiler_options=compiler_options)
     self._hits = self._jitted
     self._pad = jax.jit(pad)
     self._per_task = jax.jit(jax.vmap(per_task, in_axes=(0, None, None, 0)))

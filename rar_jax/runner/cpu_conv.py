@@ -20,22 +20,30 @@ _EIGEN_CONVOLUTIONS: Dict[str, Union[str, bool]] = {
     "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
   )
 }
+# In a program without batch statistics (evaluation) XLA also fuses the last
+# convolutions into YNNPACK's reductions (the pooling); there only dots stay.
+_EIGEN_CONVOLUTIONS_FORWARD: Dict[str, Union[str, bool]] = {
+  "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+}
 # Smallest image side at which "auto" picks Eigen's convolutions (bench/step_time.py
 # --cpu_conv_libraries=default,eigen, docs/execution.md).
 EIGEN_MIN_SIDE = 64
 
 
-def compiler_options(cpu_conv_library: str = "default") -> Optional[dict]:
+def compiler_options(
+  cpu_conv_library: str = "default", forward_only: bool = False
+) -> Optional[dict]:
   """XLA options that make the CPU's convolutions run on ``cpu_conv_library``
   (one of `CPU_CONV_LIBRARIES`): None for XLA's default, and wherever the
-  option would not apply (another platform, a jaxlib without YNNPACK fusions)."""
+  option would not apply (another platform, a jaxlib without YNNPACK fusions).
+  ``forward_only``: for a program that only applies the model (evaluation)."""
   if cpu_conv_library not in CPU_CONV_LIBRARIES:
     raise ArgumentError(
       f"cpu_conv_library={cpu_conv_library!r} is invalid: one of {CPU_CONV_LIBRARIES}"
     )
   if cpu_conv_library == "default" or not _knows_ynn_fusions():
     return None
-  return dict(_EIGEN_CONVOLUTIONS)
+  return dict(_EIGEN_CONVOLUTIONS_FORWARD if forward_only else _EIGEN_CONVOLUTIONS)
 
 
 @functools.lru_cache(maxsize=1)

@@ -17,9 +17,9 @@ from rar_jax import models
 from rar_jax.core.step import make_train_step
 from rar_jax.evaluation import evaluator as evaluator_lib
 from rar_jax.runner import chunks as chunks_lib
+from rar_jax.runner import cpu_conv, loop
 from rar_jax.runner import curves as curves_lib
 from rar_jax.runner import hooks as hooks_lib
-from rar_jax.runner import loop
 from rar_jax.runner import sweep as sweep_lib
 from rar_jax.runner.plan import RunPlan
 from rar_jax.runner.prepare import PreparedData
@@ -264,10 +264,15 @@ def compile_evaluation(
   stream's disjoint and blurry classes), called with that grouping in place of
   ``task_of_class``."""
   eval_execution = {"eval_loop": "map"}
+  options = None
   if hasattr(module, "conv_impl"):  # any conv model with a choice of convolutions
-    ev = loop.eval_execution(jax.devices()[0].platform, module.conv_impl, jax.device_count())
+    ev = loop.eval_execution(
+      jax.devices()[0].platform, module.conv_impl, jax.device_count(), plan.input_shape
+    )
     module = module.clone(conv_impl=ev["conv_impl"])
     eval_execution = {"eval_conv_impl": ev["conv_impl"], "eval_loop": ev["eval_loop"]}
+    eval_execution["eval_cpu_conv_library"] = ev["cpu_conv_library"]
+    options = cpu_conv.compiler_options(ev["cpu_conv_library"], forward_only=True)
   # Conv nets: one run's chunk of 250 in the host loop (100-250 ran alike; fewer calls); in one
   # program every run's im2col patches grow with the chunk, so 100 there.
   eval_chunk = 1000
@@ -280,6 +285,7 @@ def compile_evaluation(
     eval_protocol=config.eval_protocol,
     eval_loop=eval_execution["eval_loop"],
     eval_classifier=config.eval_classifier,
+    compiler_options=options,
   )
   evaluate = evaluator.lower(
     run.states, placed.eval_x, placed.eval_y, placed.task_of_class

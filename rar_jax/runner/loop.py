@@ -323,12 +323,9 @@ def resolve_execution(
   if cpu_conv_library == "auto":
     cpu_conv_library = default_cpu_conv_library(platform, conv_model, conv_impl, input_shape)
   unroll = inner_iters if default_unroll(platform, conv_model, conv_impl) else 0
-  return {
-    "conv_impl": conv_impl,
-    "stream_loop": stream_loop,
-    "unroll": unroll,
-    "cpu_conv_library": cpu_conv_library,
-  }
+  return dict(
+    conv_impl=conv_impl, stream_loop=stream_loop, unroll=unroll, cpu_conv_library=cpu_conv_library
+  )
 
 
 def inner_loop_iters(replay: ReplayConfig, chain, iter_fgsm) -> int:
@@ -338,21 +335,24 @@ def inner_loop_iters(replay: ReplayConfig, chain, iter_fgsm) -> int:
   return max(attack, replay.replay_iters if replay.replay_iters > 1 else 0)
 
 
-def eval_execution(platform: str, conv_impl: str, devices: int = 1) -> dict:
-  """How a conv model is evaluated: ``conv_impl`` and ``eval_loop``.
+def eval_execution(
+  platform: str, conv_impl: str, devices: int = 1, input_shape: Optional[Sequence[int]] = None
+) -> dict:
+  """How a conv model is evaluated: ``conv_impl``, ``eval_loop``, ``cpu_conv_library``.
 
   On one CPU device: XLA's convolutions called from a host loop over runs and
-  test-set chunks (measured 2.3x faster than im2col with the runs vmapped;
-  docs/results.md), since inside `lax.map` XLA's CPU convolutions are ~10x
-  slower and vmapped they are grouped. Runs spread over several devices or
-  processes stay in one program: im2col inside the map on the CPU, the
-  training choice elsewhere.
+  test-set chunks (2.3x faster than im2col with the runs vmapped, docs/results.md:
+  inside `lax.map` XLA's CPU convolutions are ~10x slower, vmapped they are
+  grouped), Eigen's at 84x84 as in training (docs/execution.md). Runs spread
+  over several devices or processes: one program, im2col on the CPU, the
+  training choice elsewhere. Training's keys never change it.
   """
-  if platform != "cpu":
-    return {"conv_impl": conv_impl, "eval_loop": "map"}
-  if devices == 1:
-    return {"conv_impl": "xla", "eval_loop": "host"}
-  return {"conv_impl": "im2col", "eval_loop": "map"}
+  out = {"conv_impl": conv_impl, "eval_loop": "map"}  # not the CPU
+  if platform == "cpu":
+    out = {"conv_impl": "xla" if devices == 1 else "im2col"}
+    out["eval_loop"] = "host" if devices == 1 else "map"
+  library = default_cpu_conv_library(platform, True, out["conv_impl"], input_shape)
+  return {**out, "cpu_conv_library": library}
 
 
 def make_buffer_filler() -> Callable:
