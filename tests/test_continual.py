@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import types
 
 import jax
 import jax.numpy as jnp
@@ -307,9 +308,10 @@ def test_a_task_is_cut_into_whole_segments_and_its_short_last_one():
     chunks.remaining(cut, 5)
 
 
+@pytest.mark.slow
 def test_checkpoints_keep_their_cadence_when_evaluation_segments_do_not_divide_it(tmp_path):
-  # 71 steps a task, segments of 3 steps (one per chunk): chunks end at 3, 6, ..., 69, 71.
-  # A checkpoint every 4 steps is written at the first chunk end at or after each multiple
+  # Segments of 3 steps (one per chunk): chunks end at 3, 6, 9, ... and the task's end. A
+  # checkpoint every 4 steps is written at the first chunk end at or after each multiple
   # of 4 (4 -> 6, 8 -> 9, 12, 16 -> 18, ...), and at the task's end. Before, only the
   # chunk ends that were multiples of 4 (12, 24, ...) got one.
   config = digits_config(
@@ -321,9 +323,37 @@ def test_checkpoints_keep_their_cadence_when_evaluation_segments_do_not_divide_i
     num_seeds=1,
     plot=False,
   )
-  experiment.train_and_evaluate(config, str(tmp_path))
+  steps = experiment.train_and_evaluate(config, str(tmp_path))["er_rar"]["steps_per_task"]
   written = sorted(int(n) for n in os.listdir(tmp_path / "checkpoints") if n.isdigit())
-  steps = 71
-  in_task = sorted({-(-m // 3) * 3 for m in range(4, steps, 4)})
+  ends = [-(-m // 3) * 3 for m in range(4, steps, 4)]  # past the last segment: the task's end
+  in_task = sorted({e for e in ends if e < steps})
   assert in_task[:5] == [6, 9, 12, 18, 21]
   assert written == in_task + [steps] + [steps + p for p in in_task] + [2 * steps]
+
+
+@pytest.mark.parametrize(
+  "every, eval_every, resume_at, expected",
+  [
+    (4, 3, 0, [6, 9, 12, 18, 21, 24]),  # one 3-step segment a chunk (log_every_steps=4)
+    (4, 3, 6, [9, 12, 18, 21, 24]),  # resumed from the checkpoint at 6
+    (2, 5, 0, [5, 10, 15, 20, 25]),  # segments longer than the cadence: every chunk end
+    (10, 0, 0, [10, 20]),  # no continual evaluation: chunks of log_every_steps=10
+  ],
+)
+def test_checkpointing_saves_at_the_first_chunk_end_at_or_after_each_multiple(
+  every, eval_every, resume_at, expected
+):
+  from rar_jax.runner import chunks as chunks_lib
+  from rar_jax.runner import hooks
+
+  saved = []
+  checkpointer = types.SimpleNamespace(save=lambda position, payload: saved.append(position))
+  hook = hooks.Checkpointing(checkpointer, every)
+  task_steps = 28
+  cut = chunks_lib.task_chunks(task_steps, 4 if eval_every else 10, eval_every)
+  for c in chunks_lib.remaining(cut, resume_at):
+    end = c.start + c.steps
+    hook.on_chunk(
+      hooks.ChunkEnd(end, 0, 1, end, task_steps, c.steps, {}, True, (), 1.0, lambda: None)
+    )
+  assert saved == expected  # the task's end (28) is on_task's

@@ -5,6 +5,7 @@ the same runs to float tolerance, and that a resume keeps it."""
 import dataclasses
 import json
 import re
+import types
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,7 @@ from jax import lax
 import rar_jax
 from rar_jax.errors import ArgumentError, ConfigError
 from rar_jax.evaluation import evaluator as evaluator_lib
-from rar_jax.runner import cpu_conv, loop
+from rar_jax.runner import cpu_conv, engine, loop
 
 CPU = jax.devices()[0].platform == "cpu"
 
@@ -162,8 +163,10 @@ def test_run_stream_names_an_unhashable_setting_in_one_line(key):
 
 
 @pytest.mark.skipif(not CPU, reason="an XLA:CPU option")
-@pytest.mark.parametrize("eval_loop", ["host", "map"])
-def test_evaluation_compiles_with_the_options_it_is_given(eval_loop):
+@pytest.mark.parametrize(
+  "eval_loop,eval_classifier", [("host", "head"), ("host", "ncm"), ("map", "head")]
+)
+def test_evaluation_compiles_with_the_options_it_is_given(eval_loop, eval_classifier):
   # What the runner passes for 84x84 images (loop.eval_execution): every convolution of
   # the model's programs on Eigen, and the accuracies of XLA's default.
   rng = np.random.default_rng(1)
@@ -181,13 +184,20 @@ def test_evaluation_compiles_with_the_options_it_is_given(eval_loop):
       2,
       chunk=8,
       eval_loop=eval_loop,
+      eval_classifier=eval_classifier,
       compiler_options=cpu_conv.compiler_options(library, forward_only=True),
     )
     compiled = evaluate.lower(states, x, y, task_of_class).compile()
     accuracies.append(np.asarray(compiled(states, x, y, task_of_class)))
-    text = (compiled._hits if eval_loop == "host" else compiled).as_text()
-    in_ynnpack.append(_ynn_counts(text)["convolution"])
-  assert in_ynnpack == [6, 0]  # stem, 2 blocks of 2 convolutions, a shortcut
+    # Every program that applies the model: the host loop's chunk and (NCM) class means.
+    programs = [compiled._hits, compiled._prepare] if eval_loop == "host" else [compiled]
+    in_ynnpack.append([_ynn_counts(p.as_text())["convolution"] for p in programs])
+  if not in_ynnpack[0][0]:
+    pytest.skip("this jaxlib does not run convolutions on YNNPACK")
+  # stem, 2 blocks of 2 convolutions, a shortcut (NCM's class means: none with an empty buffer
+  # under "head"; the features' 6 under "ncm")
+  six = 6 if eval_classifier == "ncm" else 0
+  assert in_ynnpack == [[6, six][: len(programs)], [0, 0][: len(programs)]]
   np.testing.assert_array_equal(accuracies[0], accuracies[1])
   assert accuracies[0].shape == (2, 2) and np.all((accuracies[0] >= 0) & (accuracies[0] <= 1))
 
@@ -206,5 +216,38 @@ def test_forward_only_options_keep_convolutions_out_of_ynnpack_reductions():
     .as_text()
     for only in (False, True)
   ]
+  if not _ynn_counts(compiled[0])["convolution"]:
+    pytest.skip("this jaxlib does not run convolutions on YNNPACK")
   assert [_ynn_counts(t)["convolution"] for t in compiled] == [6, 0]
   assert cpu_conv.compiler_options("default", forward_only=True) is None
+
+
+def test_the_runner_evaluates_large_images_with_eigen_on_one_cpu(monkeypatch):
+  # engine.compile_evaluation hands the evaluator the options eval_execution picks from the
+  # image's side alone, and records the choice for metrics.json.
+  seen = []
+
+  class Evaluator:
+    def lower(self, *args):
+      return types.SimpleNamespace(compile=lambda: None)
+
+  def spy(*args, **kwargs):
+    seen.append(kwargs["compiler_options"])
+    return Evaluator()
+
+  monkeypatch.setattr(evaluator_lib, "make_evaluator", spy)
+  module = rar_jax.create_model("resnet18_reduced", 10)
+  config = types.SimpleNamespace(
+    model="resnet18_reduced", eval_protocol="class", eval_classifier="head"
+  )
+  inputs = types.SimpleNamespace(eval_x=None, eval_y=None, task_of_class=None, states=None)
+  recorded = []
+  for side in (84, 32):
+    plan = types.SimpleNamespace(input_shape=(side, side, 3), num_tasks=5)
+    _, execution = engine.compile_evaluation(plan, inputs, inputs, module, config)
+    recorded.append(execution["eval_cpu_conv_library"])
+  one_cpu = CPU and jax.device_count() == 1
+  assert recorded == (["eigen", "default"] if one_cpu else ["default", "default"])
+  assert seen == [cpu_conv.compiler_options(recorded[0], forward_only=True), None]
+  if one_cpu and cpu_conv.compiler_options("eigen") is not None:
+    assert seen[0] == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}

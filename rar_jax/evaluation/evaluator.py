@@ -114,7 +114,7 @@ def make_evaluator(
   ``eval_classifier="head"``: the model's output layer; ``"ncm"``: the nearest
   class mean of the run's buffer in the penultimate features (`rar_jax.evaluation.ncm`),
   the means computed once per evaluation.
-  ``compiler_options``: XLA's, for every program it compiles (e.g.
+  ``compiler_options``: XLA's, for the programs that apply the model (e.g.
   `rar_jax.runner.cpu_conv.compiler_options`).
   The result is jitted or behaves like a jitted function (``.lower(...).compile()``).
   """

@@ -210,7 +210,7 @@ class Programs:
   evaluate: Any
   fill: Any
   compile_seconds: float
-  eval_execution: Dict[str, str]  # eval_loop, and eval_conv_impl for conv models
+  eval_execution: Dict[str, str]  # eval_loop; for conv models eval_conv_impl, eval_cpu_conv_library
   task_chunks: List[chunks_lib.Chunk]  # how every task is cut into chunks
   compile_chunk: Any  # Chunk -> compiled program, for a shape not compiled ahead
 

@@ -343,9 +343,9 @@ def eval_execution(
   On one CPU device: XLA's convolutions called from a host loop over runs and
   test-set chunks (2.3x faster than im2col with the runs vmapped, docs/results.md:
   inside `lax.map` XLA's CPU convolutions are ~10x slower, vmapped they are
-  grouped), Eigen's at 84x84 as in training (docs/execution.md). Runs spread
-  over several devices or processes: one program, im2col on the CPU, the
-  training choice elsewhere. Training's keys never change it.
+  grouped), Eigen's for large images as in training (`default_cpu_conv_library`).
+  Runs over several devices or processes: one program, im2col on the CPU, the
+  training choice elsewhere. Training's ``cpu_conv_library`` never changes it.
   """
   out = {"conv_impl": conv_impl, "eval_loop": "map"}  # not the CPU
   if platform == "cpu":
