@@ -192,9 +192,7 @@ class _HostEvaluator:
   ):
     self.chunk = chunk
 
-    def chunk_hits(state, shared, xp, yp, task_of_class, start):
-      xb = jax.lax.dynamic_slice_in_dim(xp, start, chunk)
-      yb = jax.lax.dynamic_slice_in_dim(yp, start, chunk)
+    def chunk_hits(state, shared, xb, yb, task_of_class):
       return correct(state, shared, xb, yb, task_of_class)
 
     # The two programs that run the model; padding and counting have no convolutions.
@@ -207,7 +205,8 @@ class _HostEvaluator:
   def lower(self, states, x, y, task_of_class):
     """Ahead-of-time compilation, as ``jax.jit(...).lower(...)`` offers."""
     evaluator = self
-    xp, yp, _ = jax.eval_shape(self._pad, x, y)
+    xb = jax.ShapeDtypeStruct((self.chunk, *x.shape[1:]), x.dtype)
+    yb = jax.ShapeDtypeStruct((self.chunk,), y.dtype)
     one = jax.tree.map(lambda a: a[0], states)
 
     class Lowered:
@@ -216,24 +215,31 @@ class _HostEvaluator:
           shared = jax.eval_shape(evaluator._prepare, one, task_of_class[0])
           # Compiled here, not on first use: its time belongs to compile_seconds.
           evaluator._prepare = evaluator._prepare.lower(one, task_of_class[0]).compile()
-          evaluator._hits = evaluator._jitted.lower(
-            one, shared, xp, yp, task_of_class[0], 0
-          ).compile()
+          evaluator._hits = evaluator._jitted.lower(one, shared, xb, yb, task_of_class[0]).compile()
         return evaluator
 
     return Lowered()
 
   def __call__(self, states, x, y, task_of_class):
     _check_stack(states, task_of_class)
-    xp, yp, valid = self._pad(x, y)
+    # Chunks are cut as they are evaluated, the last one padded: no padded copy of
+    # the whole evaluation set (a gigabyte at mini-ImageNet's size).
+    n = x.shape[0]
+    yp, valid = jnp.pad(y, (0, (-n) % self.chunk)), jnp.arange(n + (-n) % self.chunk) < n
     runs = task_of_class.shape[0]
     hits = []
     for r in range(runs):
       state = jax.tree.map(lambda a: a[r], states)
       shared = self._prepare(state, task_of_class[r])
       row = [
-        self._hits(state, shared, xp, yp, task_of_class[r], start)
-        for start in range(0, xp.shape[0], self.chunk)
+        self._hits(state, shared, *self._chunk(x, y, start), task_of_class[r])
+        for start in range(0, x.shape[0], self.chunk)
       ]
       hits.append(jnp.concatenate(row))
     return self._per_task(jnp.stack(hits), yp, valid, task_of_class)
+
+  def _chunk(self, x, y, start: int):
+    xb, yb = x[start : start + self.chunk], y[start : start + self.chunk]
+    if xb.shape[0] < self.chunk:
+      xb, yb, _ = self._pad(xb, yb)
+    return xb, yb

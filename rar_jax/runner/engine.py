@@ -234,6 +234,7 @@ def compile_programs(plan: RunPlan, placed: Placed, run: RunState, module, tx, c
     plan.execution["stream_loop"],
     evaluate_one,
     plan.execution["cpu_conv_library"],
+    donate_states=True,  # run.states is replaced by the result: no second copy of it
   )
   task_chunks = chunks_lib.task_chunks(
     plan.steps_per_task, config.log_every_steps, config.eval_every

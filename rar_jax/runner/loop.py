@@ -6,6 +6,7 @@ them, so memory does not grow with the number of seeds.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
@@ -19,6 +20,7 @@ from rar_jax.core.method import Hyper, ReplayConfig
 from rar_jax.core.step import TrainState, init_train_state
 from rar_jax.errors import ArgumentError
 from rar_jax.runner.cpu_conv import compiler_options, default_cpu_conv_library
+from rar_jax.runner.host_loop import HostLoopRunner
 
 
 def seed_keys(seeds: Sequence[int]) -> jax.Array:
@@ -74,6 +76,7 @@ def make_stream_runner(
   stream_loop: str = "scan",
   evaluate: Optional[Callable] = None,
   cpu_conv_library: str = "default",
+  donate_states: bool = False,
 ) -> Callable:
   """``run(states, data_x, data_y, index[runs, steps, batch]) -> (states, metrics)``.
 
@@ -103,7 +106,10 @@ def make_stream_runner(
 
   ``cpu_conv_library`` picks the library behind XLA's CPU convolutions in the
   training program (`compiler_options`): ``"eigen"`` is faster at
-  mini-ImageNet's 84x84 (docs/execution.md); the evaluation keeps XLA's default.
+  mini-ImageNet's 84x84 (docs/execution.md).
+
+  ``donate_states``: the caller gives up ``states`` (its arrays are deleted),
+  so the runner needs no second copy of them; else they survive the call.
 
   The result is jitted (``scan``) or behaves like a jitted function
   (``host``): call it, or ``.lower(...).compile()`` it ahead of time.
@@ -114,9 +120,9 @@ def make_stream_runner(
   if stream_loop not in STREAM_LOOPS:
     raise ArgumentError(f"stream_loop={stream_loop!r} is invalid: one of {STREAM_LOOPS}")
   if stream_loop == "host":
-    return _HostLoopRunner(train_step, batching, evaluate, options)
+    return HostLoopRunner(train_step, batching, evaluate, options, donate_states)
   if evaluate is not None:
-    return _scan_with_evaluation(train_step, batching, evaluate, options)
+    return _scan_with_evaluation(train_step, batching, evaluate, options, donate_states)
 
   def run_one(state, data_x, data_y, index):
     def body(s, idx):
@@ -124,17 +130,19 @@ def make_stream_runner(
 
     return jax.lax.scan(body, state, index)
 
+  donate = (0,) if donate_states else ()
   if batching == "vmap":
-    return jax.jit(jax.vmap(run_one, in_axes=(0, None, None, 0)), compiler_options=options)
+    vmapped = jax.vmap(run_one, in_axes=(0, None, None, 0))
+    return jax.jit(vmapped, compiler_options=options, donate_argnums=donate)
 
   def run_all(states, data_x, data_y, index):
     return jax.lax.map(lambda a: run_one(a[0], data_x, data_y, a[1]), (states, index))
 
-  return jax.jit(run_all, compiler_options=options)
+  return jax.jit(run_all, compiler_options=options, donate_argnums=donate)
 
 
 def _scan_with_evaluation(
-  train_step: Callable, batching: str, evaluate: Callable, options: Optional[dict]
+  train_step: Callable, batching: str, evaluate: Callable, options: Optional[dict], donate: bool
 ) -> Callable:
   """The ``scan`` runner with an evaluation after each segment of steps."""
 
@@ -149,10 +157,9 @@ def _scan_with_evaluation(
     state, (metrics, accuracy) = jax.lax.scan(segment, state, index)
     return state, jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), metrics), accuracy
 
+  jit = functools.partial(jax.jit, compiler_options=options, donate_argnums=(0,) if donate else ())
   if batching == "vmap":
-    return jax.jit(
-      jax.vmap(run_one, in_axes=(0, None, None, 0, None, None, 0)), compiler_options=options
-    )
+    return jit(jax.vmap(run_one, in_axes=(0, None, None, 0, None, None, 0)))
 
   def run_all(states, data_x, data_y, index, eval_x, eval_y, task_of_class):
     return jax.lax.map(
@@ -160,97 +167,7 @@ def _scan_with_evaluation(
       (states, index, task_of_class),
     )
 
-  return jax.jit(run_all, compiler_options=options)
-
-
-class _HostLoopRunner:
-  """A Python loop over one compiled step (see `make_stream_runner`)."""
-
-  def __init__(
-    self,
-    train_step: Callable,
-    batching: str,
-    evaluate: Optional[Callable] = None,
-    options: Optional[dict] = None,
-  ):
-    self.batching = batching
-
-    def one(state, data_x, data_y, idx):
-      return train_step(state, data_x[idx], data_y[idx])
-
-    # The state is donated: XLA updates it in place instead of copying the
-    # buffer and weights every minibatch.
-    if batching == "vmap":
-      self._jitted = jax.jit(
-        jax.vmap(one, in_axes=(0, None, None, 0)), donate_argnums=0, compiler_options=options
-      )
-      evaluate = evaluate and jax.vmap(evaluate, in_axes=(0, None, None, 0))
-    else:
-      self._jitted = jax.jit(one, donate_argnums=0, compiler_options=options)
-    self._step = self._jitted
-    self._evaluate = evaluate and jax.jit(evaluate)
-    self._evaluate_jitted = self._evaluate
-
-  def lower(self, states, data_x, data_y, index, *evaluation):
-    """Ahead-of-time compilation, as ``jax.jit(...).lower(...)`` offers."""
-    runner = self
-    one = jax.tree.map(lambda a: a[0], states)
-    first = (slice(None),) + (0,) * (index.ndim - 2)  # one step's rows of every run
-    if self.batching == "vmap":
-      args = (states, data_x, data_y, index[first])
-    else:
-      args = (one, data_x, data_y, index[first][0])
-
-    class Lowered:
-      def compile(self):
-        if runner._step is runner._jitted:  # one step program serves every chunk length
-          runner._step = runner._jitted.lower(*args).compile()
-        if evaluation and runner._evaluate is runner._evaluate_jitted:
-          ex, ey, toc = evaluation
-          vmapped = runner.batching == "vmap"
-          eval_args = (states, ex, ey, toc) if vmapped else (one, ex, ey, toc[0])
-          runner._evaluate = runner._evaluate_jitted.lower(*eval_args).compile()
-        return runner
-
-    return Lowered()
-
-  def __call__(self, states, data_x, data_y, index, *evaluation):
-    index = np.asarray(index)
-    if evaluation:  # [runs, segments, steps, batch]: an evaluation after each segment
-      ex, ey, toc = evaluation
-      segment = index.shape[2]
-      index = index.reshape(index.shape[0], -1, index.shape[-1])
-    if self.batching == "vmap":
-      # A private copy, so the caller's arrays survive the donation (under map
-      # the per-run slices below are already new arrays).
-      states = jax.tree.map(jnp.copy, states)
-      out, accs = [], []
-      for t in range(index.shape[1]):
-        states, m = self._step(states, data_x, data_y, index[:, t])
-        out.append(m)
-        if evaluation and (t + 1) % segment == 0:  # dispatched, not waited for
-          accs.append(self._evaluate(states, ex, ey, toc))
-      result = (states, _stack(out, axis=1))
-      return result + (jnp.stack(accs, axis=1),) if evaluation else result
-    finals, per_run, curves = [], [], []
-    for r in range(index.shape[0]):
-      state = jax.tree.map(lambda a: a[r], states)
-      out, accs = [], []
-      for t in range(index.shape[1]):
-        state, m = self._step(state, data_x, data_y, index[r, t])
-        out.append(m)
-        if evaluation and (t + 1) % segment == 0:
-          accs.append(self._evaluate(state, ex, ey, toc[r]))
-      finals.append(state)
-      per_run.append(_stack(out, axis=0))
-      if evaluation:
-        curves.append(jnp.stack(accs))
-    result = (_stack(finals, axis=0), _stack(per_run, axis=0))
-    return result + (jnp.stack(curves),) if evaluation else result
-
-
-def _stack(trees, axis):
-  return jax.tree.map(lambda *a: jnp.stack(a, axis=axis), *trees)
+  return jit(run_all)
 
 
 def default_batching(num_devices: int) -> str:
