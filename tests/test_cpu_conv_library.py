@@ -251,3 +251,31 @@ def test_the_runner_evaluates_large_images_with_eigen_on_one_cpu(monkeypatch):
   assert seen == [cpu_conv.compiler_options(recorded[0], forward_only=True), None]
   if one_cpu and cpu_conv.compiler_options("eigen") is not None:
     assert seen[0] == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+@pytest.mark.skipif(not CPU, reason="an XLA:CPU option")
+def test_continual_evaluation_in_the_host_loop_follows_the_training_library():
+  # As inside a scan (one program), the host loop's own continual-evaluation program
+  # takes the training's cpu_conv_library, in its forward-only form.
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.uniform(size=(40, 8, 8, 1)), jnp.float32)
+  y = jnp.asarray(np.tile(np.arange(4), 10), jnp.int32)
+  module = rar_jax.ReducedResNet18(4, nf=20, blocks=(1, 1))
+  cfg, chain = rar_jax.build_method("er", num_classes=4, mem_size=20, batch_size_mem=10)
+  tx = rar_jax.make_optimizer(0.1)
+  states = loop.init_states(module, tx, cfg, chain.hyper(0.1), loop.seed_keys([0]), x[:10])
+  index = jnp.asarray(np.arange(40).reshape(1, 2, 2, 10))  # 2 segments of 2 steps
+  toc = jnp.asarray([[0, 0, 1, 1]])
+  one = evaluator_lib.make_run_evaluator(module, 2, chunk=8, unroll=True)
+  in_ynnpack, curves = [], []
+  for library in ("default", "eigen"):
+    step = rar_jax.make_train_step(module, tx, cfg, chain)
+    runner = loop.make_stream_runner(step, "map", "host", one, cpu_conv_library=library)
+    compiled = runner.lower(states, x, y, index, x, y, toc).compile()
+    in_ynnpack.append(_ynn_counts(compiled._evaluate.as_text())["convolution"])
+    curves.append(np.asarray(compiled(states, x, y, index, x, y, toc)[2]))
+  if not in_ynnpack[0]:
+    pytest.skip("this jaxlib does not run convolutions on YNNPACK")
+  assert in_ynnpack[1] == 0 < in_ynnpack[0]
+  assert curves[0].shape == (1, 2, 2)
+  np.testing.assert_allclose(curves[1], curves[0], atol=0.1)  # near-ties may flip a row

@@ -30,6 +30,7 @@ class HostLoopRunner:
     evaluate: Optional[Callable] = None,
     options: Optional[dict] = None,
     donate_states: bool = False,
+    eval_options: Optional[dict] = None,
   ):
     self.batching, self.donate_states = batching, donate_states
 
@@ -46,7 +47,7 @@ class HostLoopRunner:
     else:
       self._jitted = jax.jit(one, donate_argnums=0, compiler_options=options)
     self._step = self._jitted
-    self._evaluate = evaluate and jax.jit(evaluate)
+    self._evaluate = evaluate and jax.jit(evaluate, compiler_options=eval_options)
     self._evaluate_jitted = self._evaluate
 
   def lower(self, states, data_x, data_y, index, *evaluation):

@@ -106,7 +106,7 @@ def make_stream_runner(
 
   ``cpu_conv_library`` picks the library behind XLA's CPU convolutions in the
   training program (`compiler_options`): ``"eigen"`` is faster at
-  mini-ImageNet's 84x84 (docs/execution.md).
+  mini-ImageNet's 84x84 (docs/execution.md); continual evaluation follows it.
 
   ``donate_states``: the caller gives up ``states`` (its arrays are deleted),
   so the runner needs no second copy of them; else they survive the call.
@@ -120,7 +120,8 @@ def make_stream_runner(
   if stream_loop not in STREAM_LOOPS:
     raise ArgumentError(f"stream_loop={stream_loop!r} is invalid: one of {STREAM_LOOPS}")
   if stream_loop == "host":
-    return HostLoopRunner(train_step, batching, evaluate, options, donate_states)
+    forward = compiler_options(cpu_conv_library, forward_only=True)  # its evaluation's
+    return HostLoopRunner(train_step, batching, evaluate, options, donate_states, forward)
   if evaluate is not None:
     return _scan_with_evaluation(train_step, batching, evaluate, options, donate_states)
 
