@@ -54,6 +54,18 @@ def _ynn_counts(text):
   return counts
 
 
+def _small_resnet(method, rows, seeds, seed):
+  """Images, labels, a 20-channel ResNet (see `_ynn_fused_ops`) and its runs' states."""
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.uniform(size=(rows, 8, 8, 1)), jnp.float32)
+  y = jnp.asarray(np.tile(np.arange(4), rows // 4), jnp.int32)
+  module = rar_jax.ReducedResNet18(4, nf=20, blocks=(1, 1))
+  cfg, chain = rar_jax.build_method(method, num_classes=4, mem_size=20, batch_size_mem=10)
+  tx = rar_jax.make_optimizer(0.1)
+  states = loop.init_states(module, tx, cfg, chain.hyper(0.1), loop.seed_keys(seeds), x[:10])
+  return x, y, module, cfg, chain, tx, states
+
+
 @pytest.mark.skipif(not CPU, reason="an XLA:CPU option")
 def test_eigen_moves_only_the_convolutions_off_ynnpack():
   default = _ynn_fused_ops(None)
@@ -92,17 +104,10 @@ def test_auto_picks_eigen_for_large_images_on_the_cpu(
 
 @pytest.mark.skipif(not CPU, reason="an XLA:CPU option")
 def test_eigen_trains_the_same_runs_to_float_tolerance():
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.uniform(size=(40, 8, 8, 1)), jnp.float32)
-  y = jnp.asarray(np.tile(np.arange(4), 10), jnp.int32)
   index = jnp.asarray(np.arange(40).reshape(1, -1, 10))
-  module = rar_jax.ReducedResNet18(4, nf=20, blocks=(1, 1))  # 20 channels: see _ynn_fused_ops
-  cfg, chain = rar_jax.build_method("er_rar", num_classes=4, mem_size=20, batch_size_mem=10)
-  tx = rar_jax.make_optimizer(0.1)
-  hyper = chain.hyper(0.1)
   finals, compiled = [], []
   for library in ("default", "eigen"):
-    states = loop.init_states(module, tx, cfg, hyper, loop.seed_keys([3]), x[:10])
+    x, y, module, cfg, chain, tx, states = _small_resnet("er_rar", 40, [3], 0)
     step = rar_jax.make_train_step(module, tx, cfg, chain, unroll=2)
     runner = loop.make_stream_runner(step, "map", "host", cpu_conv_library=library)
     finals.append(runner(states, x, y, index)[0])
@@ -169,13 +174,7 @@ def test_run_stream_names_an_unhashable_setting_in_one_line(key):
 def test_evaluation_compiles_with_the_options_it_is_given(eval_loop, eval_classifier):
   # What the runner passes for 84x84 images (loop.eval_execution): every convolution of
   # the model's programs on Eigen, and the accuracies of XLA's default.
-  rng = np.random.default_rng(1)
-  x = jnp.asarray(rng.uniform(size=(24, 8, 8, 1)), jnp.float32)
-  y = jnp.asarray(np.tile(np.arange(4), 6), jnp.int32)
-  module = rar_jax.ReducedResNet18(4, nf=20, blocks=(1, 1))
-  cfg, chain = rar_jax.build_method("er", num_classes=4, mem_size=20, batch_size_mem=10)
-  tx = rar_jax.make_optimizer(0.1)
-  states = loop.init_states(module, tx, cfg, chain.hyper(0.1), loop.seed_keys([0, 1]), x[:10])
+  x, y, module, _, _, _, states = _small_resnet("er", 24, [0, 1], 1)
   task_of_class = jnp.asarray([[0, 0, 1, 1]] * 2)
   accuracies, in_ynnpack = [], []
   for library in ("default", "eigen"):
@@ -257,13 +256,7 @@ def test_the_runner_evaluates_large_images_with_eigen_on_one_cpu(monkeypatch):
 def test_continual_evaluation_in_the_host_loop_follows_the_training_library():
   # As inside a scan (one program), the host loop's own continual-evaluation program
   # takes the training's cpu_conv_library, in its forward-only form.
-  rng = np.random.default_rng(2)
-  x = jnp.asarray(rng.uniform(size=(40, 8, 8, 1)), jnp.float32)
-  y = jnp.asarray(np.tile(np.arange(4), 10), jnp.int32)
-  module = rar_jax.ReducedResNet18(4, nf=20, blocks=(1, 1))
-  cfg, chain = rar_jax.build_method("er", num_classes=4, mem_size=20, batch_size_mem=10)
-  tx = rar_jax.make_optimizer(0.1)
-  states = loop.init_states(module, tx, cfg, chain.hyper(0.1), loop.seed_keys([0]), x[:10])
+  x, y, module, cfg, chain, tx, states = _small_resnet("er", 40, [0], 2)
   index = jnp.asarray(np.arange(40).reshape(1, 2, 2, 10))  # 2 segments of 2 steps
   toc = jnp.asarray([[0, 0, 1, 1]])
   one = evaluator_lib.make_run_evaluator(module, 2, chunk=8, unroll=True)

@@ -158,10 +158,15 @@ def _per_task(hits, yp, valid, task_of_class, num_tasks: int):
 
 def _padded(x, y, chunk: int):
   """``x``, ``y`` padded to whole chunks, and which rows are real."""
-  n = x.shape[0]
+  rows = (-x.shape[0]) % chunk
+  return (jnp.pad(x, [(0, rows)] + [(0, 0)] * (x.ndim - 1)),) + _padded_labels(y, chunk)
+
+
+def _padded_labels(y, chunk: int):
+  """``y`` padded to whole chunks, and which rows are real."""
+  n = y.shape[0]
   rows = (-n) % chunk
-  xp = jnp.pad(x, [(0, rows)] + [(0, 0)] * (x.ndim - 1))
-  return xp, jnp.pad(y, (0, rows)), jnp.arange(n + rows) < n
+  return jnp.pad(y, (0, rows)), jnp.arange(n + rows) < n
 
 
 def _check_stack(states, task_of_class) -> None:
@@ -224,8 +229,7 @@ class _HostEvaluator:
     _check_stack(states, task_of_class)
     # Chunks are cut as they are evaluated, the last one padded: no padded copy of
     # the whole evaluation set (a gigabyte at mini-ImageNet's size).
-    n = x.shape[0]
-    yp, valid = jnp.pad(y, (0, (-n) % self.chunk)), jnp.arange(n + (-n) % self.chunk) < n
+    yp, valid = _padded_labels(y, self.chunk)
     runs = task_of_class.shape[0]
     hits = []
     for r in range(runs):

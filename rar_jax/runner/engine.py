@@ -271,8 +271,11 @@ def compile_evaluation(
       jax.devices()[0].platform, module.conv_impl, jax.device_count(), plan.input_shape
     )
     module = module.clone(conv_impl=ev["conv_impl"])
-    eval_execution = {"eval_conv_impl": ev["conv_impl"], "eval_loop": ev["eval_loop"]}
-    eval_execution["eval_cpu_conv_library"] = ev["cpu_conv_library"]
+    eval_execution = {
+      "eval_conv_impl": ev["conv_impl"],
+      "eval_loop": ev["eval_loop"],
+      "eval_cpu_conv_library": ev["cpu_conv_library"],
+    }
     options = cpu_conv.compiler_options(ev["cpu_conv_library"], forward_only=True)
   # Conv nets: one run's chunk of 250 in the host loop (100-250 ran alike; fewer calls); in one
   # program every run's im2col patches grow with the chunk, so 100 there.

@@ -265,12 +265,14 @@ def eval_execution(
   Runs over several devices or processes: one program, im2col on the CPU, the
   training choice elsewhere. Training's ``cpu_conv_library`` never changes it.
   """
-  out = {"conv_impl": conv_impl, "eval_loop": "map"}  # not the CPU
-  if platform == "cpu":
-    out = {"conv_impl": "xla" if devices == 1 else "im2col"}
-    out["eval_loop"] = "host" if devices == 1 else "map"
-  library = default_cpu_conv_library(platform, True, out["conv_impl"], input_shape)
-  return {**out, "cpu_conv_library": library}
+  if platform != "cpu":
+    conv, eval_loop = conv_impl, "map"
+  elif devices == 1:
+    conv, eval_loop = "xla", "host"
+  else:
+    conv, eval_loop = "im2col", "map"
+  library = default_cpu_conv_library(platform, True, conv, input_shape)
+  return {"conv_impl": conv, "eval_loop": eval_loop, "cpu_conv_library": library}
 
 
 def make_buffer_filler() -> Callable:
