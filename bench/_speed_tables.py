@@ -113,6 +113,11 @@ def speed_tables():
 # systems alternating), with the machine and date it ran on.
 PAPER_CODE_SESSIONS = {
   "paper_code_84_epyc25.jsonl": ("AMD EPYC, family 25", "2026-12-07", "84x84x3 images"),
+  "paper_code_84_epyc25_b.jsonl": (
+    "AMD EPYC, family 25",
+    "2026-12-08",
+    "84x84x3 images; rar_jax's defaults (Eigen's convolutions) at commit 2be8723",
+  ),
   "paper_code_cpu_1thread_epyc25_eigen.jsonl": (
     "AMD EPYC, family 25",
     "2026-12-07",
