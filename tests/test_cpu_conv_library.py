@@ -272,3 +272,9 @@ def test_continual_evaluation_in_the_host_loop_follows_the_training_library():
   assert in_ynnpack[1] == 0 < in_ynnpack[0]
   assert curves[0].shape == (1, 2, 2)
   np.testing.assert_allclose(curves[1], curves[0], atol=0.1)  # near-ties may flip a row
+
+
+def test_evaluator_compiler_options_are_a_dict_in_one_line():
+  module = rar_jax.MLP(4, hidden=(8,))
+  with pytest.raises(ArgumentError, match=r"^compiler_options='eigen' is invalid: a dict"):
+    evaluator_lib.make_evaluator(module, 2, compiler_options="eigen")

@@ -368,3 +368,8 @@ def test_donated_states_train_the_same_runs_and_are_given_up(batching, stream_lo
   # Every run trained on its own slot (the in-place writes put run r back at r).
   kernels = np.asarray(finals[1].params["head"]["kernel"])
   assert not np.array_equal(kernels[0], kernels[1]) and int(finals[1].buffer.size[2]) == 20
+
+
+def test_donate_states_is_a_bool_in_one_line():
+  with pytest.raises(rar_jax.errors.ArgumentError, match=r"^donate_states='yes' is invalid: True"):
+    loop.make_stream_runner(lambda s, x, y: (s, {}), "map", "host", donate_states="yes")

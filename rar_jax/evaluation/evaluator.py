@@ -119,6 +119,10 @@ def make_evaluator(
   The result is jitted or behaves like a jitted function (``.lower(...).compile()``).
   """
   _check_choices(eval_protocol, eval_loop, eval_classifier)
+  if compiler_options is not None and not isinstance(compiler_options, dict):
+    raise ArgumentError(
+      f"compiler_options={compiler_options!r} is invalid: a dict of XLA options, or None"
+    )
   if eval_loop == "host":
     prepare, correct = _parts(module, chunk, eval_protocol, eval_classifier)
     pad = functools.partial(_padded, chunk=chunk)

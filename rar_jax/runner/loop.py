@@ -119,6 +119,8 @@ def make_stream_runner(
     raise ArgumentError(f"batching={batching!r} is invalid: one of {BATCHINGS}")
   if stream_loop not in STREAM_LOOPS:
     raise ArgumentError(f"stream_loop={stream_loop!r} is invalid: one of {STREAM_LOOPS}")
+  if not isinstance(donate_states, bool):
+    raise ArgumentError(f"donate_states={donate_states!r} is invalid: True or False")
   if stream_loop == "host":
     forward = compiler_options(cpu_conv_library, forward_only=True)  # its evaluation's
     return HostLoopRunner(train_step, batching, evaluate, options, donate_states, forward)
