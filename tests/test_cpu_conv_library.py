@@ -242,7 +242,7 @@ def test_the_runner_evaluates_large_images_with_eigen_on_one_cpu(monkeypatch):
   inputs = types.SimpleNamespace(eval_x=None, eval_y=None, task_of_class=None, states=None)
   recorded = []
   for side in (84, 32):
-    plan = types.SimpleNamespace(input_shape=(side, side, 3), num_tasks=5)
+    plan = types.SimpleNamespace(input_shape=(side, side, 3), num_tasks=5, conv_model=True)
     _, execution = engine.compile_evaluation(plan, inputs, inputs, module, config)
     recorded.append(execution["eval_cpu_conv_library"])
   one_cpu = CPU and jax.device_count() == 1
@@ -278,3 +278,27 @@ def test_evaluator_compiler_options_are_a_dict_in_one_line():
   module = rar_jax.MLP(4, hidden=(8,))
   with pytest.raises(ArgumentError, match=r"^compiler_options='eigen' is invalid: a dict"):
     evaluator_lib.make_evaluator(module, 2, compiler_options="eigen")
+
+
+@pytest.mark.parametrize("conv_model", [True, False])
+def test_a_model_by_import_path_runs_as_what_its_trace_says_it_is(conv_model):
+  """A user's conv net takes the built-in conv net's execution; a dense one the MLP's."""
+  from rar_jax import data as data_lib
+  from rar_jax.runner import config as config_lib
+  from rar_jax.runner import plan as plan_lib
+
+  config = config_lib.base_config()
+  config.update(model="my_models:Net", methods="er_rar", num_seeds=1, iter_fgsm=3)
+  config.update(run_batching="vmap")  # the built-in conv net would take im2col here
+  streams = data_lib.Streams(np.zeros((1, 1, 1, 10), np.int32), np.zeros((1, 10), np.int32), 0)
+  plan = plan_lib.make_plan(
+    config, "er_rar", streams, 10, 1, input_shape=(84, 84, 3), conv_model=conv_model
+  )
+  execution = dict(plan.execution)
+  host = CPU and conv_model
+  assert execution == {
+    "conv_impl": "xla",  # its own convolutions, whatever the batching
+    "stream_loop": "host" if host else "scan",
+    "unroll": 3 if host else 0,
+    "cpu_conv_library": "eigen" if host else "default",
+  }

@@ -2,13 +2,17 @@
 with ``--config.model_kwargs``): a run from a user's folder against the built-in
 model with the same weights, and one line for every model the run cannot use."""
 
+import functools
 import json
 import os
 
+import flax.linen as nn
 import numpy as np
 import pytest
 from cli import train
 
+import rar_jax
+import rar_jax.nnx_models
 from rar_jax.errors import ConfigError
 from rar_jax.runner import data_check, user_model
 from rar_jax.runner.config import base_config
@@ -83,6 +87,10 @@ def test_an_nnx_model_by_import_path_runs_as_the_builtin_with_the_same_weights(t
     cwd=tmp_path,
   )
   assert linen_run.returncode == 0, linen_run.stderr[-2000:]
+  for run in ("nnx", "linen"):  # no convolution: the stream compiles whole, as the MLP's
+    with open(tmp_path / "runs" / run / "metrics.json") as f:
+      metrics = json.load(f)
+    assert (metrics["stream_loop"], metrics["eval_loop"]) == ("scan", "map")
   nnx_acc, linen_acc = _final(tmp_path / "runs/nnx"), _final(tmp_path / "runs/linen")
   assert nnx_acc.shape == (2, 5, 5) and linen_acc[:, -1].mean() > 0.5
   # Same weights, same stream: equal up to a test row flipped by float rounding.
@@ -217,4 +225,64 @@ def test_the_own_model_page_cli_example_runs_as_written(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   for method in ("er", "er_rar"):
     with open(tmp_path / "runs" / method / "metrics.json") as f:
-      assert json.load(f)["final_avg_accuracy"]["mean"] > 0.5  # chance: 0.1
+      metrics = json.load(f)
+    assert metrics["final_avg_accuracy"]["mean"] > 0.5  # chance: 0.1
+    # 4.6k multiply-adds of convolution per row: cheaper in one program than a call per step.
+    assert (metrics["stream_loop"], metrics["eval_loop"], metrics["unroll"]) == ("scan", "map", 0)
+  # 8x as wide, 37k: a conv net, run as the built-in ResNet is on the CPU (XLA's convolutions run
+  # ~10x slower inside a loop's body): steps and evaluation called from the host, attack unrolled.
+  flags = ("--config.num_seeds=1", "--config.methods=er_rar", "--config.model_kwargs={'width': 64}")
+  out = train("--config", "config.py", "--workdir", "wide", *flags, cwd=tmp_path)
+  assert out.returncode == 0, out.stderr[-2000:]
+  with open(tmp_path / "wide" / "metrics.json") as f:
+    metrics = json.load(f)
+  assert (metrics["stream_loop"], metrics["eval_loop"], metrics["unroll"]) == ("host", "host", 5)
+
+
+class _Remat(nn.Module):
+  """A convolution inside a nested program (rematerialised)."""
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    h = nn.remat(nn.Conv)(4, (3, 3))(x).reshape(x.shape[0], -1)
+    self.sow("features", "penultimate", h)
+    return nn.Dense(3)(h)
+
+
+def _resnet_macs(side, c, nf=20):
+  """The reduced ResNet-18's multiply-adds per row, by hand: 3x3 stem, then per stage
+  (side halving after the first) 4 3x3 convolutions and, after the first, a 1x1 shortcut."""
+  total = side * side * nf * 9 * c
+  cin = nf
+  for stage in range(4):
+    width, side = nf * 2**stage, side if stage == 0 else (side + 1) // 2
+    total += side * side * width * 9 * (cin + 3 * width)
+    total += side * side * width * cin if stage else 0
+    cin = width
+  return total
+
+
+@pytest.mark.parametrize(
+  "make, macs",
+  [
+    (lambda: rar_jax.create_model("resnet18_reduced", 3, "xla"), _resnet_macs(32, 1)),
+    (lambda: rar_jax.create_model("resnet18_reduced", 3, "im2col"), 0),  # matmuls only
+    (lambda: rar_jax.create_model("mlp", 3), 0),
+    (
+      lambda: functools.partial(rar_jax.nnx_models.ReducedResNet18, 3, in_channels=1),
+      _resnet_macs(32, 1),
+    ),
+    (lambda: functools.partial(rar_jax.nnx_models.MLP, 3, in_features=32 * 32), 0),
+    (_Remat, 32 * 32 * 4 * 9),
+  ],
+)
+def test_conv_macs_counts_the_convolutions_wherever_the_model_runs_them(make, macs):
+  assert user_model.conv_macs(make(), (32, 32, 1)) == macs
+  assert user_model.is_conv_model(make(), (32, 32, 1)) is (macs >= 32_768)
+
+
+def test_im2col_with_a_model_by_import_path_is_one_error_line():
+  config = base_config()
+  config.update(dataset="digits", model="small_cnn:SmallCNN", conv_impl="im2col")
+  with pytest.raises(ConfigError, match=r"^config.conv_impl='im2col' applies to the built-in"):
+    validate_config(config)

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 import rar_jax
 from rar_jax.data import class_incremental
@@ -82,3 +83,41 @@ def test_seeds_keys_and_index_are_checked_at_the_boundary(trained):
     rar_jax.evaluation.evaluator.make_evaluator(module, 2)(
       jax.tree.map(lambda a: a[0], states), x, bench.train_y, bench.streams.task_of_class[0]
     )
+
+
+class _SmallCNN(nn.Module):
+  """conv 3x3 - flatten - head: a model of the user's that convolves."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    h = nn.relu(nn.Conv(4, (3, 3))(x)).reshape(x.shape[0], -1)
+    self.sow("features", "penultimate", h)
+    return nn.Dense(C)(h)
+
+
+@pytest.mark.parametrize("eval_loop", [None, "map", "host"])
+def test_evaluate_of_a_conv_net_counts_right_in_every_eval_loop(eval_loop):
+  module = _SmallCNN()
+  cfg, chain = rar_jax.build_method("er", num_classes=C, mem_size=20, batch_size_mem=5)
+  xt, yt = _data(80, seed=5)
+  states = rar_jax.init_states(module, rar_jax.make_optimizer(0.1), cfg, chain, [0, 1], xt[:10])
+  toc = np.stack([np.arange(C) // 2, np.arange(C) % 2])  # each run its own tasks
+  got = np.asarray(rar_jax.evaluate(module, states, xt, yt, toc, chunk=30, eval_loop=eval_loop))
+  for r in range(2):
+    params = jax.tree.map(lambda a: a[r], states.params)
+    pred = np.asarray(module.apply({"params": params}, xt)).argmax(-1)
+    task = toc[r][yt]
+    np.testing.assert_allclose(got[r], [(pred == yt)[task == t].mean() for t in range(2)])
+
+
+def test_evaluate_loops_on_the_host_for_a_conv_net_on_one_cpu():
+  """XLA's CPU convolutions are ~10x slower inside the map loop's program; a few
+  multiply-adds are not worth a call per chunk (`user_model.is_conv_model`)."""
+  from rar_jax.runner import training
+
+  assert jax.device_count() == 1 and jax.devices()[0].platform == "cpu"
+  assert 4 * 4 * 4 * 9 < 32_768 <= 32 * 32 * 4 * 9  # _SmallCNN's multiply-adds per row
+  assert training._eval_loop(_SmallCNN(), (4, 4, 1)) == ("map", "default")
+  assert training._eval_loop(_SmallCNN(), (32, 32, 1)) == ("host", "default")
+  assert training._eval_loop(_SmallCNN(), (64, 64, 1)) == ("host", "eigen")
+  assert training._eval_loop(rar_jax.MLP(C, hidden=(16,)), (64, 64, 1)) == ("map", "default")

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, List
 
 import numpy as np
 
-from rar_jax import models
 from rar_jax.evaluation import evaluator as evaluator_lib
 
 if TYPE_CHECKING:  # the engine imports this module
@@ -21,7 +20,7 @@ def continual_evaluator(plan: "RunPlan", placed: "Placed", module, config):
   (XLA's CPU convolutions are ~10x slower inside loop bodies, jax-ml/jax#12868)."""
   assert placed.curve_x is not None
   rows = placed.curve_x.shape[0]
-  chunk = min(rows, 250 if config.model in models.CONV_MODELS else 1000)
+  chunk = min(rows, 250 if plan.conv_model else 1000)
   return evaluator_lib.make_run_evaluator(
     module,
     plan.num_tasks,

@@ -266,21 +266,26 @@ def compile_evaluation(
   ``task_of_class``."""
   eval_execution = {"eval_loop": "map"}
   options = None
-  if hasattr(module, "conv_impl"):  # any conv model with a choice of convolutions
+  if plan.conv_model:
+    built_in = config.model in models.MODELS  # the built-in conv net has a choice of convolutions
     ev = loop.eval_execution(
-      jax.devices()[0].platform, module.conv_impl, jax.device_count(), plan.input_shape
+      jax.devices()[0].platform,
+      module.conv_impl if built_in else "xla",
+      jax.device_count(),
+      plan.input_shape,
     )
-    module = module.clone(conv_impl=ev["conv_impl"])
-    eval_execution = {
-      "eval_conv_impl": ev["conv_impl"],
-      "eval_loop": ev["eval_loop"],
-      "eval_cpu_conv_library": ev["cpu_conv_library"],
-    }
+    if built_in:
+      module = module.clone(conv_impl=ev["conv_impl"])
+      eval_execution = {"eval_conv_impl": ev["conv_impl"]}
+    elif ev["conv_impl"] != "xla":  # a model by import path keeps its own convolutions
+      ev = {"eval_loop": "map", "cpu_conv_library": "default"}
+    eval_execution["eval_loop"] = ev["eval_loop"]
+    eval_execution["eval_cpu_conv_library"] = ev["cpu_conv_library"]
     options = cpu_conv.compiler_options(ev["cpu_conv_library"], forward_only=True)
   # Conv nets: one run's chunk of 250 in the host loop (100-250 ran alike; fewer calls); in one
   # program every run's im2col patches grow with the chunk, so 100 there.
   eval_chunk = 1000
-  if config.model in models.CONV_MODELS:
+  if plan.conv_model:
     eval_chunk = 250 if eval_execution["eval_loop"] == "host" else 100
   evaluator: Any = evaluator_lib.make_evaluator(
     module,

@@ -86,9 +86,10 @@ EVALUATION_KEYS = ("eval_split", "eval_classifier", "eval_protocol", "ema_decay"
 
 def _plan(config: ConfigDict, method: str, data: PreparedData, devices: int):
   """``method``'s `RunPlan` for the prepared data."""
-  ds = data.ds
+  ds, shape = data.ds, data.train_x.shape[1:]
+  conv_model = user_model.model_is_conv(config, ds.num_classes, shape)
   return make_plan(
-    config, method, data.streams, ds.num_classes, devices, ds.data_range, data.train_x.shape[1:]
+    config, method, data.streams, ds.num_classes, devices, ds.data_range, shape, conv_model
   )
 
 

@@ -204,6 +204,14 @@ def default_conv_impl(
   return "xla"
 
 
+# A model by import path runs as a conv net (host loop, unrolled inner loops, Eigen at 64x64
+# and up, evaluated from the host) from this many multiply-adds of XLA convolutions per input
+# row. Measured crossover, a small CNN on 8x8 digits, 3 seeds: 18k MACs (width 32) still ran
+# ER faster in a scan (2.3 against 4.3 ms a step), 37k (width 64) ran ER level and ER-RAR
+# faster on the host (5.5 against 7.1 ms); docs/own_model.md.
+CONV_MODEL_MIN_MACS = 32_768
+
+
 def default_stream_loop(platform: str, conv_model: bool, conv_impl: str, processes: int = 1) -> str:
   """``scan`` everywhere, except XLA convolutions on the CPU in one process
   (jax-ml/jax#12868; the host loop needs every run's data in this process)."""

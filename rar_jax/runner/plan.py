@@ -50,16 +50,20 @@ class RunPlan:
   # Blurry streams: [padded, num_classes], the classes seen only in their home task; else None.
   disjoint_classes: Optional[np.ndarray] = None
   input_shape: Optional[Tuple[int, ...]] = None  # one image's; cpu_conv_library's "auto" needs it
+  # Whether the model convolves (`user_model.model_convolves`): the execution's "auto" reads it.
+  conv_model: bool = False
 
   def with_execution(self, config: ConfigDict, num_devices: int, **pinned: str) -> "RunPlan":
     """This plan with its execution resolved (`loop.resolve_execution`) from
     ``config``'s keys, ``pinned`` ones (``conv_impl``, ``cpu_conv_library``)
     in place of the config's."""
     keys = {k: pinned.get(k, config[k]) for k in ("conv_impl", "cpu_conv_library")}
+    if keys["conv_impl"] == "auto" and config.model not in models.MODELS:
+      keys["conv_impl"] = "xla"  # a model by import path convolves its own way: XLA's
     execution = loop.resolve_execution(
       keys["conv_impl"],
       config.stream_loop,
-      config.model in models.CONV_MODELS,
+      self.conv_model,
       self.padded // num_devices,
       self.batching,
       loop.inner_loop_iters(self.replay, self.chain, self.hypers.iter_fgsm),
@@ -89,10 +93,13 @@ def make_plan(
   num_devices: int,
   data_range=DEFAULTS["data_range"],
   input_shape: Optional[Tuple[int, ...]] = None,
+  conv_model: Optional[bool] = None,
 ) -> RunPlan:
   """The `RunPlan` of ``method`` under ``config`` (one method's config);
   ``data_range``: the dataset's (`rar_jax.data.Dataset.data_range`);
-  ``input_shape``: one image's (for ``cpu_conv_library="auto"``)."""
+  ``input_shape``: one image's (for ``cpu_conv_library="auto"``);
+  ``conv_model``: whether the model convolves (None: the built-in models' names
+  say, `rar_jax.models.CONV_MODELS`)."""
   seeds = [config.seed + i for i in range(config.num_seeds)]
   cells = sweep_lib.parse_sweep(config.sweep)
   parts = [
@@ -133,5 +140,6 @@ def make_plan(
       else None
     ),
     input_shape=None if input_shape is None else tuple(int(d) for d in input_shape),
+    conv_model=config.model in models.CONV_MODELS if conv_model is None else bool(conv_model),
   )
   return plan.with_execution(config, num_devices)

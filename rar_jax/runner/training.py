@@ -36,7 +36,7 @@ from rar_jax.errors import ArgumentError
 from rar_jax.evaluation import continual
 from rar_jax.evaluation.evaluator import make_evaluator, make_run_evaluator
 from rar_jax.runner import chunks as chunks_lib
-from rar_jax.runner import inputs, loop
+from rar_jax.runner import cpu_conv, inputs, loop, user_model
 
 
 def _runs(states: TrainState) -> Optional[int]:
@@ -217,10 +217,15 @@ def evaluate(
   eval_protocol: str = "class",
   eval_classifier: str = "head",
   chunk: int = 1000,
+  eval_loop: Optional[str] = None,
 ):
   """Accuracy per task, ``[runs, tasks]`` for a stack of states or ``[tasks]``
   for one state (``task_of_class`` then ``[classes]``). Uses the averaged
-  weights where the optimiser keeps them (`rar_jax.evaluation_params`)."""
+  weights where the optimiser keeps them (`rar_jax.evaluation_params`).
+  ``eval_loop``: `rar_jax.evaluation.make_evaluator`'s; None picks ``"host"``
+  for a conv net (`rar_jax.runner.user_model.is_conv_model`) on one CPU device
+  (XLA's CPU convolutions run ~10x slower inside the program's loop over
+  chunks), and ``"map"`` elsewhere."""
   runs = _runs(states)
   single = runs is None
   classes = inputs.num_classes_of(states)
@@ -234,15 +239,33 @@ def evaluate(
     states = jax.tree.map(lambda a: a[None], states)
     task_of_class = task_of_class[None]
   num_tasks = int(jnp.max(task_of_class)) + 1
+  options = None
+  if eval_loop is None:
+    eval_loop, library = _eval_loop(module, x.shape[1:])
+    options = cpu_conv.compiler_options(library, forward_only=True)
   fn = make_evaluator(
     module,
     num_tasks,
     chunk=min(chunk, len(x)),
     eval_protocol=eval_protocol,
+    eval_loop=eval_loop,
     eval_classifier=eval_classifier,
+    compiler_options=options,
   )
   accuracy = fn(states, jnp.asarray(x), jnp.asarray(y), task_of_class)
   return accuracy[0] if single else accuracy
+
+
+def _eval_loop(module, row_shape) -> tuple:
+  """`evaluate`'s ``eval_loop`` and CPU convolution library: the runner's
+  choice (`rar_jax.runner.loop.eval_execution`) for a conv net."""
+  platform = jax.devices()[0].platform
+  if not user_model.is_conv_model(module, tuple(row_shape)):
+    return "map", "default"
+  ev = loop.eval_execution(platform, "xla", jax.device_count(), row_shape)
+  if ev["conv_impl"] != "xla":  # several devices: the module keeps its convolutions, in one program
+    return "map", "default"
+  return ev["eval_loop"], ev["cpu_conv_library"]
 
 
 def _check_outputs(module, states, x, classes: int, single: bool) -> None:

@@ -8,7 +8,8 @@ working directory first, as ``python -m`` does, and given ``num_classes``
 when it takes that argument. `check_model` applies it to one row of the
 data's shape (shapes only, no FLOPs), so a wrong path, a wrong object or a
 wrong output width is one `ConfigError` naming ``config.model`` before any
-training.
+training. `is_conv_model` says from a trace whether the model convolves enough
+to run as the built-in conv net does (docs/execution.md).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import math
 import os
 import sys
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -28,6 +30,7 @@ from ml_collections import ConfigDict
 from rar_jax import models
 from rar_jax.core.nnx_module import as_module
 from rar_jax.errors import ConfigError, RarError
+from rar_jax.runner import loop
 
 WHAT = "a flax.linen module class, an nnx.Module class or a factory"
 
@@ -165,3 +168,65 @@ def check_model(config: ConfigDict, module: Any, num_classes: int, shape: Tuple[
       f"{where} does not sow config.feature_layer={config.feature_layer!r}; it sows {layers} "
       "(Linen: self.sow('features', name, h); NNX: self.sow(nnx.Intermediate, name, h))"
     )
+
+
+# The primitive every XLA convolution is traced as (flax's Conv, lax.conv, jax.scipy's).
+CONVOLUTION = "conv_general_dilated"
+
+
+def _equations(jaxpr) -> Iterator[Any]:
+  """Every equation of ``jaxpr``, inside nested programs too (jit, remat, scan,
+  cond, custom derivatives), each once."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      for item in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(item, "jaxpr", item)  # a ClosedJaxpr holds its Jaxpr
+        if hasattr(inner, "eqns"):
+          yield from _equations(inner)
+
+
+def conv_macs(module: Any, row_shape: Tuple[int, ...]) -> int:
+  """Multiply-adds of the XLA convolutions in ``module``'s forward pass (Linen,
+  or an NNX factory) on one input row of ``row_shape``: traced, shapes only."""
+  flax_module = as_module(module)
+  x = jax.ShapeDtypeStruct((1, *row_shape), jnp.float32)
+  variables = jax.eval_shape(lambda x: flax_module.init(jax.random.PRNGKey(0), x, train=False), x)
+
+  def forward(variables, x):
+    return flax_module.apply(variables, x, train=False, mutable=[models.FEATURES])
+
+  macs = 0
+  for eqn in _equations(jax.make_jaxpr(forward)(variables, x).jaxpr):
+    if eqn.primitive.name == CONVOLUTION:
+      out, kernel = eqn.outvars[0].aval.shape, eqn.invars[1].aval.shape
+      out_features = kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
+      macs += math.prod(out) * math.prod(kernel) // out_features
+  return macs
+
+
+def is_conv_model(module: Any, row_shape: Tuple[int, ...]) -> bool:
+  """Whether ``module`` convolves enough to run as the built-in conv net does
+  (`rar_jax.runner.loop.CONV_MODEL_MIN_MACS`)."""
+  return conv_macs(module, row_shape) >= loop.CONV_MODEL_MIN_MACS
+
+
+def model_is_conv(
+  config: ConfigDict, num_classes: int, row_shape: Optional[Tuple[int, ...]]
+) -> bool:
+  """Whether ``config.model`` runs as a conv net: by name for the built-in
+  models, by its trace (`is_conv_model`) for a model by import path."""
+  if not is_import_path(config.model) or row_shape is None:
+    return config.model in models.CONV_MODELS
+  items = tuple(sorted(model_kwargs(config).items()))
+  try:
+    hash(items)
+  except TypeError:  # a nested dict among the kwargs: traced again each time
+    return _traced_is_conv.__wrapped__(config.model, items, num_classes, tuple(row_shape))
+  return _traced_is_conv(config.model, items, num_classes, tuple(row_shape))
+
+
+@functools.lru_cache(maxsize=16)  # one trace per model, kwargs and shape, not one per method
+def _traced_is_conv(path: str, items: tuple, num_classes: int, row_shape: Tuple[int, ...]):
+  module = build(load(path), dict(items), num_classes, f"config.model={path!r}")
+  return is_conv_model(module, row_shape)

@@ -88,6 +88,11 @@ def _check_choices(config: ConfigDict) -> None:
   _one_of(config, "eval_split", ("test", "validation"))
   _one_of(config, "run_batching", ("auto",) + loop.BATCHINGS)
   _one_of(config, "conv_impl", ("auto",) + models.CONV_IMPLS)
+  if config.conv_impl == "im2col" and user_model.is_import_path(config.model):
+    raise ConfigError(
+      f"config.conv_impl='im2col' applies to the built-in conv net; config.model="
+      f"{config.model!r} runs its own convolutions: leave conv_impl at auto"
+    )
   _one_of(config, "cpu_conv_library", ("auto",) + cpu_conv.CPU_CONV_LIBRARIES)
   _one_of(config, "stream_loop", ("auto",) + loop.STREAM_LOOPS)
   _one_of(config, "eval_protocol", ("class", "task"))
