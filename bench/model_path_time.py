@@ -4,16 +4,19 @@
   python bench/model_path_time.py --only resnet      # ~3 min
   python bench/model_path_time.py --only crossover   # ~3 min
 
+Each run has an `execution`: `picked` (what train.py picks), `conv` (run as a conv net whatever
+its size: `rar_jax.runner.loop.CONV_MODEL_MIN_MACS` set to 0 for that run) or `dense` (run as
+the MLP is, the whole stream in one scan, no unrolling, evaluation in one program: the
+threshold set out of reach, as every model by import path ran before it existed).
+
 `resnet`: the reduced ResNet-18 as the built-in `resnet18_reduced` and as the NNX
 `rar_jax.nnx_models:ReducedResNet18` (the same layers) on online Split Fashion-MNIST (ER, 1 seed,
-2 tasks x 500 samples): the built-in; the NNX one with the execution train.py picks for it
-(its trace shows a conv net); the NNX one with `--config.stream_loop=scan`, the whole stream as
-one program (what a model by import path ran as before its convolutions were counted). Needs
+2 tasks x 500 samples): built in, picked; NNX by import path, picked and dense. Needs
 Fashion-MNIST (`FASHION_MNIST_DIR` or Debian's dataset-fashion-mnist).
 
 `crossover`: the small CNN of docs/own_model.md on the bundled 8x8 digits (its config there:
-3 seeds, ER and ER-RAR) at several widths, each with `stream_loop=host` and `scan`, to place
-`rar_jax.runner.loop.CONV_MODEL_MIN_MACS` (multiply-adds of convolution per row, recorded).
+3 seeds, ER and ER-RAR) at several widths, each as conv and as dense, to place the threshold
+(multiply-adds of convolution per row, recorded).
 
 ms per step is training time over steps (compilation and evaluation excluded), from each
 run's metrics.json; the runs go one after another in this process's machine.
@@ -34,9 +37,16 @@ NNX_RESNET = [
   "--config.model_kwargs={'in_channels': 1}",
 ]
 RESNET_ROWS = (
-  ("built-in", ["--config.model=resnet18_reduced"]),
-  ("import path", NNX_RESNET),
-  ("import path, stream_loop=scan", [*NNX_RESNET, "--config.stream_loop=scan"]),
+  ("built-in", ["--config.model=resnet18_reduced"], "picked"),
+  ("import path", NNX_RESNET, "picked"),
+  ("import path", NNX_RESNET, "dense"),
+)
+THRESHOLDS = {"conv": 0, "dense": 2**62}
+# train.py in a fresh interpreter, with the threshold set first where the execution asks.
+LAUNCH = (
+  "import runpy, sys; from rar_jax.runner import loop; t = int(sys.argv.pop(2)); sys.argv.pop(0);"
+  "loop.CONV_MODEL_MIN_MACS = t if t >= 0 else loop.CONV_MODEL_MIN_MACS;"
+  "runpy.run_path(sys.argv[0], run_name='__main__')"
 )
 RESNET_FLAGS = [
   "--config",
@@ -49,11 +59,12 @@ RESNET_FLAGS = [
 RECORDED = ("stream_loop", "unroll", "cpu_conv_library", "eval_loop")
 
 
-def train(flags, cwd=ROOT):
+def train(flags, execution, cwd=ROOT):
   """metrics.json of each method of one train.py run."""
   with tempfile.TemporaryDirectory() as d:
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--workdir", d, *flags]
-    cmd += ["--config.progress=false", "--config.plot=false"]
+    threshold = str(THRESHOLDS.get(execution, -1))
+    cmd = [sys.executable, "-c", LAUNCH, os.path.join(ROOT, "train.py"), threshold]
+    cmd += ["--workdir", d, *flags, "--config.progress=false", "--config.plot=false"]
     out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if out.returncode != 0:
       raise SystemExit(out.stderr[-3000:])
@@ -66,11 +77,12 @@ def train(flags, cwd=ROOT):
     return found
 
 
-def row(part, model, m, **extra):
+def row(part, model, execution, m, **extra):
   return {
     "bench": "model_path_time",
     "part": part,
     "model": model,
+    "execution": execution,
     "method": m["method"],
     **extra,
     "ms_per_step": round(1000 / m["steps_per_second"], 2),
@@ -81,9 +93,9 @@ def row(part, model, m, **extra):
 
 
 def resnet():
-  for name, flags in RESNET_ROWS:
-    for m in train([*RESNET_FLAGS, *flags]).values():
-      yield row("resnet", name, m, eval_seconds=round(m["eval_seconds"], 1))
+  for name, flags, execution in RESNET_ROWS:
+    for m in train([*RESNET_FLAGS, *flags], execution).values():
+      yield row("resnet", name, execution, m, eval_seconds=round(m["eval_seconds"], 1))
 
 
 def crossover(widths):
@@ -103,10 +115,10 @@ def crossover(widths):
 
     for width in widths:
       macs = user_model.conv_macs(functools.partial(small_cnn.SmallCNN, 10, width=width), (8, 8, 1))
-      for loop in ("host", "scan"):
+      for execution in ("conv", "dense"):
         flags = ["--config", "config.py", f"--config.model_kwargs={{'width': {width}}}"]
-        for m in train([*flags, f"--config.stream_loop={loop}"], cwd=folder).values():
-          yield row("crossover", f"small_cnn width {width}", m, conv_macs_per_row=macs)
+        for m in train(flags, execution, cwd=folder).values():
+          yield row("crossover", f"small_cnn width {width}", execution, m, conv_macs_per_row=macs)
 
 
 def main():

@@ -282,21 +282,27 @@ def test_evaluator_compiler_options_are_a_dict_in_one_line():
 
 @pytest.mark.parametrize("conv_model", [True, False])
 def test_a_model_by_import_path_runs_as_what_its_trace_says_it_is(conv_model):
-  """A user's conv net takes the built-in conv net's execution; a dense one the MLP's."""
+  """A user's conv net takes the built-in conv net's execution, except its own convolutions;
+  a dense one the MLP's."""
   from rar_jax import data as data_lib
   from rar_jax.runner import config as config_lib
   from rar_jax.runner import plan as plan_lib
 
   config = config_lib.base_config()
-  config.update(model="my_models:Net", methods="er_rar", num_seeds=1, iter_fgsm=3)
-  config.update(run_batching="vmap")  # the built-in conv net would take im2col here
-  streams = data_lib.Streams(np.zeros((1, 1, 1, 10), np.int32), np.zeros((1, 10), np.int32), 0)
-  plan = plan_lib.make_plan(
-    config, "er_rar", streams, 10, 1, input_shape=(84, 84, 3), conv_model=conv_model
-  )
-  execution = dict(plan.execution)
+  config.update(methods="er_rar", num_seeds=2, iter_fgsm=3, run_batching="vmap")
+  streams = data_lib.Streams(np.zeros((2, 1, 1, 10), np.int32), np.zeros((2, 10), np.int32), 0)
+
+  def execution(model, conv_model=None):
+    config.update(model=model)
+    plan = plan_lib.make_plan(
+      config, "er_rar", streams, 10, 1, input_shape=(84, 84, 3), conv_model=conv_model
+    )
+    return dict(plan.execution)
+
+  # 2 vmapped runs: the built-in conv net convolves through im2col's matmuls on the CPU.
+  assert execution("resnet18_reduced")["conv_impl"] == ("im2col" if CPU else "xla")
   host = CPU and conv_model
-  assert execution == {
+  assert execution("my_models:Net", conv_model) == {
     "conv_impl": "xla",  # its own convolutions, whatever the batching
     "stream_loop": "host" if host else "scan",
     "unroll": 3 if host else 0,

@@ -249,6 +249,34 @@ class _Remat(nn.Module):
     return nn.Dense(3)(h)
 
 
+class _Block(nn.Module):
+  @nn.compact
+  def __call__(self, h, _):
+    return nn.Conv(4, (3, 3))(h), None
+
+
+class _Scanned(nn.Module):
+  """A stem and four blocks in a scan (one body in the trace, run four times)."""
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    h = nn.Conv(4, (3, 3))(x)
+    blocks = nn.scan(_Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=4)
+    h = blocks()(h, None)[0].reshape(x.shape[0], -1)
+    self.sow("features", "penultimate", h)
+    return nn.Dense(3)(h)
+
+
+class _Transposed(nn.Module):
+  """A stride-2 transposed convolution: its dilated input's zeros are no work."""
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    h = nn.ConvTranspose(4, (3, 3), strides=(2, 2))(x).reshape(x.shape[0], -1)
+    self.sow("features", "penultimate", h)
+    return nn.Dense(3)(h)
+
+
 def _resnet_macs(side, c, nf=20):
   """The reduced ResNet-18's multiply-adds per row, by hand: 3x3 stem, then per stage
   (side halving after the first) 4 3x3 convolutions and, after the first, a 1x1 shortcut."""
@@ -274,6 +302,8 @@ def _resnet_macs(side, c, nf=20):
     ),
     (lambda: functools.partial(rar_jax.nnx_models.MLP, 3, in_features=32 * 32), 0),
     (_Remat, 32 * 32 * 4 * 9),
+    (_Scanned, 32 * 32 * 4 * 9 * (1 + 4 * 4)),
+    (_Transposed, 32 * 32 * 9 * 4),  # each input pixel meets the 3x3x4 kernel once
   ],
 )
 def test_conv_macs_counts_the_convolutions_wherever_the_model_runs_them(make, macs):

@@ -115,9 +115,33 @@ def test_evaluate_loops_on_the_host_for_a_conv_net_on_one_cpu():
   multiply-adds are not worth a call per chunk (`user_model.is_conv_model`)."""
   from rar_jax.runner import training
 
-  assert jax.device_count() == 1 and jax.devices()[0].platform == "cpu"
+  if jax.device_count() != 1 or jax.devices()[0].platform != "cpu":
+    pytest.skip("the host loop is for one CPU device")
   assert 4 * 4 * 4 * 9 < 32_768 <= 32 * 32 * 4 * 9  # _SmallCNN's multiply-adds per row
   assert training._eval_loop(_SmallCNN(), (4, 4, 1)) == ("map", "default")
   assert training._eval_loop(_SmallCNN(), (32, 32, 1)) == ("host", "default")
   assert training._eval_loop(_SmallCNN(), (64, 64, 1)) == ("host", "eigen")
   assert training._eval_loop(rar_jax.MLP(C, hidden=(16,)), (64, 64, 1)) == ("map", "default")
+
+
+def test_evaluate_hands_its_pick_to_the_evaluator(monkeypatch):
+  from rar_jax.runner import cpu_conv, training
+
+  if jax.device_count() != 1 or jax.devices()[0].platform != "cpu":
+    pytest.skip("the host loop is for one CPU device")
+  seen = []
+  real = training.make_evaluator
+
+  def spy(*args, **kwargs):
+    seen.append((kwargs["eval_loop"], kwargs["compiler_options"]))
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(training, "make_evaluator", spy)
+  cfg, chain = rar_jax.build_method("er", num_classes=C, mem_size=20, batch_size_mem=5)
+  x = np.zeros((4, 64, 64, 1), np.float32)
+  states = rar_jax.init_states(_SmallCNN(), rar_jax.make_optimizer(0.1), cfg, chain, [0], x)
+  toc = (np.arange(C) // 2)[None]
+  rar_jax.evaluate(_SmallCNN(), states, x, np.zeros(4, np.int32), toc)
+  rar_jax.evaluate(_SmallCNN(), states, x, np.zeros(4, np.int32), toc, eval_loop="map")
+  eigen = cpu_conv.compiler_options("eigen", forward_only=True)
+  assert seen == [("host", eigen), ("map", None)]

@@ -206,9 +206,9 @@ def default_conv_impl(
 
 # A model by import path runs as a conv net (host loop, unrolled inner loops, Eigen at 64x64
 # and up, evaluated from the host) from this many multiply-adds of XLA convolutions per input
-# row. Measured crossover, a small CNN on 8x8 digits, 3 seeds: 18k MACs (width 32) still ran
-# ER faster in a scan (2.3 against 4.3 ms a step), 37k (width 64) ran ER level and ER-RAR
-# faster on the host (5.5 against 7.1 ms); docs/own_model.md.
+# row. Measured, a small CNN on 8x8 digits, 3 seeds, ms per step as a conv net / as a dense
+# model: 18k MACs (width 32) ER 4.0 / 2.8, ER-RAR 4.4 / 6.6; 37k (width 64) ER 6.1 / 6.3,
+# ER-RAR 7.3 / 11.5 (`python bench/model_path_time.py`, docs/own_model.md).
 CONV_MODEL_MIN_MACS = 32_768
 
 

@@ -50,7 +50,7 @@ class RunPlan:
   # Blurry streams: [padded, num_classes], the classes seen only in their home task; else None.
   disjoint_classes: Optional[np.ndarray] = None
   input_shape: Optional[Tuple[int, ...]] = None  # one image's; cpu_conv_library's "auto" needs it
-  # Whether the model convolves (`user_model.model_convolves`): the execution's "auto" reads it.
+  # Whether the model runs as a conv net (`user_model.model_is_conv`): "auto" reads it.
   conv_model: bool = False
 
   def with_execution(self, config: ConfigDict, num_devices: int, **pinned: str) -> "RunPlan":
@@ -98,8 +98,8 @@ def make_plan(
   """The `RunPlan` of ``method`` under ``config`` (one method's config);
   ``data_range``: the dataset's (`rar_jax.data.Dataset.data_range`);
   ``input_shape``: one image's (for ``cpu_conv_library="auto"``);
-  ``conv_model``: whether the model convolves (None: the built-in models' names
-  say, `rar_jax.models.CONV_MODELS`)."""
+  ``conv_model``: whether the model runs as a conv net (None: the built-in
+  models' names say, `rar_jax.models.CONV_MODELS`)."""
   seeds = [config.seed + i for i in range(config.num_seeds)]
   cells = sweep_lib.parse_sweep(config.sweep)
   parts = [

@@ -225,7 +225,8 @@ def evaluate(
   ``eval_loop``: `rar_jax.evaluation.make_evaluator`'s; None picks ``"host"``
   for a conv net (`rar_jax.runner.user_model.is_conv_model`) on one CPU device
   (XLA's CPU convolutions run ~10x slower inside the program's loop over
-  chunks), and ``"map"`` elsewhere."""
+  chunks), there with Eigen's convolutions for images of side 64 or more, as
+  `train.py` evaluates; ``"map"`` elsewhere."""
   runs = _runs(states)
   single = runs is None
   classes = inputs.num_classes_of(states)

@@ -174,16 +174,30 @@ def check_model(config: ConfigDict, module: Any, num_classes: int, shape: Tuple[
 CONVOLUTION = "conv_general_dilated"
 
 
-def _equations(jaxpr) -> Iterator[Any]:
-  """Every equation of ``jaxpr``, inside nested programs too (jit, remat, scan,
-  cond, custom derivatives), each once."""
+def _inner_jaxprs(eqn) -> Iterator[Any]:
+  """The programs an equation runs (jit, remat, scan, cond, custom derivatives)."""
+  for value in eqn.params.values():
+    for item in value if isinstance(value, (tuple, list)) else (value,):
+      inner = getattr(item, "jaxpr", item)  # a ClosedJaxpr holds its Jaxpr
+      if hasattr(inner, "eqns"):
+        yield inner
+
+
+def _macs(jaxpr) -> int:
+  total = 0
   for eqn in jaxpr.eqns:
-    yield eqn
-    for value in eqn.params.values():
-      for item in value if isinstance(value, (tuple, list)) else (value,):
-        inner = getattr(item, "jaxpr", item)  # a ClosedJaxpr holds its Jaxpr
-        if hasattr(inner, "eqns"):
-          yield from _equations(inner)
+    if eqn.primitive.name == CONVOLUTION:
+      out, kernel = eqn.outvars[0].aval.shape, eqn.invars[1].aval.shape
+      out_features = kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
+      # A transposed convolution's dilated input holds zeros the library skips.
+      zeros = math.prod(eqn.params.get("lhs_dilation") or (1,))
+      total += math.prod(out) * math.prod(kernel) // out_features // zeros
+    inner = [_macs(j) for j in _inner_jaxprs(eqn)]
+    if inner:  # a cond runs one branch, a scan its body `length` times (a while loop: once)
+      total += (
+        max(inner) if eqn.primitive.name == "cond" else sum(inner) * eqn.params.get("length", 1)
+      )
+  return total
 
 
 def conv_macs(module: Any, row_shape: Tuple[int, ...]) -> int:
@@ -196,13 +210,7 @@ def conv_macs(module: Any, row_shape: Tuple[int, ...]) -> int:
   def forward(variables, x):
     return flax_module.apply(variables, x, train=False, mutable=[models.FEATURES])
 
-  macs = 0
-  for eqn in _equations(jax.make_jaxpr(forward)(variables, x).jaxpr):
-    if eqn.primitive.name == CONVOLUTION:
-      out, kernel = eqn.outvars[0].aval.shape, eqn.invars[1].aval.shape
-      out_features = kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
-      macs += math.prod(out) * math.prod(kernel) // out_features
-  return macs
+  return _macs(jax.make_jaxpr(forward)(variables, x).jaxpr)
 
 
 def is_conv_model(module: Any, row_shape: Tuple[int, ...]) -> bool:
