@@ -124,7 +124,7 @@ def test_evaluate_loops_on_the_host_for_a_conv_net_on_one_cpu():
   assert training._eval_loop(rar_jax.MLP(C, hidden=(16,)), (64, 64, 1)) == ("map", "default")
 
 
-def test_evaluate_hands_its_pick_to_the_evaluator(monkeypatch):
+def test_evaluate_hands_its_pick_to_the_evaluator_once_per_setting(monkeypatch):
   from rar_jax.runner import cpu_conv, training
 
   if jax.device_count() != 1 or jax.devices()[0].platform != "cpu":
@@ -137,11 +137,13 @@ def test_evaluate_hands_its_pick_to_the_evaluator(monkeypatch):
     return real(*args, **kwargs)
 
   monkeypatch.setattr(training, "make_evaluator", spy)
+  training._evaluator.cache_clear()
   cfg, chain = rar_jax.build_method("er", num_classes=C, mem_size=20, batch_size_mem=5)
   x = np.zeros((4, 64, 64, 1), np.float32)
   states = rar_jax.init_states(_SmallCNN(), rar_jax.make_optimizer(0.1), cfg, chain, [0], x)
   toc = (np.arange(C) // 2)[None]
-  rar_jax.evaluate(_SmallCNN(), states, x, np.zeros(4, np.int32), toc)
+  for _ in range(2):  # after each task, say: the second call reuses the first's programs
+    rar_jax.evaluate(_SmallCNN(), states, x, np.zeros(4, np.int32), toc)
   rar_jax.evaluate(_SmallCNN(), states, x, np.zeros(4, np.int32), toc, eval_loop="map")
   eigen = cpu_conv.compiler_options("eigen", forward_only=True)
   assert seen == [("host", eigen), ("map", None)]

@@ -240,23 +240,39 @@ def evaluate(
     states = jax.tree.map(lambda a: a[None], states)
     task_of_class = task_of_class[None]
   num_tasks = int(jnp.max(task_of_class)) + 1
-  options = None
+  library = "default"
   if eval_loop is None:
-    eval_loop, library = _eval_loop(module, x.shape[1:])
-    options = cpu_conv.compiler_options(library, forward_only=True)
-  fn = make_evaluator(
-    module,
-    num_tasks,
-    chunk=min(chunk, len(x)),
-    eval_protocol=eval_protocol,
-    eval_loop=eval_loop,
-    eval_classifier=eval_classifier,
-    compiler_options=options,
-  )
+    eval_loop, library = _cached(_eval_loop, module, tuple(x.shape[1:]))
+  settings = (num_tasks, min(chunk, len(x)), eval_protocol, eval_loop, eval_classifier, library)
+  fn = _cached(_evaluator, module, *settings)
   accuracy = fn(states, jnp.asarray(x), jnp.asarray(y), task_of_class)
   return accuracy[0] if single else accuracy
 
 
+@functools.lru_cache(maxsize=32)  # repeated evaluate calls (after each task) compile once
+def _evaluator(module, num_tasks, chunk, eval_protocol, eval_loop, eval_classifier, library):
+  return make_evaluator(
+    module,
+    num_tasks,
+    chunk=chunk,
+    eval_protocol=eval_protocol,
+    eval_loop=eval_loop,
+    eval_classifier=eval_classifier,
+    compiler_options=cpu_conv.compiler_options(library, forward_only=True),
+  )
+
+
+def _cached(fn, *args):
+  """``fn(*args)`` through ``fn``'s cache; an unhashable argument (a module
+  with a list field, say) skips it."""
+  try:
+    hash(args)
+  except TypeError:
+    return fn.__wrapped__(*args)
+  return fn(*args)
+
+
+@functools.lru_cache(maxsize=32)
 def _eval_loop(module, row_shape) -> tuple:
   """`evaluate`'s ``eval_loop`` and CPU convolution library: the runner's
   choice (`rar_jax.runner.loop.eval_execution`) for a conv net."""
