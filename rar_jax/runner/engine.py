@@ -283,10 +283,12 @@ def compile_evaluation(
     eval_execution["eval_cpu_conv_library"] = ev["cpu_conv_library"]
     options = cpu_conv.compiler_options(ev["cpu_conv_library"], forward_only=True)
   # Conv nets: one run's chunk of 250 in the host loop (100-250 ran alike; fewer calls); in one
-  # program every run's im2col patches grow with the chunk, so 100 there.
+  # program every run's im2col patches grow with the chunk, so 100 there for the built-in.
   eval_chunk = 1000
-  if plan.conv_model:
-    eval_chunk = 250 if eval_execution["eval_loop"] == "host" else 100
+  if eval_execution["eval_loop"] == "host":
+    eval_chunk = 250
+  elif plan.conv_model and config.model in models.MODELS:
+    eval_chunk = 100
   evaluator: Any = evaluator_lib.make_evaluator(
     module,
     num_tasks or plan.num_tasks,
