@@ -2,6 +2,7 @@
 nets convolve (`conv_impl`). Strategies must not change the numbers."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -186,6 +187,12 @@ def test_defaults_per_platform():
   assert loop.eval_execution("cpu", "im2col", 1, (32, 32, 3))["cpu_conv_library"] == "default"
   assert loop.eval_execution("cpu", "xla", 2, (84, 84, 3))["cpu_conv_library"] == "default"
   assert loop.eval_execution("gpu", "xla", 1, (84, 84, 3))["cpu_conv_library"] == "default"
+  # A model by import path keeps its XLA convolutions where im2col would be picked (and with
+  # them Eigen's on large images, by the rule above).
+  own = functools.partial(loop.eval_execution, own_convolutions=True)
+  assert own("cpu", "xla", 2, (32, 32, 3)) == {"conv_impl": "xla", "eval_loop": "map", **default}
+  assert own("cpu", "xla", 2, (84, 84, 3))["cpu_conv_library"] == "eigen"
+  assert own("cpu", "xla", 1, (84, 84, 3))["eval_loop"] == "host"
   assert loop.default_conv_impl("gpu", 1) == "xla"
   assert loop.default_conv_impl("gpu", 16) == "im2col"
   assert loop.default_conv_impl("tpu", 16) == "xla"

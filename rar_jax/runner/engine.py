@@ -273,12 +273,11 @@ def compile_evaluation(
       module.conv_impl if built_in else "xla",
       jax.device_count(),
       plan.input_shape,
+      own_convolutions=not built_in,
     )
     if built_in:
       module = module.clone(conv_impl=ev["conv_impl"])
       eval_execution = {"eval_conv_impl": ev["conv_impl"]}
-    elif ev["conv_impl"] != "xla":  # a model by import path keeps its own convolutions
-      ev = {"eval_loop": "map", "cpu_conv_library": "default"}
     eval_execution["eval_loop"] = ev["eval_loop"]
     eval_execution["eval_cpu_conv_library"] = ev["cpu_conv_library"]
     options = cpu_conv.compiler_options(ev["cpu_conv_library"], forward_only=True)

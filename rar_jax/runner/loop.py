@@ -264,7 +264,11 @@ def inner_loop_iters(replay: ReplayConfig, chain, iter_fgsm) -> int:
 
 
 def eval_execution(
-  platform: str, conv_impl: str, devices: int = 1, input_shape: Optional[Sequence[int]] = None
+  platform: str,
+  conv_impl: str,
+  devices: int = 1,
+  input_shape: Optional[Sequence[int]] = None,
+  own_convolutions: bool = False,
 ) -> dict:
   """How a conv model is evaluated: ``conv_impl``, ``eval_loop``, ``cpu_conv_library``.
 
@@ -274,13 +278,15 @@ def eval_execution(
   grouped), Eigen's for large images as in training (`default_cpu_conv_library`).
   Runs over several devices or processes: one program, im2col on the CPU, the
   training choice elsewhere. Training's ``cpu_conv_library`` never changes it.
+  ``own_convolutions``: the model convolves its own way (a model by import
+  path), with XLA's convolutions; where im2col would be picked it keeps them.
   """
   if platform != "cpu":
     conv, eval_loop = conv_impl, "map"
   elif devices == 1:
     conv, eval_loop = "xla", "host"
   else:
-    conv, eval_loop = "im2col", "map"
+    conv, eval_loop = ("xla" if own_convolutions else "im2col"), "map"
   library = default_cpu_conv_library(platform, True, conv, input_shape)
   return {"conv_impl": conv, "eval_loop": eval_loop, "cpu_conv_library": library}
 

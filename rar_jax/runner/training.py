@@ -82,21 +82,20 @@ def init_states(
   )
 
 
+# One evaluator, runner or choice per model and settings, hence one compilation
+# for repeated calls (`_cached`).
 _run_evaluator = functools.lru_cache(maxsize=32)(make_run_evaluator)
+_stream_runner = functools.lru_cache(maxsize=32)(loop.make_stream_runner)
 
 
-_cached_runner = functools.lru_cache(maxsize=32)(loop.make_stream_runner)
-
-
-def _runner(train_step: Callable, batching, stream_loop, evaluate, cpu_conv_library):
-  """One compiled runner per step and settings; an unhashable setting (a list,
-  say) skips the cache, so `make_stream_runner` names it in one line."""
-  args = (train_step, batching, stream_loop, evaluate, cpu_conv_library)
+def _cached(fn, *args):
+  """``fn(*args)`` through ``fn``'s cache; an unhashable argument (a module
+  with a list field, say) skips it, and the function itself names a bad one."""
   try:
     hash(args)
   except TypeError:
-    return loop.make_stream_runner(*args)
-  return _cached_runner(*args)
+    return fn.__wrapped__(*args)
+  return fn(*args)
 
 
 def run_stream(
@@ -122,7 +121,7 @@ def run_stream(
     )
   x, y = _training_data(train_step, states, x, y)
   index = inputs.index("index", index, axes=("runs", "steps", "batch"), runs=runs, rows=len(x))
-  runner = _runner(train_step, batching, stream_loop, None, cpu_conv_library)
+  runner = _cached(_stream_runner, train_step, batching, stream_loop, None, cpu_conv_library)
   return runner(states, jnp.asarray(x), jnp.asarray(y), index)
 
 
@@ -183,11 +182,9 @@ def run_stream_with_curves(
   _, num_tasks, steps_per_task, batch = index.shape
   steps = continual.evaluation_steps(num_tasks, steps_per_task, eval_every)  # checks it
   evaluator = (module, num_tasks, min(chunk, len(eval_x)), eval_protocol, eval_classifier)
-  try:  # one evaluator, hence one compiled runner, per model and settings
-    evaluate_one = _run_evaluator(*evaluator)
-  except TypeError:  # a module that cannot be hashed (e.g. a list attribute)
-    evaluate_one = make_run_evaluator(*evaluator)
-  runner = _runner(train_step, batching, stream_loop, evaluate_one, cpu_conv_library)
+  evaluate_one = _cached(_run_evaluator, *evaluator)
+  settings = (batching, stream_loop, evaluate_one, cpu_conv_library)
+  runner = _cached(_stream_runner, train_step, *settings)
   data = (jnp.asarray(x), jnp.asarray(y))
   evaluation = (jnp.asarray(eval_x), jnp.asarray(eval_y), task_of_class)
   pieces = chunks_lib.task_chunks(steps_per_task, steps_per_task, eval_every)
@@ -262,16 +259,6 @@ def _evaluator(module, num_tasks, chunk, eval_protocol, eval_loop, eval_classifi
   )
 
 
-def _cached(fn, *args):
-  """``fn(*args)`` through ``fn``'s cache; an unhashable argument (a module
-  with a list field, say) skips it."""
-  try:
-    hash(args)
-  except TypeError:
-    return fn.__wrapped__(*args)
-  return fn(*args)
-
-
 @functools.lru_cache(maxsize=32)
 def _eval_loop(module, row_shape) -> tuple:
   """`evaluate`'s ``eval_loop`` and CPU convolution library: the runner's
@@ -279,9 +266,7 @@ def _eval_loop(module, row_shape) -> tuple:
   platform = jax.devices()[0].platform
   if not user_model.is_conv_model(module, tuple(row_shape)):
     return "map", "default"
-  ev = loop.eval_execution(platform, "xla", jax.device_count(), row_shape)
-  if ev["conv_impl"] != "xla":  # several devices: the module keeps its convolutions, in one program
-    return "map", "default"
+  ev = loop.eval_execution(platform, "xla", jax.device_count(), row_shape, own_convolutions=True)
   return ev["eval_loop"], ev["cpu_conv_library"]
 
 
