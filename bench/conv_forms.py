@@ -1,8 +1,8 @@
-"""Other ways to compute the reduced ResNet-18's convolutions in XLA on the
-CPU, each timed against XLA's own convolution on one pinned core (as
-bench/conv_profile.py times it), forward pass, input gradient and kernel
-gradient, minibatch 10, for every convolution shape of the network at one
-input size:
+"""Other forms of the reduced ResNet-18's convolutions, against XLA's own, on one core.
+
+Each form is timed as bench/conv_profile.py times XLA's convolution (one
+pinned core, forward pass, input gradient and kernel gradient, minibatch 10)
+for every convolution shape of the network at one input size:
 
 - ``xla``: ``lax.conv_general_dilated`` with each ``cpu_conv_library``;
 - ``winograd``: Winograd's F(2x2, 3x3) (stride 1 only): 16 batched matmuls
@@ -18,7 +18,7 @@ Each line also holds the form's largest difference from XLA's convolution,
 relative to its largest value; the last lines sum each form over the network
 as ER runs it (every convolution times its count, forward pass and both
 gradients, the stem's input gradient left out), where the form covers every
-shape. About 3 minutes at 84x84.
+shape. About 2 minutes at 84x84 or 32x32.
 
   python bench/conv_forms.py --input_size 84 --out bench/results/conv_forms_84_epyc25.jsonl
 """
