@@ -39,12 +39,11 @@ def shape_of(model_name, input_size):
   return shape
 
 
-def measure(
+def prepare(
   model_name,
   method,
   num_seeds,
   steps,
-  repeats,
   iter_fgsm,
   batching,
   mem_size=200,
@@ -55,6 +54,8 @@ def measure(
   input_size=0,
   cpu_conv_library="auto",
 ):
+  """The compiled stream of ``steps`` minibatches on synthetic data, its
+  arguments with the replay buffer already filled, and what ran."""
   cfg, chain = rar_jax.build_method(
     method, num_classes=10, mem_size=mem_size, batch_size_mem=10, batch_norm_rows=batch_norm_rows
   )
@@ -94,10 +95,25 @@ def measure(
   # Fill the buffer first so the timed pass replays and attacks full batches.
   states, _ = compiled(states, x, y, index)
   jax.block_until_ready(states)
+  execution = dict(
+    batching=batching,
+    conv_impl=conv_impl,
+    cpu_conv_library=cpu_conv_library,
+    stream_loop=stream_loop,
+    unroll=unroll,
+    compile_seconds=round(compile_s, 2),
+  )
+  return compiled, (states, x, y, index), execution
+
+
+def measure(model_name, method, num_seeds, steps, repeats, iter_fgsm, batching, **options):
+  compiled, args, execution = prepare(
+    model_name, method, num_seeds, steps, iter_fgsm, batching, **options
+  )
   times, cpu_times = [], []
   for _ in range(repeats):
     t0, c0 = time.perf_counter(), time.process_time()
-    out, _ = compiled(states, x, y, index)
+    out, _ = compiled(*args)
     jax.block_until_ready(out)
     times.append(time.perf_counter() - t0)
     cpu_times.append(time.process_time() - c0)
@@ -110,17 +126,17 @@ def measure(
     "model": model_name,
     "method": method,
     "seeds": num_seeds,
-    "batching": batching,
-    "conv_impl": conv_impl,
-    "cpu_conv_library": cpu_conv_library,
-    "stream_loop": stream_loop,
-    "unroll": unroll,
-    "matmul_precision": matmul_precision,
+    "batching": execution["batching"],
+    "conv_impl": execution["conv_impl"],
+    "cpu_conv_library": execution["cpu_conv_library"],
+    "stream_loop": execution["stream_loop"],
+    "unroll": execution["unroll"],
+    "matmul_precision": options.get("matmul_precision", "default"),
     "iter_fgsm": iter_fgsm,
     "ms_per_step": round(ms, 4),
     "ms_per_step_median": round(1000 * float(np.median(times)) / steps, 4),
     "ms_per_seed_step": round(ms / num_seeds, 4),
-    "compile_seconds": round(compile_s, 2),
+    "compile_seconds": execution["compile_seconds"],
     # CPU seconds of this process (all its threads): less disturbed by other load.
     "cpu_ms_per_step": round(1000 * float(np.min(cpu_times)) / steps, 4),
     "steps_timed": steps,
@@ -128,8 +144,8 @@ def measure(
     "platform": jax.devices()[0].platform,
     "host": platform.node(),
     "cpu": cpu_model(),
-    "batch_norm_rows": batch_norm_rows,
-    "input_shape": list(shape),
+    "batch_norm_rows": options.get("batch_norm_rows", "group"),
+    "input_shape": list(shape_of(model_name, options.get("input_size", 0))),
     "freed_memory_kept": FREED_MEMORY_KEPT,
   }
 
