@@ -147,3 +147,73 @@ def test_evaluate_hands_its_pick_to_the_evaluator_once_per_setting(monkeypatch):
   rar_jax.evaluate(_SmallCNN(), states, x, np.zeros(4, np.int32), toc, eval_loop="map")
   eigen = cpu_conv.compiler_options("eigen", forward_only=True)
   assert seen == [("host", eigen), ("map", None)]
+
+
+def _small_cnn_stream(side, seeds=(0, 1), steps=3):
+  cfg, chain = rar_jax.build_method("er_rar", num_classes=C, mem_size=20, batch_size_mem=5)
+  tx = rar_jax.make_optimizer(0.1)
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(10 * steps, side, side, 1)).astype(np.float32)
+  y = np.tile(np.arange(C, dtype=np.int32), 10 * steps)[: 10 * steps]
+  index = np.stack([rng.permutation(10 * steps).reshape(steps, 10) for _ in seeds])
+  states = rar_jax.init_states(_SmallCNN(), tx, cfg, chain, list(seeds), x[:10])
+  return rar_jax.make_train_step(_SmallCNN(), tx, cfg, chain), states, x, y, index
+
+
+def _one_cpu():
+  if jax.device_count() != 1 or jax.devices()[0].platform != "cpu":
+    pytest.skip("the host loop is for one CPU device")
+
+
+def test_auto_runs_the_stream_as_train_py_picks_for_the_model(monkeypatch):
+  """A conv net (`user_model.is_conv_model`) from a host loop, one run after
+  another, Eigen from 64x64; a model of few multiply-adds in one scan."""
+  import functools
+
+  from rar_jax.runner import loop, training
+
+  _one_cpu()
+  for side, want in ((4, ("map", "scan", "default")), (32, ("map", "host", "default"))):
+    step, _, x, *_ = _small_cnn_stream(side)
+    assert training._execution(step, x, 2, "auto", "auto", "auto") == want
+  step, _, x, *_ = _small_cnn_stream(64)
+  assert training._execution(step, x, 2, "vmap", "auto", "auto") == ("vmap", "host", "eigen")
+
+  picked = []
+
+  def spy(train_step, batching, stream_loop, evaluate, library):
+    picked.append((batching, stream_loop, library))
+    return loop.make_stream_runner(train_step, batching, stream_loop, evaluate, library)
+
+  monkeypatch.setattr(training, "_stream_runner", functools.lru_cache()(spy))
+  step, states, x, y, index = _small_cnn_stream(32)
+  auto = dict(batching="auto", stream_loop="auto", cpu_conv_library="auto")
+  out, _ = rar_jax.run_stream(step, states, x, y, index, **auto)
+  given, _ = rar_jax.run_stream(step, states, x, y, index, batching="map", stream_loop="host")
+  assert picked == [("map", "host", "default")]  # the second call reuses the first's runner
+  for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(given.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_conv_net_in_a_scan_on_the_cpu_warns_and_names_auto():
+  import warnings
+
+  _one_cpu()
+  step, states, x, y, index = _small_cnn_stream(32)
+  with pytest.warns(UserWarning, match=r"_SmallCNN is a conv net .* stream_loop='auto'"):
+    rar_jax.run_stream(step, states, x, y, index)
+  step, states, x, y, index = _small_cnn_stream(4)  # 576 multiply-adds a row: no conv net
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    rar_jax.run_stream(step, states, x, y, index)
+    rar_jax.run_stream(*_small_cnn_stream(32), stream_loop="host", batching="map")
+  assert not [w for w in caught if "conv net" in str(w.message)]
+
+
+def test_a_bad_stream_setting_is_one_line_naming_auto():
+  step, states, x, y, index = _small_cnn_stream(4, seeds=(0,), steps=1)
+  with pytest.raises(
+    rar_jax.errors.RarError,
+    match=r"^stream_loop='loop' is invalid: one of \('scan', 'host', 'auto'\)$",
+  ):
+    rar_jax.run_stream(step, states, x, y, index, stream_loop="loop")

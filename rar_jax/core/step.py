@@ -330,6 +330,8 @@ def make_train_step(
     return new_state, metrics
 
   train_step.data_range = update.chain.data_range  # type: ignore[attr-defined]
+  # The runner reads the model to pick how a stream of this step runs ("auto").
+  train_step.module = module  # type: ignore[attr-defined]
   return train_step
 
 

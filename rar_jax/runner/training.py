@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import warnings
 from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
@@ -112,7 +113,10 @@ def run_stream(
   """Trains every run of ``states`` on its stream: ``index[runs, steps, batch]``
   holds row numbers of ``x``/``y``. Returns ``(states, metrics[runs, steps])``.
   The program compiles once per ``train_step`` and shapes (`make_stream_runner`
-  explains ``batching``, ``stream_loop`` and ``cpu_conv_library``)."""
+  explains ``batching``, ``stream_loop`` and ``cpu_conv_library``; ``"auto"``
+  for any of them picks what `train.py` picks for the step's model and
+  platform: a conv net on the CPU runs from a host loop, one run after
+  another)."""
   runs = _runs(states)
   if runs is None:
     raise ArgumentError(
@@ -121,8 +125,56 @@ def run_stream(
     )
   x, y = _training_data(train_step, states, x, y)
   index = inputs.index("index", index, axes=("runs", "steps", "batch"), runs=runs, rows=len(x))
-  runner = _cached(_stream_runner, train_step, batching, stream_loop, None, cpu_conv_library)
+  settings = _execution(train_step, x, runs, batching, stream_loop, cpu_conv_library)
+  runner = _cached(_stream_runner, train_step, settings[0], settings[1], None, settings[2])
   return runner(states, jnp.asarray(x), jnp.asarray(y), index)
+
+
+def _execution(train_step, x, runs: int, batching, stream_loop, cpu_conv_library) -> tuple:
+  """``(batching, stream_loop, cpu_conv_library)`` with "auto" resolved for
+  the model behind ``train_step`` (``train_step.module``, set by
+  `make_train_step`; a step without one runs as a dense model does), and a
+  warning where a conv net would run in a scan on the CPU."""
+  for name, value, valid in (
+    ("batching", batching, loop.BATCHINGS),
+    ("stream_loop", stream_loop, loop.STREAM_LOOPS),
+    ("cpu_conv_library", cpu_conv_library, cpu_conv.CPU_CONV_LIBRARIES),
+  ):
+    if value not in valid + ("auto",):
+      raise ArgumentError(f"{name}={value!r} is invalid: one of {valid + ('auto',)}")
+  module = getattr(train_step, "module", None)
+  settings = (batching, stream_loop, cpu_conv_library)
+  on_cpu = jax.devices()[0].platform == "cpu"
+  if "auto" not in settings and not (on_cpu and stream_loop == "scan" and module is not None):
+    return settings
+  resolved, slow = _cached(_stream_execution, module, tuple(x.shape[1:]), runs, *settings)
+  if slow:
+    warnings.warn(
+      f"run_stream: {model_name(as_module(module))} is a conv net and runs in a lax.scan on "
+      "the CPU, where XLA's convolutions run ~8x slower than called from a host loop; "
+      "batching='auto', stream_loop='auto' pick what train.py picks (docs/own_model.md)",
+      stacklevel=3,
+    )
+  return resolved
+
+
+@functools.lru_cache(maxsize=32)
+def _stream_execution(module, row_shape, runs, batching, stream_loop, cpu_conv_library):
+  """`_execution`'s choice, and whether the settings run a conv net (by
+  `rar_jax.runner.user_model.is_conv_model`) in a scan on the CPU."""
+  try:
+    conv = module is not None and user_model.is_conv_model(module, row_shape)
+  except Exception:  # noqa: BLE001  (a model the trace cannot read runs as a dense one)
+    conv = False
+  if batching == "auto":
+    batching = loop.default_batching(jax.device_count())
+  conv_impl = getattr(module, "conv_impl", "xla")  # the built-in ResNet's own choice
+  ex = loop.resolve_execution(
+    conv_impl, stream_loop, conv, runs, batching, 0, cpu_conv_library, row_shape
+  )
+  cpu = jax.devices()[0].platform == "cpu"
+  slow = cpu and conv and conv_impl == "xla" and ex["stream_loop"] == "scan"
+  return (batching, ex["stream_loop"], ex["cpu_conv_library"]), slow
 
 
 def _training_data(train_step, states, x, y, prefix: str = ""):
@@ -166,7 +218,8 @@ def run_stream_with_curves(
   ``(states, metrics[runs, steps], curves)``, ``curves`` a
   `rar_jax.evaluation.continual.Curves` (``steps``, ``accuracy[runs, points,
   tasks]``, ``task_ends``) that `rar_jax.evaluation.continual`'s functions
-  summarise (AAA, min-ACC, WC-ACC, stability gap)."""
+  summarise (AAA, min-ACC, WC-ACC, stability gap). ``batching``,
+  ``stream_loop``, ``cpu_conv_library``: as `run_stream`'s, "auto" included."""
   runs = _runs(states)
   if runs is None:
     raise ArgumentError("states is one state: run_stream_with_curves takes a stack (init_states)")
@@ -183,8 +236,10 @@ def run_stream_with_curves(
   steps = continual.evaluation_steps(num_tasks, steps_per_task, eval_every)  # checks it
   evaluator = (module, num_tasks, min(chunk, len(eval_x)), eval_protocol, eval_classifier)
   evaluate_one = _cached(_run_evaluator, *evaluator)
-  settings = (batching, stream_loop, evaluate_one, cpu_conv_library)
-  runner = _cached(_stream_runner, train_step, *settings)
+  batching, stream_loop, library = _execution(
+    train_step, x, runs, batching, stream_loop, cpu_conv_library
+  )
+  runner = _cached(_stream_runner, train_step, batching, stream_loop, evaluate_one, library)
   data = (jnp.asarray(x), jnp.asarray(y))
   evaluation = (jnp.asarray(eval_x), jnp.asarray(eval_y), task_of_class)
   pieces = chunks_lib.task_chunks(steps_per_task, steps_per_task, eval_every)
