@@ -25,11 +25,9 @@ shape. About 2 minutes at 84x84 or 32x32.
 
 import argparse
 import json
-import os
 import sys
 
-from _common import cpu_model
-from conv_profile import run, shapes
+from conv_profile import line, one_thread_env, run, shapes
 
 JAX = r"""
 import json, sys, time
@@ -147,30 +145,16 @@ def main():
   p.add_argument("--input_size", type=int, default=84)
   p.add_argument("--out", default="", help="append the JSON lines to this file")
   a = p.parse_args()
-  env = dict(os.environ, OMP_NUM_THREADS="1")
-  env["XLA_FLAGS"] = (
-    env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-  )
+  env = one_thread_env()
   rows = []
-  for name, side, cin, cout, k, s, count in shapes(a.input_size):
+  for shape in shapes(a.input_size):
+    _, side, cin, cout, k, s, _ = shape
     for form, library, n in FORMS:
       if form == "winograd" and (k, s) != (3, 1):
         continue
-      args = (side, cin, cout, k, s, n, form, library)
-      ms = run(sys.executable, JAX, args, env)
-      rows.append(
-        dict(
-          bench="conv_forms",
-          form=form,
-          cpu_conv_library=library,
-          cpu=cpu_model(),
-          input_size=a.input_size,
-          conv=name,
-          shape=[10, side, side, cin, cout, k, s],
-          per_step_count=count,
-          **ms,
-        )
-      )
+      ms = run(sys.executable, JAX, (side, cin, cout, k, s, n, form, library), env)
+      labels = dict(form=form, cpu_conv_library=library)
+      rows.append(line("conv_forms", a.input_size, shape, labels, ms))
       print(json.dumps(rows[-1]), flush=True)
   rows += network_totals(rows)
   for r in rows[-len(FORMS) :]:

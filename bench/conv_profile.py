@@ -94,6 +94,31 @@ def _one_core():
   os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
+def one_thread_env():
+  """This environment with OpenMP and XLA's CPU runtime held to one thread."""
+  env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+  env["XLA_FLAGS"] = (
+    env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+  )
+  return env
+
+
+def line(bench, input_size, shape, labels, ms):
+  """One JSON line: ``labels`` (what ran), then the convolution (``shape``, a
+  tuple of `shapes`) and its times ``ms``."""
+  name, side, cin, cout, k, s, count = shape
+  return dict(
+    bench=bench,
+    **labels,
+    cpu=cpu_model(),
+    input_size=input_size,
+    conv=name,
+    shape=[10, side, side, cin, cout, k, s],
+    per_step_count=count,
+    **ms,
+  )
+
+
 def run(python, code, args, env):
   out = subprocess.run(
     [python, "-c", code, *map(str, args)],
@@ -113,12 +138,10 @@ def main():
   p.add_argument("--out", default="", help="append the JSON lines to this file")
   p.add_argument("--cpu_conv_libraries", default="default,eigen", help="rar_jax's, comma-separated")
   a = p.parse_args()
-  env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-  env["XLA_FLAGS"] = (
-    env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-  )
+  env = one_thread_env()
   rows = []
-  for name, side, cin, cout, k, s, count in shapes(a.input_size):
+  for shape in shapes(a.input_size):
+    _, side, cin, cout, k, s, _ = shape
     systems = {
       f"rar_jax (XLA, {lib})": (sys.executable, JAX, (lib,))
       for lib in a.cpu_conv_libraries.split(",")
@@ -127,18 +150,8 @@ def main():
       systems["RAR-CL (PyTorch)"] = (a.torch_python, TORCH, ())
     for system, (python, code, extra) in systems.items():
       ms = run(python, code, (side, cin, cout, k, s, *extra), env)
-      rows.append(
-        dict(
-          bench="conv_profile",
-          system=system,
-          cpu=cpu_model(),
-          input_size=a.input_size,
-          conv=name,
-          shape=[10, side, side, cin, cout, k, s],
-          per_step_count=count,
-          **{f"{key}_ms": v for key, v in ms.items()},
-        )
-      )
+      ms = {f"{key}_ms": v for key, v in ms.items()}
+      rows.append(line("conv_profile", a.input_size, shape, dict(system=system), ms))
       print(json.dumps(rows[-1]), flush=True)
   if a.out:
     with open(a.out, "a") as f:
