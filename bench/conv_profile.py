@@ -97,9 +97,7 @@ def _one_core():
 def one_thread_env():
   """This environment with OpenMP and XLA's CPU runtime held to one thread."""
   env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-  env["XLA_FLAGS"] = (
-    env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-  )
+  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
   return env
 
 

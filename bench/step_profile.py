@@ -4,20 +4,20 @@ Runs the step as bench/step_time.py does (synthetic data, the execution
 picked for this machine unless told), traces a few steps with JAX's profiler
 and sums XLA's CPU operations by kind, read from the compiled program:
 
-- ``convolution``: library calls that hold a convolution (YNNPACK's fusions);
+- ``convolution``: convolutions (Eigen's calls, YNNPACK's fusions that hold one);
 - ``layout``: transposes and copies (XLA puts transposes in front of the
   kernel gradients' convolutions, with the batch norm that feeds them fused in);
 - ``reduction``: fusions that reduce (batch norm's statistics and gradients);
 - ``element-wise``: the other fusions (batch norm's scaling, ReLU, the
   update);
-- ``other``: everything else XLA's runtime runs (the head's matmuls among it).
+- ``other``: the step program's other operations (the head's matmuls among
+  them).
 
-The times are the operations' own, summed over threads. Eigen's convolutions
-return at once and run on Eigen's thread pool, so with ``eigen`` they appear
-as the step's CPU time minus what was traced (``untraced``); YNNPACK's run
-inside the trace, whose times then include a little waiting on its threads
-(``untraced`` near zero, or below). Each line: ms
-per step by kind, wall and CPU ms per step. About 1 minute at 84x84.
+The process runs on one pinned core and one thread, so that every operation,
+Eigen's convolutions included, runs alone inside the trace: each line holds ms
+per step by kind, the step's wall and CPU ms, and ``untraced``, the CPU time
+outside the step's program (the host loop's Python, the small programs around
+it). About 1 minute at 84x84.
 
   python bench/step_profile.py --input_size 84 --out bench/results/step_profile_epyc25.jsonl
 """
@@ -34,23 +34,35 @@ import tempfile
 import time
 
 DUMP = tempfile.mkdtemp(prefix="step_profile_")
-# Before JAX starts: the compiled programs' text, to tell what each operation is.
-os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={DUMP}"
+# Before JAX starts: the compiled programs' text, to tell what each operation is;
+# one core and one thread, so that every operation runs inside the trace, alone.
+os.environ["XLA_FLAGS"] = (
+  os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={DUMP} --xla_cpu_multi_thread_eigen=false"
+)
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 import jax  # noqa: E402
 from _common import cli, cpu_model  # noqa: E402
 from step_time import prepare  # noqa: E402
 
 KINDS = ("convolution", "layout", "reduction", "element-wise", "other")
-# Runtime bookkeeping around the operations, not operations.
-WRAPPERS = re.compile(r"^(\$|ThunkExecutor|PjitFunction|PjRt|Execute|ParseArguments|Handle )")
+# Operations that only hold others (a loop's body is traced op by op).
+CONTAINERS = ("while", "conditional", "call")
 
 
 def kinds_of_operations(dump_dir):
-  """{operation name: kind} from the largest optimised program in ``dump_dir``
-  (the step)."""
+  """``(module, {operation: kind})`` of the largest optimised program in
+  ``dump_dir`` (the step's)."""
   files = glob.glob(os.path.join(dump_dir, "*after_optimizations.txt"))
-  text = open(max(files, key=os.path.getsize)).read()
+  if not files:
+    raise SystemExit(
+      "step_profile: XLA compiled no program here (a compilation cache hit? "
+      "unset JAX_COMPILATION_CACHE_DIR)"
+    )
+  path = max(files, key=os.path.getsize)
+  module = os.path.basename(path).split(".")[1]  # module_0076.jit_one.cpu_after_...
+  # A fusion of 6+ outputs writes /*index=5*/ in its type: not an assignment.
+  text = re.sub(r"/\*index=\d+\*/", "", open(path).read())
   bodies = dict(re.findall(r"^%?([\w.-]+) [^\n]*\{\n(.*?)\n\}", text, re.S | re.M))
   kinds = {}
   for name, op, called in re.findall(
@@ -67,16 +79,18 @@ def kinds_of_operations(dump_dir):
       kinds[name] = "reduction"
     elif op == "fusion":
       kinds[name] = "element-wise"
-  return kinds
+  return module, kinds
 
 
-def traced_ms(trace_dir, kinds, steps):
+def traced_ms(trace_dir, module, kinds, steps):
+  """ms per step of the step program's operations, by kind, from the trace."""
   path = glob.glob(os.path.join(trace_dir, "plugins", "profile", "*", "*.trace.json.gz"))[0]
-  events = json.load(gzip.open(path))["traceEvents"]
   out = collections.Counter()
-  for e in events:
-    if e.get("ph") == "X" and not WRAPPERS.match(e["name"]):
-      out[kinds.get(e["name"], "other")] += e["dur"] / 1000 / steps
+  for e in json.load(gzip.open(path))["traceEvents"]:
+    args = e.get("args") or {}
+    op = args.get("hlo_op", "")
+    if e.get("ph") == "X" and args.get("hlo_module") == module and not op.startswith(CONTAINERS):
+      out[kinds.get(op, "other")] += e["dur"] / 1000 / steps
   return {k: round(out[k], 1) for k in KINDS}
 
 
@@ -104,7 +118,7 @@ def main():
         input_size=a.input_size,
         cpu_conv_library=library,
       )
-      kinds = kinds_of_operations(DUMP)
+      module, kinds = kinds_of_operations(DUMP)
       t0, c0 = time.perf_counter(), time.process_time()
       jax.block_until_ready(compiled(*args)[0])
       wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -112,7 +126,7 @@ def main():
         jax.profiler.start_trace(trace_dir)
         jax.block_until_ready(compiled(*args)[0])
         jax.profiler.stop_trace()
-        ms = traced_ms(trace_dir, kinds, a.steps)
+        ms = traced_ms(trace_dir, module, kinds, a.steps)
       cpu_ms = 1000 * cpu / a.steps
       row = dict(
         bench="step_profile",

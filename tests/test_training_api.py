@@ -167,32 +167,37 @@ def _one_cpu():
 
 def test_auto_runs_the_stream_as_train_py_picks_for_the_model(monkeypatch):
   """A conv net (`user_model.is_conv_model`) from a host loop, one run after
-  another, Eigen from 64x64; a model of few multiply-adds in one scan."""
+  another, Eigen from 64x64; a model of few multiply-adds in one scan; in
+  `run_stream` and in `run_stream_with_curves` (whose runner also evaluates)."""
   import functools
 
   from rar_jax.runner import loop, training
 
   _one_cpu()
+  auto = ("auto", "auto", "auto")
   for side, want in ((4, ("map", "scan", "default")), (32, ("map", "host", "default"))):
-    step, _, x, *_ = _small_cnn_stream(side)
-    assert training._execution(step, x, 2, "auto", "auto", "auto") == want
-  step, _, x, *_ = _small_cnn_stream(64)
-  assert training._execution(step, x, 2, "vmap", "auto", "auto") == ("vmap", "host", "eigen")
+    step, states, x, *_ = _small_cnn_stream(side)
+    assert training._execution("run_stream", step, states, x, *auto) == want
+  step, states, x, *_ = _small_cnn_stream(64)
+  got = training._execution("run_stream", step, states, x, "vmap", "auto", "auto")
+  assert got == ("vmap", "host", "eigen")
 
   picked = []
 
   def spy(train_step, batching, stream_loop, evaluate, library):
-    picked.append((batching, stream_loop, library))
+    picked.append((batching, stream_loop, library, evaluate is not None))
     return loop.make_stream_runner(train_step, batching, stream_loop, evaluate, library)
 
   monkeypatch.setattr(training, "_stream_runner", functools.lru_cache()(spy))
   step, states, x, y, index = _small_cnn_stream(32)
-  auto = dict(batching="auto", stream_loop="auto", cpu_conv_library="auto")
-  out, _ = rar_jax.run_stream(step, states, x, y, index, **auto)
-  given, _ = rar_jax.run_stream(step, states, x, y, index, batching="map", stream_loop="host")
-  assert picked == [("map", "host", "default")]  # the second call reuses the first's runner
-  for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(given.params)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  kw = dict(batching="auto", stream_loop="auto", cpu_conv_library="auto")
+  rar_jax.run_stream(step, states, x, y, index, **kw)
+  toc = np.stack([np.arange(C) // 2] * 2)
+  _, _, curves = rar_jax.run_stream_with_curves(
+    step, _SmallCNN(), states, x, y, index[:, None], x, y, toc, eval_every=2, **kw
+  )
+  assert picked == [("map", "host", "default", False), ("map", "host", "default", True)]
+  assert curves.accuracy.shape == (2, 2, 1)  # runs, points (steps 2 and 3), the one task
 
 
 def test_a_conv_net_in_a_scan_on_the_cpu_warns_and_names_auto():
@@ -200,13 +205,20 @@ def test_a_conv_net_in_a_scan_on_the_cpu_warns_and_names_auto():
 
   _one_cpu()
   step, states, x, y, index = _small_cnn_stream(32)
-  with pytest.warns(UserWarning, match=r"_SmallCNN is a conv net .* stream_loop='auto'"):
+  with pytest.warns(
+    UserWarning, match=r"^run_stream: _SmallCNN is a conv net .* stream_loop='auto'"
+  ):
     rar_jax.run_stream(step, states, x, y, index)
-  step, states, x, y, index = _small_cnn_stream(4)  # 576 multiply-adds a row: no conv net
+  toc = np.stack([np.arange(C) // 2] * 2)
+  with pytest.warns(UserWarning, match=r"^run_stream_with_curves: _SmallCNN is a conv net"):
+    rar_jax.run_stream_with_curves(
+      step, _SmallCNN(), states, x, y, index[:, None], x, y, toc, eval_every=3
+    )
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    rar_jax.run_stream(step, states, x, y, index)
+    rar_jax.run_stream(*_small_cnn_stream(4))  # 576 multiply-adds a row: no conv net
     rar_jax.run_stream(*_small_cnn_stream(32), stream_loop="host", batching="map")
+    rar_jax.run_stream(*_small_cnn_stream(32), stream_loop="auto")
   assert not [w for w in caught if "conv net" in str(w.message)]
 
 

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rar_jax import models
 from rar_jax.core.method import ReplayConfig
 from rar_jax.core.nnx_module import as_module, model_name
 from rar_jax.core.step import TrainState, as_chain, make_predict
@@ -115,7 +116,7 @@ def run_stream(
   The program compiles once per ``train_step`` and shapes (`make_stream_runner`
   explains ``batching``, ``stream_loop`` and ``cpu_conv_library``; ``"auto"``
   for any of them picks what `train.py` picks for the step's model and
-  platform: a conv net on the CPU runs from a host loop, one run after
+  platform: a conv net on one CPU device runs from a host loop, one run after
   another)."""
   runs = _runs(states)
   if runs is None:
@@ -125,16 +126,17 @@ def run_stream(
     )
   x, y = _training_data(train_step, states, x, y)
   index = inputs.index("index", index, axes=("runs", "steps", "batch"), runs=runs, rows=len(x))
-  settings = _execution(train_step, x, runs, batching, stream_loop, cpu_conv_library)
+  settings = (batching, stream_loop, cpu_conv_library)
+  settings = _execution("run_stream", train_step, states, x, *settings)
   runner = _cached(_stream_runner, train_step, settings[0], settings[1], None, settings[2])
   return runner(states, jnp.asarray(x), jnp.asarray(y), index)
 
 
-def _execution(train_step, x, runs: int, batching, stream_loop, cpu_conv_library) -> tuple:
+def _execution(caller, train_step, states, x, batching, stream_loop, cpu_conv_library) -> tuple:
   """``(batching, stream_loop, cpu_conv_library)`` with "auto" resolved for
   the model behind ``train_step`` (``train_step.module``, set by
   `make_train_step`; a step without one runs as a dense model does), and a
-  warning where a conv net would run in a scan on the CPU."""
+  warning where a conv net is given a scan on the CPU."""
   for name, value, valid in (
     ("batching", batching, loop.BATCHINGS),
     ("stream_loop", stream_loop, loop.STREAM_LOOPS),
@@ -144,37 +146,42 @@ def _execution(train_step, x, runs: int, batching, stream_loop, cpu_conv_library
       raise ArgumentError(f"{name}={value!r} is invalid: one of {valid + ('auto',)}")
   module = getattr(train_step, "module", None)
   settings = (batching, stream_loop, cpu_conv_library)
-  on_cpu = jax.devices()[0].platform == "cpu"
-  if "auto" not in settings and not (on_cpu and stream_loop == "scan" and module is not None):
+  given_scan = stream_loop == "scan" and jax.devices()[0].platform == "cpu"
+  if "auto" not in settings and not (given_scan and module is not None):
     return settings
-  resolved, slow = _cached(_stream_execution, module, tuple(x.shape[1:]), runs, *settings)
-  if slow:
+  # The states' devices, not all of them: the runs are not sharded here.
+  sharding = getattr(states.key, "sharding", None)
+  devices = len(sharding.device_set) if sharding is not None else 1
+  key = (module, tuple(x.shape[1:]), _runs(states), devices, *settings)
+  resolved, conv = _cached(_stream_execution, *key)
+  if conv and given_scan and jax.process_count() == 1:
     warnings.warn(
-      f"run_stream: {model_name(as_module(module))} is a conv net and runs in a lax.scan on "
+      f"{caller}: {model_name(as_module(module))} is a conv net and runs in a lax.scan on "
       "the CPU, where XLA's convolutions run ~8x slower than called from a host loop; "
-      "batching='auto', stream_loop='auto' pick what train.py picks (docs/own_model.md)",
+      "batching='auto', stream_loop='auto', cpu_conv_library='auto' pick what train.py "
+      "picks (docs/own_model.md)",
       stacklevel=3,
     )
   return resolved
 
 
 @functools.lru_cache(maxsize=32)
-def _stream_execution(module, row_shape, runs, batching, stream_loop, cpu_conv_library):
-  """`_execution`'s choice, and whether the settings run a conv net (by
-  `rar_jax.runner.user_model.is_conv_model`) in a scan on the CPU."""
+def _stream_execution(module, row_shape, runs, devices, batching, stream_loop, cpu_conv_library):
+  """`_execution`'s choice, and whether the model convolves as a conv net
+  (`rar_jax.runner.user_model.is_conv_model`) with XLA's convolutions."""
   try:
     conv = module is not None and user_model.is_conv_model(module, row_shape)
   except Exception:  # noqa: BLE001  (a model the trace cannot read runs as a dense one)
     conv = False
   if batching == "auto":
-    batching = loop.default_batching(jax.device_count())
-  conv_impl = getattr(module, "conv_impl", "xla")  # the built-in ResNet's own choice
+    batching = loop.default_batching(devices)
+  # The built-in ResNet's own convolutions; any other model keeps XLA's.
+  conv_impl = module.conv_impl if isinstance(module, models.ReducedResNet18) else "xla"
+  runs_per_device = -(-runs // devices)
   ex = loop.resolve_execution(
-    conv_impl, stream_loop, conv, runs, batching, 0, cpu_conv_library, row_shape
+    conv_impl, stream_loop, conv, runs_per_device, batching, 0, cpu_conv_library, row_shape
   )
-  cpu = jax.devices()[0].platform == "cpu"
-  slow = cpu and conv and conv_impl == "xla" and ex["stream_loop"] == "scan"
-  return (batching, ex["stream_loop"], ex["cpu_conv_library"]), slow
+  return (batching, ex["stream_loop"], ex["cpu_conv_library"]), conv and conv_impl == "xla"
 
 
 def _training_data(train_step, states, x, y, prefix: str = ""):
@@ -237,7 +244,7 @@ def run_stream_with_curves(
   evaluator = (module, num_tasks, min(chunk, len(eval_x)), eval_protocol, eval_classifier)
   evaluate_one = _cached(_run_evaluator, *evaluator)
   batching, stream_loop, library = _execution(
-    train_step, x, runs, batching, stream_loop, cpu_conv_library
+    "run_stream_with_curves", train_step, states, x, batching, stream_loop, cpu_conv_library
   )
   runner = _cached(_stream_runner, train_step, batching, stream_loop, evaluate_one, library)
   data = (jnp.asarray(x), jnp.asarray(y))
