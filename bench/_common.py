@@ -1,6 +1,7 @@
 """Shared by the bench scripts."""
 
 import contextlib
+import os
 import platform
 import sys
 
@@ -38,3 +39,9 @@ def cpu_model() -> str:
     return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')})"
   except OSError:
     return platform.processor() or "unknown"
+
+
+def pin_one_core():
+  """Pins this process to one core: XLA's Eigen convolutions use its thread
+  pool whatever the flags say."""
+  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 
-from _common import cpu_model
+from _common import cpu_model, pin_one_core
 
 NF = 20
 
@@ -89,11 +89,6 @@ print(json.dumps(out))
 """
 
 
-def _one_core():
-  # XLA's Eigen convolutions use its thread pool whatever the flags say: pin the process.
-  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-
-
 def one_thread_env():
   """This environment with OpenMP and XLA's CPU runtime held to one thread."""
   env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -124,7 +119,7 @@ def run(python, code, args, env):
     text=True,
     env=env,
     check=True,
-    preexec_fn=_one_core,
+    preexec_fn=pin_one_core,
   )
   return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -39,10 +39,10 @@ DUMP = tempfile.mkdtemp(prefix="step_profile_")
 os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={DUMP} --xla_cpu_multi_thread_eigen=false"
 )
-os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+from _common import cli, cpu_model, pin_one_core  # noqa: E402
 
+pin_one_core()
 import jax  # noqa: E402
-from _common import cli, cpu_model  # noqa: E402
 from step_time import prepare  # noqa: E402
 
 KINDS = ("convolution", "layout", "reduction", "element-wise", "other")

@@ -126,9 +126,10 @@ def run_stream(
     )
   x, y = _training_data(train_step, states, x, y)
   index = inputs.index("index", index, axes=("runs", "steps", "batch"), runs=runs, rows=len(x))
-  settings = (batching, stream_loop, cpu_conv_library)
-  settings = _execution("run_stream", train_step, states, x, *settings)
-  runner = _cached(_stream_runner, train_step, settings[0], settings[1], None, settings[2])
+  batching, stream_loop, library = _execution(
+    "run_stream", train_step, states, x, batching, stream_loop, cpu_conv_library
+  )
+  runner = _cached(_stream_runner, train_step, batching, stream_loop, None, library)
   return runner(states, jnp.asarray(x), jnp.asarray(y), index)
 
 
